@@ -1,0 +1,75 @@
+"""The on-disk shard schema, in one place.
+
+Raw shards (from ingest):    {key}.flac  + {key}.json  (RawMeta)
+Token shards (from tokenize): {key}.codes.npy (int16/int32 [Q, F]) + {key}.json (TokenMeta)
+
+Shape letters: B batch, Q codebooks, F frames, L text tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+AUDIO_EXT = "flac"
+CODES_EXT = "codes.npy"
+META_EXT = "json"
+REJECTS_FILE = "rejects.jsonl"
+RAW_SHARD_PATTERN = "raw-%06d.tar"
+TOKEN_SHARD_SUFFIX = ".tar"
+
+
+@dataclass
+class RawMeta:
+    """Metadata stored next to every audio clip in a raw shard."""
+
+    text: str
+    speaker: str
+    duration: float  # seconds
+    sample_rate: int
+    source: str  # original file path or URL, for tracing a bad clip back
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TokenMeta(RawMeta):
+    """Metadata stored next to every code array in a token shard."""
+
+    codec: str = ""  # the codec spec used to tokenize
+    frame_rate: float = 0.0
+    num_frames: int = 0
+    num_codebooks: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TTSBatch:
+    """A padded training batch. Padding positions hold 0 and are excluded by the lengths.
+
+    text_ids:       [B, L] int64 text-piece ids from data_pipeline.text.TextTokenizer (no specials)
+    text_lengths:   [B]
+    codes:          [B, Q, F] target codes
+    frame_lengths:  [B]
+    prompt_codes:   [B, Q, Fp] codes of another utterance of the same speaker (or a crop)
+    prompt_lengths: [B]
+    """
+
+    keys: list[str]
+    speakers: list[str]
+    text_ids: torch.Tensor
+    text_lengths: torch.Tensor
+    codes: torch.Tensor
+    frame_lengths: torch.Tensor
+    prompt_codes: torch.Tensor
+    prompt_lengths: torch.Tensor
+
+    def to(self, device: torch.device | str) -> TTSBatch:
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return TTSBatch(**moved)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_lengths.sum())

@@ -1,0 +1,35 @@
+"""Imports go one way: codec <- data_pipeline <- lm <- scripts (DESIGN.md)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "codec": {"data_pipeline", "lm", "scripts", "evaluation"},
+    "data_pipeline": {"lm", "scripts", "evaluation"},
+    "lm": {"scripts", "evaluation"},
+}
+
+
+def imported_top_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_downstream(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"package {package} has no python files"
+    offenders = {
+        str(f.relative_to(ROOT)): sorted(imported_top_packages(f) & FORBIDDEN[package]) for f in files
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"imports reach back up the data flow: {offenders}"
