@@ -1,12 +1,13 @@
 """Ingest: corpus (folder / manifest / LJSpeech / LibriTTS) -> validated records -> raw WebDataset shards.
 
 Every accepted utterance becomes ``{key}.flac`` + ``{key}.json`` (``records.RawMeta``) in shards named by
-``records.RAW_SHARD_PATTERN``, each at most ``shard_size_mb`` (a single clip bigger than that gets a shard of its
-own). Audio keeps its channels and sample rate and is stored losslessly: 8/16-bit sources as 16-bit FLAC,
-24-bit ones as 24-bit FLAC; float / 32-bit / lossy sources are quantised to 24 bits (FLAC has no float).
+``records.RAW_SHARD_PATTERN``, each at most ``shard_size_mb`` (a single clip bigger than that gets a shard
+of its own). Audio keeps its channels and sample rate and is stored losslessly: 8/16-bit sources as
+16-bit FLAC, 24-bit ones as 24-bit FLAC; float / 32-bit / lossy sources are quantised to 24 bits
+(FLAC has no float).
 
-Validation at the door: every item that cannot be used goes to ``rejects.jsonl`` (source, reason, detail) and is
-counted in ``summary.json``; one bad item never stops the run. Reason codes: see ``REJECT_REASONS``.
+Validation at the door: every item that cannot be used goes to ``rejects.jsonl`` (source, reason, detail)
+and is counted in ``summary.json``; one bad item never stops the run. Reason codes: see ``REJECT_REASONS``.
 Shards are written under a temporary name and renamed when complete, so a reader never sees half a shard.
 """
 
@@ -275,7 +276,7 @@ class BoundedShardWriter:
     """Writes samples into ``out_dir/pattern % i`` tar shards, each at most ``max_bytes`` on disk.
 
     webdataset's ShardWriter starts a new shard only after the limit is passed; this one computes the exact
-    tar size before writing, so the bound holds (a single sample larger than the bound gets a shard of its own).
+    tar size before writing, so the bound holds (a single sample larger than the bound gets its own shard).
     """
 
     def __init__(self, out_dir: Path, max_bytes: int, max_count: int, pattern: str = RAW_SHARD_PATTERN):
@@ -295,7 +296,9 @@ class BoundedShardWriter:
         if self._writer is None:
             self._open()
         if _tar_file_size(size) > self.max_bytes:
-            log.warning("sample %s (%d bytes) is larger than the shard size bound; it gets its own shard", key, size)
+            log.warning(
+                "sample %s (%d bytes) is larger than the shard size bound; it gets its own shard", key, size
+            )
         # mtime fixed so that the same input gives byte-identical shards.
         self._writer.write({"__key__": key, **files})
         self._content += size
@@ -326,7 +329,9 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
     old = sorted(out_dir.glob(shard_glob)) + sorted(out_dir.glob(shard_glob + ".tmp"))
     old += [p for p in (out_dir / REJECTS_FILE, out_dir / SUMMARY_FILE) if p.exists()]
     if old and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds ingest output ({old[0].name}, ...); pass overwrite=True")
+        raise FileExistsError(
+            f"{out_dir} already holds ingest output ({old[0].name}, ...); pass overwrite=True"
+        )
     for p in old:
         p.unlink()
 
@@ -344,8 +349,9 @@ def _results(keyed: list[tuple[str, SourceItem]], cfg: IngestConfig) -> Iterator
         yield from pool.imap(work, keyed, chunksize=4)
 
 
-def ingest(input_path: str | Path, output_dir: str | Path, cfg: IngestConfig | None = None,
-           progress: bool = True) -> IngestSummary:
+def ingest(
+    input_path: str | Path, output_dir: str | Path, cfg: IngestConfig | None = None, progress: bool = True
+) -> IngestSummary:
     """Ingest a corpus into raw shards + rejects.jsonl + summary.json under ``output_dir``."""
     cfg = cfg or IngestConfig()
     input_path, out_dir = Path(input_path).absolute(), Path(output_dir)

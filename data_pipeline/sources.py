@@ -4,14 +4,14 @@ Layouts (``detect_format`` picks one for ``auto``):
   folder    audio files of any format libsndfile reads, found recursively, each with a ``.txt`` or ``.lab``
             transcript of the same stem; speaker = parent folder name, unless a manifest found in the tree
             (``transcripts.tsv``, ``manifest.jsonl``, ...) lists the file with a speaker.
-  manifest  a CSV / TSV / JSONL / JSON table with an audio path column (file, path, audio, audio_filepath, wav,
-            ...), a transcript column (text, transcript, sentence, ...) and optionally a speaker column; paths
-            are relative to the manifest's folder.
+  manifest  a CSV / TSV / JSONL / JSON table with an audio path column (file, path, audio, audio_filepath,
+            wav, ...), a transcript column (text, transcript, sentence, ...) and optionally a speaker
+            column; paths are relative to the manifest's folder.
   ljspeech  ``metadata.csv`` with ``id|text|normalized`` rows and the audio in ``wavs/``.
   libritts  ``speaker/chapter/*.wav`` with ``*.normalized.txt`` (preferred) or ``*.original.txt``.
 
-Discovery never opens audio and never fails on one bad row: a problem found here (missing transcript, bad manifest
-row, undecodable text) travels with the item as ``reject`` so ingest writes it to the rejects file.
+Discovery never opens audio and never fails on one bad row: a problem found here (missing transcript, bad
+manifest row, undecodable text) travels with the item as ``reject`` so ingest writes it to the rejects file.
 Transcripts in sidecar files are read later, in the ingest workers (``read_transcript_file``).
 """
 
@@ -31,8 +31,8 @@ FORMATS = ("auto", "folder", "manifest", "ljspeech", "libritts")
 
 # Extensions of containers libsndfile (>= 1.1, so with MP3 and Opus) opens without extra parameters.
 AUDIO_EXTENSIONS = frozenset(
-    "wav wave flac ogg oga opus mp3 aiff aif aifc au snd caf w64 rf64 voc sph nist htk paf pvf sd2 sds xi avr "
-    "iff svx mat wve mpc".split()
+    "wav wave flac ogg oga opus mp3 aiff aif aifc au snd caf w64 rf64 voc sph nist htk paf pvf sd2 sds "
+    "xi avr iff svx mat wve mpc".split()
 )
 SIDECAR_EXTENSIONS = (".txt", ".lab")
 LIBRITTS_EXTENSIONS = (".normalized.txt", ".original.txt")
@@ -40,8 +40,26 @@ MANIFEST_STEMS = ("transcripts", "manifest", "metadata")
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".json")
 
 # Column names accepted in manifests, in order of preference (lower-cased header names are compared).
-AUDIO_COLUMNS = ("file", "path", "audio", "audio_path", "audio_filepath", "wav", "wav_path", "filename", "file_name")
-TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text", "raw_text", "normalized")
+AUDIO_COLUMNS = (
+    "file",
+    "path",
+    "audio",
+    "audio_path",
+    "audio_filepath",
+    "wav",
+    "wav_path",
+    "filename",
+    "file_name",
+)
+TEXT_COLUMNS = (
+    "text",
+    "transcript",
+    "transcription",
+    "sentence",
+    "normalized_text",
+    "raw_text",
+    "normalized",
+)
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "speaker_name", "client_id")
 
 
@@ -211,7 +229,10 @@ def _discover_folder(root: Path) -> Iterator[SourceItem]:
             elif row is not None:
                 item.text, item.reject = row.text, row.error
             else:
-                item.reject = ("missing_transcript", f"no {'/'.join(SIDECAR_EXTENSIONS)} file next to {audio}")
+                item.reject = (
+                    "missing_transcript",
+                    f"no {'/'.join(SIDECAR_EXTENSIONS)} file next to {audio}",
+                )
             yield item
 
 

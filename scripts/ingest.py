@@ -24,22 +24,46 @@ from data_pipeline.sources import FORMATS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = IngestConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="corpus folder, manifest (.tsv/.csv/.jsonl/.json) or metadata.csv")
+    p.add_argument(
+        "--input", required=True, help="corpus folder, manifest (.tsv/.csv/.jsonl/.json) or metadata.csv"
+    )
     p.add_argument("--output", required=True, help="output folder for the shards")
     p.add_argument("--format", choices=FORMATS, default=d.format, help="input layout (default: %(default)s)")
     p.add_argument("--speaker", default=None, help="use this speaker name for every item")
-    p.add_argument("--shard-size-mb", type=float, default=d.shard_size_mb, help="max shard size (%(default)s)")
+    p.add_argument(
+        "--shard-size-mb", type=float, default=d.shard_size_mb, help="max shard size (%(default)s)"
+    )
     p.add_argument("--shard-max-count", type=int, default=d.shard_max_count, help="max clips per shard")
-    p.add_argument("--min-seconds", type=float, default=d.min_seconds, help="reject shorter clips (%(default)s)")
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="reject longer clips (%(default)s)")
-    p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs,
-                   help="reject clips whose RMS is below this many dBFS (%(default)s)")
-    p.add_argument("--clip-level", type=float, default=d.clip_level,
-                   help="|sample| counted as clipped, full scale 1.0 (%(default)s)")
-    p.add_argument("--max-clip-fraction", type=float, default=d.max_clip_fraction,
-                   help="reject clips with more clipped samples than this fraction (%(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="decoding processes; 0 = in the main process (%(default)s)")
+    p.add_argument(
+        "--min-seconds", type=float, default=d.min_seconds, help="reject shorter clips (%(default)s)"
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=d.max_seconds, help="reject longer clips (%(default)s)"
+    )
+    p.add_argument(
+        "--silence-dbfs",
+        type=float,
+        default=d.silence_dbfs,
+        help="reject clips whose RMS is below this many dBFS (%(default)s)",
+    )
+    p.add_argument(
+        "--clip-level",
+        type=float,
+        default=d.clip_level,
+        help="|sample| counted as clipped, full scale 1.0 (%(default)s)",
+    )
+    p.add_argument(
+        "--max-clip-fraction",
+        type=float,
+        default=d.max_clip_fraction,
+        help="reject clips with more clipped samples than this fraction (%(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="decoding processes; 0 = in the main process (%(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace earlier ingest output in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
