@@ -64,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     path = tok.save(args.output)
     sample = texts[0]
+    pieces = [tok.id_to_piece(i) for i in tok.encode(sample)]
     print(f"saved {path} (vocab_size {tok.vocab_size})")
-    print(
-        f"example: {sample!r}\n  -> {len(tok.encode(sample))} pieces: {[tok.id_to_piece(i) for i in tok.encode(sample)]}"
-    )
+    print(f"example: {sample!r}\n  -> {len(pieces)} pieces: {pieces}")
     return 0
 
 
