@@ -1,0 +1,15 @@
+"""Neural audio codecs behind one interface: wav [B, C, T] <-> codes [B, Q, F].
+
+    from codec import load_codec, load_audio
+    codec = load_codec("encodec_24khz@6")        # or "encodec_24khz:random", or a checkpoint directory
+    enc = codec.encode(wav, lengths, sample_rate)  # EncodedBatch(codes [B, Q, F], frame_lengths [B])
+    wav = codec.decode(enc.codes)                  # [B, 1, F * hop_length]
+"""
+
+from codec.audio import AudioReadError, load_audio, pad_batch, resample, to_mono
+from codec.base import Codec, EncodedBatch, codec_class, load_codec, register_codec
+
+__all__ = [
+    "AudioReadError", "Codec", "EncodedBatch", "codec_class", "load_audio", "load_codec", "pad_batch",
+    "register_codec", "resample", "to_mono",
+]
