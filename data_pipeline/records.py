@@ -55,6 +55,10 @@ class TTSBatch:
     frame_lengths:  [B]
     prompt_codes:   [B, Q, Fp] codes of another utterance of the same speaker (or a crop)
     prompt_lengths: [B]
+    prompt_is_crop: [B] bool, True where the prompt is a crop of the target itself (no other
+                    utterance of the speaker was available); None when the producer does not say
+    prompt_keys:    key of the utterance each prompt was cut from
+    texts:          the transcripts, for logging and sample generation
     """
 
     keys: list[str]
@@ -65,6 +69,9 @@ class TTSBatch:
     frame_lengths: torch.Tensor
     prompt_codes: torch.Tensor
     prompt_lengths: torch.Tensor
+    prompt_is_crop: torch.Tensor | None = None
+    prompt_keys: list[str] | None = None
+    texts: list[str] | None = None
 
     def to(self, device: torch.device | str) -> TTSBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}

@@ -1,0 +1,352 @@
+"""The training / validation loader over token shards, with an exactly resumable position.
+
+    shards --(seed, epoch) order--> this rank's share --> this worker's share --> tar samples
+      --> length filter --> speaker-prompt pairing --> shuffle buffer --> length buckets
+      --> BatchPlan --> collate --> TTSBatch
+
+Determinism is the resume mechanism: one (rank, logical worker, epoch) stream is a pure function of the
+seed, the shard list and the config. The main process counts the batches it has handed out per logical
+worker; a restored loader replays each worker's current epoch up to that count, building only the cheap
+`BatchPlan`s (no collate, no text tokenisation), then yields exactly the batches an uninterrupted loader
+would have yielded next. DataLoader workers hand out batches round-robin, so the restored loader also
+rotates which logical worker is physical worker 0, so the interleaving continues where it stopped.
+Replay reads the current epoch's share of shards up to the position: cost bounded by one epoch per worker.
+
+Corrupt samples (unreadable tar members, bad JSON / npy, shapes that disagree with the metadata) are
+logged with the shard URL and key, counted in `stats`, and skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from data_pipeline.batching import (
+    BatchingConfig,
+    BatchPlan,
+    BucketBatcher,
+    PromptPairer,
+    TextEncoder,
+    Utterance,
+    collate,
+    length_rejection,
+    plan_batch,
+)
+from data_pipeline.records import CODES_EXT, META_EXT, TTSBatch
+from data_pipeline.sharding import expand_shards, process_place, split_shards
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass
+class LoaderConfig:
+    """Where the token shards are and how to stream them. Batch shape limits live in `batching`."""
+
+    shards: str | list[str]  # dir, glob, brace pattern, `pipe:` / http URL, or a list of them
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    infinite: bool = True  # True: endless epochs (training); False: one pass, then stop (validation)
+    shuffle_shards: bool = True
+    shuffle_buffer: int = 1000  # samples; 0 keeps shard order
+    seed: int = 0
+    num_workers: int = 0  # DataLoader worker processes per rank
+    prefetch_factor: int = 2
+    num_codebooks: int | None = None  # keep the first N codebooks; samples with fewer are skipped
+    rank: int | None = None  # None: from torch.distributed or RANK / WORLD_SIZE
+    world_size: int | None = None
+
+
+@dataclass
+class LoaderStats:
+    """Counters of what the loader read and why it dropped anything."""
+
+    samples: int = 0  # utterances read from shards
+    batches: int = 0
+    corrupt: int = 0  # unreadable / inconsistent samples or shard errors
+    too_short: int = 0
+    too_long: int = 0
+
+    def __add__(self, other: LoaderStats) -> LoaderStats:
+        return LoaderStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass
+class _Position:
+    """Where one logical worker stands: batches handed out in its current epoch."""
+
+    epoch: int = 0
+    batches: int = 0
+    done: bool = False  # finite mode: this worker's pass is complete
+    epoch_start: LoaderStats = field(default_factory=LoaderStats)  # counters when the epoch began
+    latest: LoaderStats = field(default_factory=LoaderStats)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> _Position:
+        return _Position(epoch=d["epoch"], batches=d["batches"], done=d["done"],
+                         epoch_start=LoaderStats(**d["epoch_start"]), latest=LoaderStats(**d["latest"]))
+
+
+@dataclass
+class _Tag:
+    """Sent with every batch from a worker to the main process."""
+
+    worker: int
+    epoch: int
+    batch_index: int
+    stats: LoaderStats
+    epoch_start: LoaderStats
+    done: bool = False  # finite mode end-of-pass marker (carries no batch)
+
+
+def decode_token_sample(sample: dict, num_codebooks: int | None = None) -> Utterance:
+    """A tar sample (`{key}.codes.npy` + `{key}.json` bytes) -> Utterance; a ValueError says what is wrong."""
+    for ext in (CODES_EXT, META_EXT):
+        if ext not in sample:
+            raise ValueError(f"missing .{ext}")
+    try:
+        meta = json.loads(sample[META_EXT])
+        codes = np.load(io.BytesIO(sample[CODES_EXT]), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt sample
+        raise ValueError(f"cannot parse: {exc}") from exc
+    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be an integer [Q, F] array, got {codes.dtype} {codes.shape}")
+    if codes.shape != (meta.get("num_codebooks"), meta.get("num_frames")):
+        raise ValueError(f"codes shape {codes.shape} != metadata (num_codebooks={meta.get('num_codebooks')}, "
+                         f"num_frames={meta.get('num_frames')})")
+    frame_rate = float(meta.get("frame_rate", 0))
+    if frame_rate <= 0 or codes.shape[1] == 0:
+        raise ValueError(f"bad frame_rate {frame_rate} or empty codes")
+    codebook_size = meta.get("extra", {}).get("codebook_size")
+    if codes.min() < 0 or (codebook_size and codes.max() >= codebook_size):
+        raise ValueError(f"codes outside [0, {codebook_size}): min {codes.min()}, max {codes.max()}")
+    if num_codebooks is not None:
+        if codes.shape[0] < num_codebooks:
+            raise ValueError(f"{codes.shape[0]} codebooks, the loader needs {num_codebooks}")
+        codes = codes[:num_codebooks]
+    return Utterance(key=sample["__key__"], speaker=str(meta.get("speaker") or ""), text=str(meta["text"]),
+                     codes=codes, frame_rate=frame_rate, url=sample.get("__url__", ""))
+
+
+def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = None) -> Iterator[Utterance]:
+    """Utterances of one token shard in stored order; corrupt ones are logged, counted and skipped."""
+
+    def on_error(exc: Exception) -> bool:
+        stats.corrupt += 1
+        log.warning("corrupt data in token shard %s: %s", url, exc)
+        return True  # go on with the rest of the shard
+
+    try:
+        stream = gopen(url, "rb")
+    except Exception as exc:  # noqa: BLE001
+        on_error(exc)
+        return
+    try:
+        files = tar_file_expander([{"url": url, "stream": stream}], handler=on_error)
+        for sample in group_by_keys(files, handler=on_error):
+            stats.samples += 1
+            try:
+                yield decode_token_sample(sample, num_codebooks)
+            except ValueError as exc:
+                stats.corrupt += 1
+                log.warning("skipping corrupt sample %s in %s: %s", sample.get("__key__"), url, exc)
+    finally:
+        stream.close()
+
+
+def _shuffle(items: Iterable, size: int, rng: random.Random) -> Iterator:
+    """Streaming shuffle buffer of `size` items."""
+    buffer: list = []
+    for item in items:
+        if size <= 1:
+            yield item
+            continue
+        buffer.append(item)
+        if len(buffer) >= size:
+            i = rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class _TokenStream(IterableDataset):
+    """What runs inside each DataLoader worker (or in the main process when num_workers == 0)."""
+
+    def __init__(self, cfg: LoaderConfig, shards: list[str], rank: int, world_size: int,
+                 text_encoder: TextEncoder, positions: list[_Position], rotation: int):
+        super().__init__()
+        self.cfg, self.shards, self.rank, self.world_size = cfg, shards, rank, world_size
+        self.text_encoder = text_encoder
+        self.positions, self.rotation = positions, rotation
+
+    def _rng(self, *parts: object) -> random.Random:
+        return random.Random("/".join(str(p) for p in (self.cfg.seed, *parts)))
+
+    def epoch_shards(self, epoch: int, worker: int, num_workers: int) -> list[str]:
+        order = list(self.shards)
+        if self.cfg.shuffle_shards:
+            self._rng("shards", epoch).shuffle(order)  # same order on every rank and worker
+        return split_shards(split_shards(order, self.rank, self.world_size), worker, num_workers)
+
+    def epoch_plans(self, epoch: int, worker: int, num_workers: int,
+                    stats: LoaderStats) -> Iterator[BatchPlan]:
+        """The deterministic batch plans of one (rank, worker, epoch)."""
+        cfg, bcfg = self.cfg, self.cfg.batching
+        tag = (self.rank, worker, epoch)
+
+        def kept(utts: Iterable[Utterance]) -> Iterator[Utterance]:
+            for utt in utts:
+                reason = length_rejection(utt, bcfg)
+                if reason is None:
+                    yield utt
+                else:
+                    setattr(stats, reason, getattr(stats, reason) + 1)
+
+        utts = (u for url in self.epoch_shards(epoch, worker, num_workers)
+                for u in read_token_shard(url, stats, cfg.num_codebooks))
+        paired = PromptPairer(bcfg, self._rng("pair", *tag))(kept(utts))
+        shuffled = _shuffle(paired, cfg.shuffle_buffer, self._rng("shuffle", *tag))
+        plan_rng = self._rng("plan", *tag)
+        for items in BucketBatcher(bcfg)(shuffled):
+            yield plan_batch(items, bcfg, plan_rng)
+
+    def __iter__(self) -> Iterator[tuple[_Tag, TTSBatch | None]]:
+        info = get_worker_info()
+        num_workers = info.num_workers if info is not None else 1
+        worker = ((info.id if info is not None else 0) + self.rotation) % num_workers
+        pos = self.positions[worker]
+        if pos.done:
+            return
+        if not self.epoch_shards(pos.epoch, worker, num_workers):
+            if self.cfg.infinite:
+                raise RuntimeError(f"rank {self.rank} worker {worker} has no shards: {len(self.shards)} "
+                                   f"shards for {self.world_size} ranks x {num_workers} workers")
+            log.warning("rank %d worker %d has no shards to read", self.rank, worker)
+        epoch, skip, stats = pos.epoch, pos.batches, LoaderStats(**asdict(pos.epoch_start))
+        while True:
+            epoch_start = LoaderStats(**asdict(stats))
+            count = 0
+            for count, plan in enumerate(self.epoch_plans(epoch, worker, num_workers, stats), start=1):
+                stats.batches += 1
+                if count <= skip:
+                    continue  # replaying up to the restored position: no collate
+                batch = collate(plan, self.text_encoder)
+                yield _Tag(worker, epoch, count - 1, LoaderStats(**asdict(stats)), epoch_start), batch
+            if not self.cfg.infinite:
+                yield _Tag(worker, epoch, count, LoaderStats(**asdict(stats)), epoch_start, done=True), None
+                return
+            if count == 0:
+                raise RuntimeError(f"rank {self.rank} worker {worker}: a whole epoch gave no batch "
+                                   f"(stats {stats}); check the shards and the length limits")
+            epoch, skip = epoch + 1, 0
+
+
+class TokenLoader:
+    """Iterate `TTSBatch`es from token shards; `state_dict()` / `load_state_dict()` resume exactly.
+
+    Training (`infinite=True`): endless epochs, a new shard order per epoch from (seed, epoch).
+    Validation (`infinite=False`): each `iter()` is one pass over this rank's share, then stops.
+    Iterating again after a `break` continues from the current position.
+    """
+
+    def __init__(self, config: LoaderConfig, text_encoder: TextEncoder):
+        self.config = config
+        self.text_encoder = text_encoder
+        self.shards = expand_shards(config.shards)
+        if not self.shards:
+            raise ValueError(f"no token shards match {config.shards!r}")
+        place = process_place(config.rank, config.world_size)
+        self.rank, self.world_size = place.rank, place.world_size
+        self.num_workers = max(1, config.num_workers)
+        if config.infinite and len(self.shards) < self.world_size * self.num_workers:
+            raise ValueError(f"{len(self.shards)} shards cannot feed {self.world_size} ranks x "
+                             f"{self.num_workers} workers; write smaller shards or use fewer workers")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._positions = [_Position() for _ in range(self.num_workers)]
+        self._next_worker = 0
+
+    @property
+    def stats(self) -> LoaderStats:
+        """Counters summed over this rank's workers, up to the last batch handed out."""
+        total = LoaderStats()
+        for pos in self._positions:
+            total = total + pos.latest
+        return total
+
+    def __iter__(self) -> Iterator[TTSBatch]:
+        cfg = self.config
+        if not cfg.infinite and all(p.done for p in self._positions):
+            self._reset()  # the last pass is complete (its stats stay readable until now): start a new one
+        dataset = _TokenStream(cfg, self.shards, self.rank, self.world_size, self.text_encoder,
+                               [_Position.from_dict(p.to_dict()) for p in self._positions], self._next_worker)
+        if cfg.num_workers > 0:
+            source: Iterable = DataLoader(dataset, batch_size=None, num_workers=cfg.num_workers,
+                                          prefetch_factor=cfg.prefetch_factor)
+        else:
+            source = dataset
+        for tag, batch in source:
+            pos = self._positions[tag.worker]
+            pos.epoch, pos.batches, pos.done = tag.epoch, tag.batch_index + 1, tag.done
+            pos.epoch_start, pos.latest = tag.epoch_start, tag.stats
+            self._next_worker = (tag.worker + 1) % self.num_workers
+            if batch is not None:
+                yield batch
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable position of this rank's loader (save one per rank)."""
+        return {
+            "version": STATE_VERSION,
+            "fingerprint": self._fingerprint(),
+            "next_worker": self._next_worker,
+            "positions": [p.to_dict() for p in self._positions],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} != {STATE_VERSION}")
+        mine = self._fingerprint()
+        for name, value in state["fingerprint"].items():
+            if mine.get(name) != value:
+                raise ValueError(f"cannot resume the loader exactly: {name} was {value!r}, "
+                                 f"now {mine.get(name)!r}")
+        self._positions = [_Position.from_dict(p) for p in state["positions"]]
+        self._next_worker = int(state["next_worker"])
+
+    def _fingerprint(self) -> dict:
+        cfg = self.config
+        settings = json.dumps({"batching": asdict(cfg.batching), "shuffle_buffer": cfg.shuffle_buffer,
+                               "shuffle_shards": cfg.shuffle_shards, "num_codebooks": cfg.num_codebooks,
+                               "infinite": cfg.infinite}, sort_keys=True)
+        return {
+            "seed": cfg.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "shards": hashlib.sha1("\n".join(self.shards).encode()).hexdigest(),
+            "settings": hashlib.sha1(settings.encode()).hexdigest(),
+        }
+
+
+def build_loader(shards: str | list[str], text_encoder: TextEncoder, **overrides: object) -> TokenLoader:
+    """Shorthand: `build_loader("runs/tokens", tok.encode, infinite=False, num_workers=2)`; keys of
+    `BatchingConfig` (e.g. `max_frames=8000`) go to the batching config."""
+    batching_names = {f.name for f in fields(BatchingConfig)}
+    batching = BatchingConfig(**{k: v for k, v in overrides.items() if k in batching_names})
+    rest = {k: v for k, v in overrides.items() if k not in batching_names}
+    return TokenLoader(LoaderConfig(shards=shards, batching=batching, **rest), text_encoder)

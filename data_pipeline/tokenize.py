@@ -1,0 +1,397 @@
+"""Tokenize: raw shards ({key}.flac + {key}.json) -> token shards ({key}.codes.npy + {key}.json).
+
+One output shard per input shard (`raw-000012.tar` -> `tokens-000012.tar`), written under `NAME.tmp` and
+renamed when complete, so a killed run resumes by skipping finished shards; a leftover `.tmp` is stale by
+construction (exactly one process owns each shard) and is deleted by its owner before redoing the shard.
+
+Inside a shard, clips are decoded, down-mixed and resampled to the codec rate, then encoded in
+length-sorted padded batches bounded by total padded samples: one codec forward per batch instead of one
+per file. Codes are written in the original order. A clip that cannot be decoded or encoded goes to
+`OUTPUT/rejects.jsonl` (shard, key, reason, detail) and to the shard's summary; the run goes on.
+
+Distributed: every launcher rank (RANK / WORLD_SIZE from `torchrun` / `deepspeed`) and every local worker
+process takes a disjoint strided subset of the sorted input shards.
+
+Shape letters: B batch, C channels, T samples, Q codebooks, F frames.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.writer import TarWriter
+
+from codec.audio import load_audio, pad_batch, resample, to_mono
+from codec.base import Codec, load_codec
+from data_pipeline.records import AUDIO_EXT, CODES_EXT, META_EXT, REJECTS_FILE, RawMeta, TokenMeta
+from data_pipeline.sharding import expand_shards, process_place, split_shards
+
+log = logging.getLogger(__name__)
+
+SUMMARY_DIR = "summaries"
+TMP_SUFFIX = ".tmp"
+_RAW_FIELDS = {"text", "speaker", "duration", "sample_rate", "source"}
+
+
+@dataclass
+class TokenizeConfig:
+    codec: str = "encodec_24khz"  # a `codec.base.load_codec` spec
+    batch_seconds: float = 120.0  # padded audio per codec forward (B * T_max); 0 = one clip per forward
+    batch_frames: int | None = None  # the same bound in codec frames; overrides batch_seconds
+    window_seconds: float = 1200.0  # decoded audio held at once and length-sorted
+    long_clip_seconds: float = 60.0  # clips longer than this are encoded alone, in overlapping chunks
+    device: str = "cpu"  # "cuda" picks cuda:LOCAL_RANK
+    num_workers: int = 1  # processes on this machine, each with its own codec copy
+    rank: int | None = None  # None: RANK / WORLD_SIZE env, else one process
+    world_size: int | None = None
+    seed: int = 0  # codec seed for `:random` specs (must match across processes)
+    progress: bool = True
+
+
+@dataclass
+class Reject:
+    shard: str
+    key: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class ShardSummary:
+    input: str
+    output: str
+    clips: int = 0  # samples found in the input shard
+    written: int = 0
+    rejected: int = 0
+    audio_seconds: float = 0.0
+    frames: int = 0
+    forwards: int = 0  # codec calls
+    padding: float = 0.0  # share of padded samples in those calls
+    seconds: float = 0.0  # wall time for the shard
+    rejects: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Clip:
+    index: int
+    key: str
+    meta: dict
+    wav: torch.Tensor | None = None  # [T] mono at the codec rate
+    codes: np.ndarray | None = None  # [Q, F]
+
+
+def token_shard_name(raw_name: str) -> str:
+    """`raw-000012.tar` -> `tokens-000012.tar`; other names are kept."""
+    return "tokens-" + raw_name[len("raw-"):] if raw_name.startswith("raw-") else raw_name
+
+
+def codes_dtype(codebook_size: int) -> np.dtype:
+    return np.dtype(np.int16) if codebook_size <= 32768 else np.dtype(np.int32)
+
+
+def token_sample(key: str, codes: np.ndarray, meta: TokenMeta) -> dict:
+    """The tar members of one token sample: `{key}.codes.npy` + `{key}.json`."""
+    if codes.ndim != 2 or codes.shape != (meta.num_codebooks, meta.num_frames):
+        raise ValueError(f"{key}: codes {codes.shape} disagree with metadata "
+                         f"({meta.num_codebooks}, {meta.num_frames})")
+    buf = io.BytesIO()
+    np.save(buf, codes, allow_pickle=False)
+    return {"__key__": key, CODES_EXT: buf.getvalue(),
+            META_EXT: json.dumps(asdict(meta), ensure_ascii=False).encode("utf-8")}
+
+
+def write_tar(path: Path, samples: Iterable[dict]) -> int:
+    """Write tar samples to `path`, flushed to disk; returns the sample count."""
+    count = 0
+    with open(path, "wb") as f:
+        with TarWriter(f, encoder=False, mtime=0) as writer:
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return count
+
+
+def write_shard_atomically(path: Path, samples: Iterable[dict]) -> int:
+    """Write tar samples to `path` via `path.tmp` + rename, so readers never see half a shard."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    count = write_tar(tmp, samples)
+    os.replace(tmp, path)
+    return count
+
+
+def read_raw_shard(url: str, rejects: list[Reject]) -> Iterator[tuple[str, dict]]:
+    """(key, members) of a raw shard in stored order; a broken tar is recorded as a reject."""
+    name = Path(url).name
+
+    def on_error(exc: Exception) -> bool:
+        rejects.append(Reject(name, "", "shard_read_error", str(exc)[:500]))
+        log.warning("error reading raw shard %s: %s", url, exc)
+        return True
+
+    stream = gopen(url, "rb")
+    try:
+        for sample in group_by_keys(tar_file_expander([{"url": url, "stream": stream}], handler=on_error),
+                                    handler=on_error):
+            yield sample["__key__"], sample
+    finally:
+        stream.close()
+
+
+class ShardTokenizer:
+    """Encodes raw shards with one codec; `batch_seconds` bounds each padded forward."""
+
+    def __init__(self, codec: Codec, codec_spec: str, cfg: TokenizeConfig):
+        self.codec, self.spec, self.cfg = codec, codec_spec, cfg
+        self.dtype = codes_dtype(codec.codebook_size)
+
+    # ---- decode ----------------------------------------------------------------------------------
+    def _decode(self, clip: _Clip, members: dict) -> None:
+        """Fill clip.meta / clip.wav from the raw members; raises ValueError / AudioReadError."""
+        if META_EXT not in members or AUDIO_EXT not in members:
+            raise ValueError(f"missing .{META_EXT} or .{AUDIO_EXT}")
+        meta = json.loads(members[META_EXT])
+        missing = _RAW_FIELDS - set(meta)
+        if missing:
+            raise ValueError(f"metadata lacks {sorted(missing)}")
+        wav, sr = load_audio(members[AUDIO_EXT], name=clip.key)
+        if wav.shape[-1] == 0:
+            raise ValueError("no samples")
+        clip.meta = meta
+        clip.wav = resample(to_mono(wav), sr, self.codec.sample_rate)[0]
+
+    # ---- encode ----------------------------------------------------------------------------------
+    def _batches(self, clips: list[_Clip]) -> Iterator[list[_Clip]]:
+        """Longest first; a batch grows while B * T_max stays within the budget."""
+        budget = self.cfg.batch_seconds * self.codec.sample_rate
+        if self.cfg.batch_frames is not None:
+            budget = self.cfg.batch_frames * self.codec.hop_length
+        long_limit = self.cfg.long_clip_seconds * self.codec.sample_rate
+        batch: list[_Clip] = []
+        for clip in sorted(clips, key=lambda c: -c.wav.shape[-1]):
+            if clip.wav.shape[-1] > long_limit:
+                yield [clip]
+                continue
+            if batch and (len(batch) + 1) * batch[0].wav.shape[-1] > budget:
+                yield batch
+                batch = []
+            batch.append(clip)
+        if batch:
+            yield batch
+
+    def _encode(self, batch: list[_Clip], summary: ShardSummary) -> None:
+        codec = self.codec
+        if len(batch) == 1 and batch[0].wav.shape[-1] > self.cfg.long_clip_seconds * codec.sample_rate:
+            codes = codec.encode_long(batch[0].wav.to(codec.device)[None], codec.sample_rate)
+            batch[0].codes = codes.cpu().numpy().astype(self.dtype)
+            summary.forwards += 1
+            return
+        wav, lengths = pad_batch([c.wav for c in batch])
+        out = codec.encode(wav.to(codec.device), lengths.to(codec.device), sample_rate=codec.sample_rate)
+        codes = out.codes.cpu().numpy()
+        for clip, frames, row in zip(batch, out.frame_lengths.tolist(), codes, strict=True):
+            clip.codes = row[:, :frames].astype(self.dtype)
+        summary.forwards += 1
+        summary.padding += float(wav.shape[-1] * len(batch) - lengths.sum())  # samples; normalised later
+
+    def _encode_window(self, clips: list[_Clip], summary: ShardSummary, rejects: list[Reject]) -> None:
+        for batch in self._batches(clips):
+            try:
+                self._encode(batch, summary)
+            except Exception as exc:  # noqa: BLE001 - retry one by one, so one bad clip costs only itself
+                if len(batch) == 1:
+                    rejects.append(Reject(summary.input, batch[0].key, "encode_failed", repr(exc)[:500]))
+                    log.warning("cannot encode %s in %s: %r", batch[0].key, summary.input, exc)
+                    continue
+                for clip in batch:
+                    self._encode_window([clip], summary, rejects)
+            for clip in batch:
+                clip.wav = None  # free the audio as soon as it is encoded
+
+    # ---- one shard -------------------------------------------------------------------------------
+    def tokenize_shard(self, url: str) -> tuple[ShardSummary, list[dict]]:
+        """Encode one raw shard -> (summary, token samples in the input order)."""
+        start = time.perf_counter()
+        name = Path(url).name
+        summary = ShardSummary(input=name, output=token_shard_name(name))
+        rejects: list[Reject] = []
+        clips: list[_Clip] = []
+        window: list[_Clip] = []
+        window_samples = 0
+        for key, members in read_raw_shard(url, rejects):
+            clip = _Clip(index=len(clips), key=key, meta={})
+            clips.append(clip)
+            try:
+                self._decode(clip, members)
+            except Exception as exc:  # noqa: BLE001 - any decode failure rejects this clip only
+                rejects.append(Reject(name, key, "decode_failed", f"{type(exc).__name__}: {exc}"[:500]))
+                log.warning("cannot decode %s in %s: %s", key, url, exc)
+                continue
+            window.append(clip)
+            window_samples += clip.wav.shape[-1]
+            if window_samples >= self.cfg.window_seconds * self.codec.sample_rate:
+                self._encode_window(window, summary, rejects)
+                window, window_samples = [], 0
+        self._encode_window(window, summary, rejects)
+        summary.clips = len(clips)
+        done = [c for c in clips if c.codes is not None]
+        summary.written = len(done)
+        summary.rejected = len(rejects)
+        summary.frames = int(sum(c.codes.shape[1] for c in done))
+        summary.audio_seconds = round(sum(float(c.meta["duration"]) for c in done), 3)
+        total = summary.frames * self.codec.hop_length
+        summary.padding = round(summary.padding / (summary.padding + total), 4) if total else 0.0
+        summary.rejects = [asdict(r) for r in rejects]
+        samples = [self._sample(c, name) for c in done]
+        summary.seconds = round(time.perf_counter() - start, 3)
+        return summary, samples
+
+    def _sample(self, clip: _Clip, shard: str) -> dict:
+        raw = {k: clip.meta[k] for k in _RAW_FIELDS}
+        extra = {k: v for k, v in clip.meta.items() if k not in _RAW_FIELDS}
+        extra.update(codebook_size=self.codec.codebook_size, source_shard=shard)
+        meta = TokenMeta(**RawMeta(**raw).to_dict(), codec=self.spec, frame_rate=float(self.codec.frame_rate),
+                         num_frames=int(clip.codes.shape[1]), num_codebooks=int(clip.codes.shape[0]),
+                         extra=extra)
+        return token_sample(clip.key, clip.codes, meta)
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def publish_shard(out_dir: Path, summary: ShardSummary, samples: list[dict]) -> None:
+    """Write a tokenized shard: tar to `.tmp`, then its summary, then its rejects, then the rename that
+    commits it. A kill before the rename leaves only a stale `.tmp` (and at worst duplicated reject
+    lines, never lost ones)."""
+    out_path = out_dir / summary.output
+    tmp = out_path.with_name(out_path.name + TMP_SUFFIX)
+    write_tar(tmp, samples)
+    summaries = out_dir / SUMMARY_DIR
+    summaries.mkdir(exist_ok=True)
+    summary_path = summaries / (Path(summary.output).stem + ".json")
+    summary_tmp = summary_path.with_name(summary_path.name + TMP_SUFFIX)
+    summary_tmp.write_text(json.dumps(asdict(summary), indent=1, ensure_ascii=False) + "\n")
+    os.replace(summary_tmp, summary_path)
+    if summary.rejects:
+        lines = "".join(json.dumps({k: r[k] for k in ("shard", "key", "reason", "detail")},
+                                   ensure_ascii=False) + "\n" for r in summary.rejects)
+        with open(out_dir / REJECTS_FILE, "a", encoding="utf-8") as f:
+            f.write(lines)  # one append per shard
+    os.replace(tmp, out_path)
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    shards: int = 0  # shards owned by this process (rank x workers)
+    skipped: int = 0  # already finished by an earlier run
+    done: int = 0
+    clips: int = 0
+    written: int = 0
+    rejected: int = 0
+    audio_seconds: float = 0.0
+    forwards: int = 0
+    seconds: float = 0.0  # wall time
+
+    def add(self, s: ShardSummary) -> None:
+        self.done += 1
+        self.clips += s.clips
+        self.written += s.written
+        self.rejected += s.rejected
+        self.audio_seconds += s.audio_seconds
+        self.forwards += s.forwards
+
+    def merge(self, other: RunSummary) -> None:
+        for name in asdict(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def owned_shards(shards: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
+    """The shards of local worker `worker` on launcher rank `rank`: disjoint over all (rank, worker)."""
+    return split_shards(shards, rank * num_workers + worker, world_size * num_workers)
+
+
+def _device(cfg: TokenizeConfig, local_rank: int) -> torch.device:
+    if cfg.device == "cuda":
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return torch.device(cfg.device)
+
+
+def _run_worker(urls: list[str], out_dir: str, cfg: TokenizeConfig, worker: int,
+                local_rank: int) -> RunSummary:
+    out = Path(out_dir)
+    run = RunSummary(shards=len(urls))
+    todo = []
+    for url in urls:
+        final = out / token_shard_name(Path(url).name)
+        stale = final.with_name(final.name + TMP_SUFFIX)
+        if final.exists():
+            run.skipped += 1
+            continue
+        if stale.exists():
+            log.info("removing stale %s from an interrupted run", stale)
+            stale.unlink()  # this process is the shard's only owner, so nobody else is writing it
+        todo.append(url)
+    if not todo:
+        return run
+    if cfg.num_workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.num_workers))
+    start = time.perf_counter()
+    codec = load_codec(cfg.codec, device=_device(cfg, local_rank), seed=cfg.seed)
+    tokenizer = ShardTokenizer(codec, cfg.codec, cfg)
+    bar = tqdm(todo, desc=f"tokenize[{worker}]", unit="shard", position=worker, disable=not cfg.progress)
+    for url in bar:
+        summary, samples = tokenizer.tokenize_shard(url)
+        publish_shard(out, summary, samples)
+        run.add(summary)
+        log.info("%s -> %s: %d clips, %d written, %d rejected, %.1f s audio in %.1f s (%d forwards, "
+                 "padding %.1f%%)", summary.input, summary.output, summary.clips, summary.written,
+                 summary.rejected, summary.audio_seconds, summary.seconds, summary.forwards,
+                 100 * summary.padding)
+        bar.set_postfix(clips=run.written, rejected=run.rejected, refresh=False)
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def tokenize_shards(input_spec: str | Path | list[str], output_dir: str | Path,
+                    cfg: TokenizeConfig | None = None) -> RunSummary:
+    """Tokenize this process's share of the raw shards into `output_dir`; returns what it did.
+
+    Rerunning after a kill skips finished shards. Under `torchrun` / `deepspeed` every rank calls this
+    with the same arguments; `cfg.num_workers` > 1 splits the rank's share over local processes.
+    """
+    cfg = cfg or TokenizeConfig()
+    shards = expand_shards(input_spec if isinstance(input_spec, list) else str(input_spec))
+    if not shards:
+        raise FileNotFoundError(f"no raw shards (*.tar) found in {input_spec}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    place = process_place(cfg.rank, cfg.world_size)
+    workers = max(1, cfg.num_workers)
+    shares = [owned_shards(shards, place.rank, place.world_size, w, workers) for w in range(workers)]
+    log.info("rank %d/%d: %d of %d shards over %d worker(s), codec %s", place.rank, place.world_size,
+             sum(map(len, shares)), len(shards), workers, cfg.codec)
+    start = time.perf_counter()
+    total = RunSummary()
+    if workers == 1:
+        total.merge(_run_worker(shares[0], str(out), cfg, 0, place.local_rank))
+    else:
+        # spawn, not fork: forking a process whose torch thread pools already started can deadlock
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            args = [(share, str(out), cfg, w, place.local_rank) for w, share in enumerate(shares)]
+            for part in pool.starmap(_run_worker, args):
+                total.merge(part)
+    total.seconds = time.perf_counter() - start  # wall time, not the sum over workers
+    return total
