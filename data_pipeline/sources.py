@@ -211,8 +211,11 @@ def _discover_folder(root: Path) -> Iterator[SourceItem]:
     listed: dict[Path, ManifestRow] = {}  # audio files described by manifests found while walking
     for dirpath, filenames in _walk(root):
         for manifest in _manifests_in(dirpath):
-            for row in read_manifest(manifest):
-                listed[row.audio.resolve()] = row
+            try:
+                for row in read_manifest(manifest):
+                    listed[row.audio.resolve()] = row
+            except ValueError as e:  # an unrelated table that happens to be called metadata.csv
+                log.warning("ignoring %s: %s", manifest, e)
         names = set(filenames)
         for name in filenames:
             audio = dirpath / name
@@ -245,13 +248,19 @@ def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
 
 
 def _resolve_audio(base: Path, name: str) -> Path:
-    audio = Path(name).expanduser()
-    audio = audio if audio.is_absolute() else base / audio
-    if not audio.exists() and not audio.suffix:  # manifests sometimes give ids without extension
-        for ext in (".wav", ".flac"):
-            if audio.with_suffix(ext).exists():
-                return audio.with_suffix(ext)
-    return audio
+    """Path of a manifest's audio entry: relative to the manifest's folder, or (Common Voice, LJSpeech-style
+    tables) to its clips/, wavs/ or audio/ subfolder; an id without extension may mean .wav or .flac."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    for folder in (base, base / "clips", base / "wavs", base / "audio"):
+        for candidate in (
+            folder / path,
+            *(folder / (name + ext) for ext in (".wav", ".flac") if not path.suffix),
+        ):
+            if candidate.exists():
+                return candidate
+    return base / path
 
 
 def _manifest_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:

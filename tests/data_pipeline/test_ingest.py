@@ -316,3 +316,22 @@ def test_cli(tmp_path, capsys):
     assert "6 accepted, 0 rejected" in printed
     assert {s["meta"]["speaker"] for s in read_shards(out).values()} == {"arctic-aew", "arctic-axb"}
     assert main(["--input", str(ARCTIC), "--output", str(out), "--quiet"]) == 2  # exists, no --overwrite
+
+
+def test_common_voice_style_tsv_and_unrelated_table_in_folder(tmp_path):
+    clips = sorted(ARCTIC.glob("*.wav"))
+    cv = tmp_path / "cv"
+    _copy_clip(clips[0], cv / "clips" / "cv_1.wav")  # Common Voice: paths relative to clips/
+    (cv / "validated.tsv").write_text('client_id\tpath\tsentence\nabc123\tcv_1.wav\tA "quoted" line.\n')
+    ingest(cv / "validated.tsv", tmp_path / "cv_out", IngestConfig(workers=0), progress=False)
+    (only,) = read_shards(tmp_path / "cv_out").values()
+    assert (only["meta"]["text"], only["meta"]["speaker"]) == ('A "quoted" line.', "abc123")
+
+    folder = tmp_path / "folder"
+    _copy_clip(clips[1], folder / "spk" / "u.wav")
+    (folder / "spk" / "u.txt").write_text("Some words.")
+    (folder / "spk" / "metadata.csv").write_text("a,b\n1,2\n")  # not a transcript table: ignored
+    summary = ingest(
+        folder, tmp_path / "folder_out", IngestConfig(workers=0, format="folder"), progress=False
+    )
+    assert summary.accepted == 1
