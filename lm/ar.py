@@ -1,0 +1,222 @@
+"""The AR decoder: a `transformers` Llama over the one token space + a code head (K codes + <eos>).
+
+Two forward paths over the same weights (HF Llama module names and layout, so peft LoRA and HF tooling work):
+  * `forward`: the stock `LlamaModel` (SDPA, activation checkpointing) for training and full recompute.
+  * `forward_cached`: a lean path for generation over a static, preallocated KV cache owned by this module
+    (gpt-fast style). HF's per-step Python overhead (mask factories, output capturing, dynamic cache) costs
+    more than the matmuls on a CPU at batch 1; this path calls the same Linear / RMSNorm / MLP modules (so
+    LoRA wrappers still apply) and only re-implements RoPE + attention against the cache.
+The cache is written in place (`index_copy_`-style assignment), never grown with torch.cat.
+
+Shape letters: B batch, T new tokens, S cache slots, D head dim, H heads, V code-head classes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaModel
+
+from lm.config import ModelConfig
+from lm.vocab import BOS, EOS, PAD, Vocab
+
+
+def llama_config(
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    config: ModelConfig,
+    pad_token_id: int | None,
+) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        rms_norm_eps=config.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        attention_dropout=config.dropout,
+        initializer_range=config.initializer_range,
+        pad_token_id=pad_token_id,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
+
+
+class KVCache(nn.Module):
+    """Static per-layer cache [B, H_kv, S, D]; buffers are non-persistent, so they never reach a
+    checkpoint."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bsz = k.shape[0]
+        self.k[:bsz, :, input_pos] = k
+        self.v[:bsz, :, input_pos] = v
+        return self.k[:bsz], self.v[:bsz]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class ARDecoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = Vocab.from_config(config)
+        self.model = LlamaModel(
+            llama_config(
+                self.vocab.size,
+                config.ar_hidden_size,
+                config.ar_num_layers,
+                config.ar_num_heads,
+                config.ar_num_kv_heads,
+                config.ar_intermediate_size,
+                config,
+                pad_token_id=PAD,
+            )
+        )
+        self.code_head = nn.Linear(config.ar_hidden_size, self.vocab.num_head_classes, bias=False)
+        nn.init.normal_(self.code_head.weight, std=config.initializer_range)
+        self.head_dim = config.ar_hidden_size // config.ar_num_heads
+        self.kv_caches: nn.ModuleList | None = None
+
+    # -- training / full recompute (stock HF path) -----------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids [B, S] -> code-head logits [B, S, V]; attention_mask [B, S] (padding) or [B, 1, S, S]
+        bool."""
+        hidden = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        return self.code_head(hidden)
+
+    # -- generation over the static cache --------------------------------------------------------------------
+    def setup_cache(self, max_batch_size: int, max_seq_len: int, dtype: torch.dtype | None = None) -> None:
+        """Preallocate the KV cache (reused when it is already large enough) and the RoPE tables."""
+        if max_seq_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"generation needs {max_seq_len} positions but the model was built for "
+                f"max_position_embeddings={self.config.max_position_embeddings}"
+            )
+        weight = self.code_head.weight
+        dtype = dtype or weight.dtype
+        cache = self.kv_caches[0] if self.kv_caches is not None else None
+        if (
+            cache is not None
+            and cache.k.shape[0] >= max_batch_size
+            and cache.k.shape[2] >= max_seq_len
+            and cache.k.dtype == dtype
+            and cache.k.device == weight.device
+        ):
+            return
+        self.kv_caches = nn.ModuleList(
+            KVCache(
+                max_batch_size, self.config.ar_num_kv_heads, max_seq_len, self.head_dim, dtype, weight.device
+            )
+            for _ in self.model.layers
+        )
+        # RoPE tables computed exactly like LlamaRotaryEmbedding (fp32 freqs, then cast), indexed per step.
+        inv_freq = self.model.rotary_emb.inv_freq.float()
+        freqs = torch.arange(max_seq_len, device=weight.device, dtype=torch.float32)[:, None] * inv_freq[None]
+        emb = torch.cat((freqs, freqs), dim=-1) * self.model.rotary_emb.attention_scaling
+        self.register_buffer("rope_cos", emb.cos().to(dtype), persistent=False)
+        self.register_buffer("rope_sin", emb.sin().to(dtype), persistent=False)
+
+    def free_cache(self) -> None:
+        self.kv_caches = None
+
+    @property
+    def cache_len(self) -> int:
+        return 0 if self.kv_caches is None else self.kv_caches[0].k.shape[2]
+
+    def forward_cached(
+        self,
+        tokens: torch.Tensor,
+        input_pos: torch.Tensor,
+        rope_pos: torch.Tensor,
+        mask: torch.Tensor,
+        kv_len: int | None = None,
+    ) -> torch.Tensor:
+        """Run T new tokens against the cache and write their K/V into slots `input_pos`.
+
+        tokens [B, T]; input_pos [T] cache slots; rope_pos [B, T] RoPE positions (slot minus left padding);
+        mask [B, 1, T, S'] bool (True = attend) over the first S' = kv_len slots (all slots when kv_len is
+        None). Returns hidden states after the final norm [B, T, hidden].
+        """
+        if self.kv_caches is None:
+            raise RuntimeError("call setup_cache() before forward_cached()")
+        x = self.model.embed_tokens(tokens)
+        cos, sin = self.rope_cos[rope_pos], self.rope_sin[rope_pos]  # [B, T, D]
+        cos, sin = cos[:, None], sin[:, None]
+        for layer, cache in zip(self.model.layers, self.kv_caches, strict=True):
+            x = x + self._attention(
+                layer.self_attn, layer.input_layernorm(x), cos, sin, cache, input_pos, mask, kv_len
+            )
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.model.norm(x)
+
+    def _attention(
+        self,
+        attn: nn.Module,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        input_pos: torch.Tensor,
+        mask: torch.Tensor,
+        kv_len: int | None,
+    ) -> torch.Tensor:
+        bsz, seq, _ = x.shape
+        heads, kv_heads, dim = self.config.ar_num_heads, self.config.ar_num_kv_heads, self.head_dim
+        q = attn.q_proj(x).view(bsz, seq, heads, dim).transpose(1, 2)
+        k = attn.k_proj(x).view(bsz, seq, kv_heads, dim).transpose(1, 2)
+        v = attn.v_proj(x).view(bsz, seq, kv_heads, dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        keys, values = cache.update(input_pos, k, v)
+        if kv_len is not None:
+            keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
+        if seq == 1 and heads != kv_heads:
+            # decode: fold the query heads of each KV group into the "sequence" axis, so SDPA reads every
+            # cached key once instead of materialising repeat_kv copies ([B, H_kv, G, D] x [B, H_kv, S, D]).
+            group = heads // kv_heads
+            out = F.scaled_dot_product_attention(
+                q.reshape(bsz, kv_heads, group, dim), keys, values, attn_mask=mask, scale=attn.scaling
+            )
+            out = out.reshape(bsz, heads, 1, dim)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, scale=attn.scaling, enable_gqa=heads != kv_heads
+            )
+        return attn.o_proj(out.transpose(1, 2).reshape(bsz, seq, heads * dim))

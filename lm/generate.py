@@ -1,0 +1,342 @@
+"""Generation, gpt-fast style: prefill once, then one token a step against the static KV cache owned by the AR
+decoder; then Q-1 NAR passes.
+
+  prefill(ar, tokens, pads)                   -> code-head logits of the last prefix position
+  decode_one_token(ar, token, input_pos, pads) -> logits of the next position (the only compile target)
+  generate_ar(model, prompts, text_lengths, ...) batched rows that stop independently (`finished` masks), a
+                                              length guard tied to the text length, a minimum length
+  generate_nar(model, ...)                    codebooks 2..Q, one bidirectional pass each
+  generate(model, requests, ...)              both, from `TTSRequest`s (what the Synthesizer calls)
+
+Rows of a batch are left-padded so they all end at the same cache slot; each row's RoPE positions start at 0
+at its first real token, so a row generates the same tokens alone or in a batch (tested).
+
+Shape letters: B batch, P prefix tokens, S cache slots, V code-head classes (K codes + <eos>), Q codebooks, F
+frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+
+import torch
+from tqdm import tqdm
+
+from lm.ar import ARDecoder
+from lm.model import TTSModel
+from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
+from lm.sequence import inference_prompt, nar_inputs, pad_left
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding knobs. temperature / top_k / top_p / repetition_penalty may be per-row lists."""
+
+    temperature: float | list[float] = 1.0  # <= 0: greedy
+    top_k: int | list[int] = 0  # <= 0: off
+    top_p: float | list[float] = 1.0  # >= 1: off
+    repetition_penalty: float | list[float] = 1.0  # 1: off
+    repetition_window: int = 16  # penalise codes seen in the last N frames (0: the whole output so far)
+    max_new_frames: int = 1500  # absolute cap (20 s at 75 Hz)
+    # length guard tied to the text: a row is stopped (and flagged) after
+    # ceil(max_frames_per_text_token * text_len) + guard_slack_frames frames.
+    max_frames_per_text_token: float = 40.0
+    guard_slack_frames: int = 75
+    # <eos> is impossible before max(min_new_frames, min_frames_per_text_token * text_len) frames
+    min_new_frames: int = 1
+    min_frames_per_text_token: float = 0.0
+    nar_temperature: float = 0.0  # NAR passes are greedy by default (as in VALL-E)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplingConfig:
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"unknown sampling keys {sorted(set(d) - known)}")
+        return cls(**d)
+
+
+@dataclass
+class ARResult:
+    codes: torch.Tensor  # [B, F] codebook-1 codes, 0 past each length
+    lengths: torch.Tensor  # [B] frames before <eos>
+    hit_length_guard: torch.Tensor  # [B] bool: stopped by the guard, not by <eos>
+    steps: int  # decode steps run (the longest row)
+
+
+def frame_limits(text_lengths: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B] target text lengths -> (min_frames [B], guard_frames [B])."""
+    text = text_lengths.double().clamp(min=1)
+    guard = (text * sampling.max_frames_per_text_token).ceil().long() + sampling.guard_slack_frames
+    guard = guard.clamp(max=sampling.max_new_frames)
+    min_len = (
+        (text * sampling.min_frames_per_text_token).floor().long().clamp(min=max(sampling.min_new_frames, 1))
+    )
+    guard = torch.maximum(guard, min_len)
+    return min_len, guard
+
+
+# -- the two forward steps -----------------------------------------------------------------------------------
+def prefill(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+    """tokens [B, P] left-padded, pads [B] -> logits [B, V] of the last position; fills cache slots 0..P-1."""
+    length = tokens.shape[1]
+    slots = torch.arange(length, device=tokens.device)
+    rope_pos = (slots[None] - pads[:, None]).clamp(min=0)
+    causal = slots[None, :] <= slots[:, None]  # [P(query), P(key)]
+    real_key = slots[None, None, :] >= pads[:, None, None]  # [B, 1, P]
+    # a pad query may see itself, so no row of the softmax is empty (an empty row is NaN, and NaN values in
+    # the cache poison later steps even under a zero attention weight)
+    mask = (causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]
+    hidden = ar.forward_cached(tokens, slots, rope_pos, mask[:, None], kv_len=length)
+    return ar.code_head(hidden[:, -1]).float()
+
+
+def decode_one_token(
+    ar: ARDecoder, token: torch.Tensor, input_pos: torch.Tensor, pads: torch.Tensor, kv_len: int | None = None
+) -> torch.Tensor:
+    """token [B, 1] written at cache slot input_pos [1] -> logits [B, V].
+
+    kv_len=None attends over the whole static cache (fixed shapes: what torch.compile / CUDA graphs want);
+    an int attends over the first kv_len slots only (eager CPU: no time spent on empty slots).
+    """
+    width = ar.cache_len if kv_len is None else kv_len
+    slots = torch.arange(width, device=token.device)
+    mask = (slots[None] >= pads[:, None]) & (slots[None] <= input_pos)  # [B, S]
+    rope_pos = input_pos[None] - pads[:, None]  # [B, 1]
+    hidden = ar.forward_cached(token, input_pos, rope_pos, mask[:, None, None], kv_len=kv_len)
+    return ar.code_head(hidden[:, -1]).float()
+
+
+_compiled_decode = None
+
+
+def _decode_fn(compile_step: bool):
+    global _compiled_decode
+    if not compile_step:
+        return decode_one_token
+    if _compiled_decode is None:
+        _compiled_decode = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
+    return _compiled_decode
+
+
+def recompute_logits(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+    """No cache: the full training forward over tokens [B, T] (left-padded) -> logits [B, V] of the last
+    position."""
+    length = tokens.shape[1]
+    slots = torch.arange(length, device=tokens.device)
+    causal = slots[None, :] <= slots[:, None]
+    real_key = slots[None, None, :] >= pads[:, None, None]
+    mask = (causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]
+    rope_pos = (slots[None] - pads[:, None]).clamp(min=0)
+    return ar(tokens, mask[:, None], rope_pos)[:, -1].float()
+
+
+# -- AR loop -------------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def generate_ar(
+    model: TTSModel,
+    prompts: list[torch.Tensor],
+    text_lengths: torch.Tensor,
+    sampling: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    compile_step: bool = False,
+    progress: bool = False,
+) -> ARResult:
+    """Generate codebook 1 for a batch of AR prefixes (from `lm.sequence.inference_prompt`).
+
+    text_lengths [B]: target text pieces per row (drives the length guard and minimum length).
+    use_cache=False recomputes the whole sequence every step (the baseline the KV cache is measured against).
+    compile_step=True compiles `decode_one_token` (GPU; static shapes over the whole cache).
+    """
+    sampling = sampling or SamplingConfig()
+    ar, vocab = model.ar, model.vocab
+    device = ar.code_head.weight.device
+    bsz = len(prompts)
+    tokens, pads = pad_left([p.to("cpu") for p in prompts])
+    tokens, pads = tokens.to(device), pads.to(device)
+    prefix_len = tokens.shape[1]
+    min_len, guard = (t.to(device) for t in frame_limits(text_lengths.cpu(), sampling))
+    max_steps = int(guard.max()) + 1  # +1: the step that emits the forced <eos>
+
+    row = {"batch_size": bsz, "device": device}
+    temperature = as_row_tensor(sampling.temperature, dtype=torch.float32, **row)
+    top_k = as_row_tensor(sampling.top_k, dtype=torch.long, **row)
+    top_p = as_row_tensor(sampling.top_p, dtype=torch.float32, **row)
+    penalty = as_row_tensor(sampling.repetition_penalty, dtype=torch.float32, **row)
+
+    out = torch.zeros(bsz, max_steps, dtype=torch.long, device=device)
+    lengths = torch.zeros(bsz, dtype=torch.long, device=device)
+    finished = torch.zeros(bsz, dtype=torch.bool, device=device)
+    hit_guard = torch.zeros(bsz, dtype=torch.bool, device=device)
+    counts = torch.zeros(bsz, vocab.num_head_classes, device=device)
+    eos = vocab.eos_class
+    window = sampling.repetition_window
+
+    if use_cache:
+        ar.setup_cache(bsz, prefix_len + max_steps)
+        logits = prefill(ar, tokens, pads)
+        step_fn = _decode_fn(compile_step)
+    else:
+        seq = torch.cat([tokens, tokens.new_zeros(bsz, max_steps)], dim=1)
+        logits = recompute_logits(ar, tokens, pads)
+    check_every = 1 if device.type == "cpu" else 8  # a host sync per step would starve the GPU
+    steps = 0
+    for t in tqdm(range(max_steps), disable=not progress, desc="AR decode", leave=False):
+        steps = t + 1
+        logits[:, eos] = torch.where(t < min_len, float("-inf"), logits[:, eos])
+        logits = apply_repetition_penalty(logits, counts, penalty)
+        nxt = sample(logits, temperature, top_k, top_p, generator)
+        forced = t >= guard
+        nxt = torch.where(forced, eos, nxt)
+        hit_guard |= forced & ~finished
+        is_eos = nxt == eos
+        lengths = torch.where(is_eos & ~finished, t, lengths)
+        finished |= is_eos
+        out[:, t] = torch.where(finished, 0, nxt)
+        if t + 1 == max_steps or (t % check_every == 0 and bool(finished.all())):
+            break
+        counts.scatter_add_(1, nxt[:, None], torch.ones_like(counts[:, :1]))
+        if window > 0 and t >= window:
+            counts.scatter_add_(1, out[:, t - window, None], -torch.ones_like(counts[:, :1]))
+        token = vocab.head_class_to_token(nxt)[:, None]
+        if use_cache:
+            input_pos = torch.tensor([prefix_len + t], device=device)
+            logits = step_fn(ar, token, input_pos, pads, None if compile_step else prefix_len + t + 1)
+            logits = (
+                logits.clone() if compile_step else logits
+            )  # CUDA-graph outputs are reused by the next call
+        else:
+            seq[:, prefix_len + t] = token[:, 0]
+            logits = recompute_logits(ar, seq[:, : prefix_len + t + 1], pads)
+    lengths = torch.where(finished, lengths, steps)
+    width = int(lengths.max())
+    return ARResult(codes=out[:, :width], lengths=lengths, hit_length_guard=hit_guard, steps=steps)
+
+
+# -- NAR -----------------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def generate_nar(
+    model: TTSModel,
+    text_ids: torch.Tensor,
+    text_lengths: torch.Tensor,
+    prompt_codes: torch.Tensor,
+    prompt_lengths: torch.Tensor,
+    first_codes: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fill codebooks 2..Q: text_ids [B, L], prompt_codes [B, Q, Fp], first_codes [B, F] -> [B, Q, F]."""
+    num_q, bsz, frames = model.config.num_codebooks, first_codes.shape[0], first_codes.shape[1]
+    device = first_codes.device
+    codes = torch.zeros(bsz, num_q, frames, dtype=torch.long, device=device)
+    codes[:, 0] = first_codes
+    valid = torch.arange(frames, device=device)[None] < frame_lengths[:, None]
+    row = {"batch_size": bsz * frames, "device": device}
+    temp = as_row_tensor(temperature, dtype=torch.float32, **row)
+    no_k = as_row_tensor(0, dtype=torch.long, **row)
+    no_p = as_row_tensor(1.0, dtype=torch.float32, **row)
+    for stage in range(1, num_q):
+        inp = nar_inputs(
+            text_ids,
+            text_lengths,
+            prompt_codes,
+            prompt_lengths,
+            codes,
+            frame_lengths,
+            torch.full((bsz,), stage, device=device),
+        )
+        logits = model.nar(inp)  # [B, F, K]
+        picked = sample(logits.flatten(0, 1), temp, no_k, no_p, generator).view(bsz, frames)
+        codes[:, stage] = torch.where(valid, picked, 0)
+    return codes
+
+
+# -- requests -> all codebooks -------------------------------------------------------------------------------
+@dataclass
+class TTSRequest:
+    """One utterance to synthesise. text ids are raw text-piece ids (data_pipeline's TextTokenizer).
+
+    prompt_codes [Q', Fp] codes of the voice prompt (Q' >= the model's Q; extra codebooks are dropped).
+    prompt_text_ids: the prompt's transcript -> continuation mode; None -> speaker-prompt mode.
+    """
+
+    text_ids: torch.Tensor
+    prompt_codes: torch.Tensor
+    prompt_text_ids: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationResult:
+    codes: torch.Tensor  # [B, Q, F], 0 past each length
+    frame_lengths: torch.Tensor  # [B]
+    hit_length_guard: torch.Tensor  # [B] bool
+
+
+def _check_request(i: int, req: TTSRequest, model: TTSModel) -> None:
+    cfg = model.config
+    if req.text_ids.dim() != 1 or req.text_ids.numel() == 0:
+        raise ValueError(
+            f"request {i}: text_ids must be a non-empty 1-D tensor, got {tuple(req.text_ids.shape)}"
+        )
+    if int(req.text_ids.min()) < 0 or int(req.text_ids.max()) >= cfg.text_vocab_size:
+        raise ValueError(f"request {i}: text ids outside [0, {cfg.text_vocab_size})")
+    pc = req.prompt_codes
+    if pc.dim() != 2 or pc.shape[0] < cfg.num_codebooks or pc.shape[1] == 0:
+        raise ValueError(
+            f"request {i}: prompt_codes must be [Q>={cfg.num_codebooks}, Fp>0], got {tuple(pc.shape)}"
+        )
+    if int(pc.min()) < 0 or int(pc.max()) >= cfg.codebook_size:
+        raise ValueError(f"request {i}: prompt codes outside [0, {cfg.codebook_size})")
+
+
+@torch.inference_mode()
+def generate(
+    model: TTSModel,
+    requests: list[TTSRequest],
+    sampling: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    compile_step: bool = False,
+    progress: bool = False,
+) -> GenerationResult:
+    """Requests -> all Q codebooks of each target (AR with KV cache, then Q-1 NAR passes)."""
+    sampling = sampling or SamplingConfig()
+    for i, req in enumerate(requests):
+        _check_request(i, req, model)
+    num_q, vocab = model.config.num_codebooks, model.vocab
+    device = model.ar.code_head.weight.device
+    prompts = [inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids) for r in requests]
+    text_lengths = torch.tensor([r.text_ids.numel() for r in requests])
+    ar_out = generate_ar(
+        model, prompts, text_lengths, sampling, generator, compile_step=compile_step, progress=progress
+    )
+    if bool(ar_out.hit_length_guard.any()):
+        rows = ar_out.hit_length_guard.nonzero().flatten().tolist()
+        log.warning("rows %s hit the length guard without emitting <eos> (output truncated)", rows)
+    if model.nar is None:
+        return GenerationResult(ar_out.codes[:, None], ar_out.lengths, ar_out.hit_length_guard)
+
+    bsz = len(requests)
+    text_ids = torch.zeros(bsz, int(text_lengths.max()), dtype=torch.long)
+    prompt_lengths = torch.tensor([r.prompt_codes.shape[1] for r in requests])
+    prompt_codes = torch.zeros(bsz, num_q, int(prompt_lengths.max()), dtype=torch.long)
+    for b, r in enumerate(requests):
+        text_ids[b, : r.text_ids.numel()] = r.text_ids.cpu()
+        prompt_codes[b, :, : r.prompt_codes.shape[1]] = r.prompt_codes[:num_q].cpu()
+    codes = generate_nar(
+        model,
+        text_ids.to(device),
+        text_lengths.to(device),
+        prompt_codes.to(device),
+        prompt_lengths.to(device),
+        ar_out.codes,
+        ar_out.lengths,
+        sampling.nar_temperature,
+        generator,
+    )
+    return GenerationResult(
+        codes=codes, frame_lengths=ar_out.lengths, hit_length_guard=ar_out.hit_length_guard
+    )

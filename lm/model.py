@@ -1,0 +1,68 @@
+"""`TTSModel`: the AR decoder + the NAR head. `forward` returns logits aligned with the labels of an
+`LMBatch`; no loss and no sampling inside (see `lm/losses.py`, `lm/generate.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from data_pipeline.records import TTSBatch
+from lm.ar import ARDecoder
+from lm.config import ModelConfig
+from lm.nar import NARHead
+from lm.sequence import LMBatch, build_lm_batch
+from lm.vocab import Vocab
+
+
+@dataclass
+class TTSOutput:
+    """ar_logits [B, S, K+1] aligned with LMBatch.labels; nar_logits [B, F, K] aligned with
+    LMBatch.nar.labels."""
+
+    ar_logits: torch.Tensor
+    nar_logits: torch.Tensor | None
+
+
+class TTSModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = Vocab.from_config(config)
+        self.ar = ARDecoder(config)
+        # a single-codebook codec has nothing for the NAR to fill
+        self.nar = NARHead(config) if config.num_codebooks > 1 else None
+
+    def forward(self, batch: LMBatch) -> TTSOutput:
+        ar_logits = self.ar(batch.input_ids, batch.attention_mask, batch.position_ids)
+        nar_logits = self.nar(batch.nar) if self.nar is not None and batch.nar is not None else None
+        return TTSOutput(ar_logits=ar_logits, nar_logits=nar_logits)
+
+    def build_batch(
+        self, batch: TTSBatch, continuation_prob: float = 0.25, generator: torch.Generator | None = None
+    ) -> LMBatch:
+        """Loader batch -> model batch (CPU); move it with `.to(device)`. See `lm.sequence.build_lm_batch`."""
+        return build_lm_batch(
+            batch,
+            self.vocab,
+            self.config.num_codebooks,
+            self.config.max_position_embeddings,
+            continuation_prob=continuation_prob,
+            generator=generator,
+        )
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute every decoder layer's activations in backward (AR and NAR); trades ~30% compute for
+        memory."""
+        for llama in (self.ar.model, self.nar.model if self.nar is not None else None):
+            if llama is None:
+                continue
+            if enabled:
+                llama.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                llama.gradient_checkpointing_disable()
+
+    def num_parameters(self, part: str = "all") -> int:
+        module = {"all": self, "ar": self.ar, "nar": self.nar}[part]
+        return 0 if module is None else sum(p.numel() for p in module.parameters())

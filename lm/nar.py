@@ -1,0 +1,113 @@
+"""The NAR head: fills codebooks 2..Q of the target, one bidirectional pass per codebook.
+
+Input sequence per example (one `LlamaModel` with bidirectional attention, HF module names so peft LoRA
+targets match the AR's):
+
+    [ text pieces | prompt frames (sum of all Q codebook embeddings) | target frames (sum of codebooks < j) ]
+
+plus a segment embedding (text / prompt / target) and a codebook-index ("stage") embedding for j on every
+position. Output for every target frame: logits over codebook j, computed against codebook j's own input
+embedding table (tied, as in VALL-E), so the head adds no parameters and each stage has its own classifier.
+
+Segments are padded per batch (text to max L, prompt to max Fp), and padding is removed by the key mask;
+RoPE positions count only real tokens, so a row's positions do not depend on the other rows of its batch.
+
+Shape letters: B batch, L text, Q codebooks, Fp prompt frames, F target frames, K codebook size, N = L + Fp +
+F.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaModel
+
+from lm.ar import llama_config
+from lm.config import ModelConfig
+from lm.sequence import NARInputs
+
+TEXT, PROMPT, TARGET = range(3)
+
+
+def _lengths_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+class NARHead(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden = config.nar_hidden_size
+        # embed_tokens of this LlamaModel is the NAR's text-piece table (raw text ids, no specials).
+        self.model = LlamaModel(
+            llama_config(
+                config.text_vocab_size,
+                hidden,
+                config.nar_num_layers,
+                config.nar_num_heads,
+                config.nar_num_kv_heads,
+                config.nar_intermediate_size,
+                config,
+                pad_token_id=None,
+            )
+        )
+        for layer in self.model.layers:
+            layer.self_attn.is_causal = False  # never let SDPA fall back to a causal mask
+        self.code_embed = nn.Embedding(config.num_codebooks * config.codebook_size, hidden)
+        self.segment_embed = nn.Embedding(3, hidden)
+        self.stage_embed = nn.Embedding(config.num_codebooks, hidden)
+        for emb in (self.code_embed, self.segment_embed, self.stage_embed):
+            nn.init.normal_(emb.weight, std=config.initializer_range)
+
+    def sum_codes(self, codes: torch.Tensor, num_used: torch.Tensor | int) -> torch.Tensor:
+        """codes [B, Q, F] -> [B, F, hidden], the sum of the embeddings of codebooks q < num_used (per
+        row)."""
+        bsz, num_q, frames = codes.shape
+        size = self.config.codebook_size
+        num_used = torch.as_tensor(num_used, device=codes.device).expand(bsz)
+        out = codes.new_zeros((bsz, frames, self.config.nar_hidden_size), dtype=self.code_embed.weight.dtype)
+        # a loop over Q (<= 32) keeps memory at one [B, F, hidden] instead of [B, Q, F, hidden]
+        for q in range(num_q):
+            keep = (q < num_used).to(out.dtype)[:, None, None]
+            out = out + self.code_embed(codes[:, q] + q * size) * keep
+        return out
+
+    def forward(self, inp: NARInputs) -> torch.Tensor:
+        """-> logits [B, F, K] for codebook `inp.stage[b]` at every target frame."""
+        text_len, prompt_len = inp.text_ids.shape[1], inp.prompt_codes.shape[2]
+        q_model = self.config.num_codebooks
+        if inp.prompt_codes.shape[1] != q_model or inp.target_codes.shape[1] != q_model:
+            raise ValueError(
+                f"NAR expects {q_model} codebooks, got prompt {tuple(inp.prompt_codes.shape)} and "
+                f"target {tuple(inp.target_codes.shape)}"
+            )
+        seg = self.segment_embed.weight
+        x = torch.cat(
+            [
+                self.model.embed_tokens(inp.text_ids) + seg[TEXT],
+                self.sum_codes(inp.prompt_codes, q_model) + seg[PROMPT],
+                self.sum_codes(inp.target_codes, inp.stage) + seg[TARGET],
+            ],
+            dim=1,
+        )
+        x = x + self.stage_embed(inp.stage)[:, None]
+        valid = torch.cat(
+            [
+                _lengths_mask(inp.text_lengths, text_len),
+                _lengths_mask(inp.prompt_lengths, prompt_len),
+                _lengths_mask(inp.frame_lengths, inp.target_codes.shape[2]),
+            ],
+            dim=1,
+        )  # [B, N]
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        mask = valid[
+            :, None, None, :
+        ]  # [B, 1, 1, N]: every query sees every real token (frames >= 1 per row)
+        hidden = self.model(
+            inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=False
+        ).last_hidden_state
+        target = hidden[:, text_len + prompt_len :]  # [B, F, hidden]
+        tables = self.code_embed.weight.view(q_model, self.config.codebook_size, -1)[
+            inp.stage
+        ]  # [B, K, hidden]
+        return torch.einsum("bfd,bkd->bfk", target, tables)

@@ -1,0 +1,312 @@
+"""The one place where text ids and codes become model inputs (training and generation both call it).
+
+AR layouts (token space from `lm/vocab.py`):
+
+  speaker-prompt mode (needs no prompt transcript):
+      <bos> text </text> <prompt> prompt_c1 </prompt> <audio> | target_c1 <eos>
+  continuation mode (VALL-E; the prompt transcript is known):
+      inference: <bos> prompt_text target_text </text> <audio> prompt_c1 | target_c1 <eos>
+      training:  the plain utterance  <bos> text </text> <audio> | c1 <eos>
+  ("|" = end of the prefix; the loss covers everything after it.)
+
+Decision for continuation training: a TTSBatch carries no prompt transcript, so continuation examples are the
+plain utterance with loss on all of its audio. At inference the (prompt + target) utterance then looks
+exactly like a training utterance whose first frames are already known, so the inference prefix equals a
+training prefix token for token (tested). `continuation_prob` picks the mode per example.
+
+Labels are pre-shifted: `labels[b, i]` is the code-head class (code or <eos>) of token `i + 1`, or
+IGNORE_INDEX, so logits at position i line up with labels at position i and the loss never shifts.
+
+NAR inputs (`NARInputs`) are the target's text pieces, the full prompt codes (all Q codebooks), the target
+codes and the codebook index `stage` to predict (1..Q-1, zero-based); the NAR sums embeddings of target
+codebooks below `stage` and predicts codebook `stage` for every target frame at once.
+
+Shape letters: B batch, S AR tokens, L text pieces, Q codebooks, F target frames, Fp prompt frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from data_pipeline.records import TTSBatch
+from lm.vocab import AUDIO, BOS, END_PROMPT, END_TEXT, EOS, IGNORE_INDEX, PAD, PROMPT, Vocab
+
+
+def _tokens(*ids: int) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
+
+
+# -- per-example AR layouts ----------------------------------------------------------------------------------
+def speaker_prompt_prefix(vocab: Vocab, text_ids: torch.Tensor, prompt_c1: torch.Tensor) -> torch.Tensor:
+    """<bos> text </text> <prompt> prompt_c1 </prompt> <audio>  ->  [S] tokens."""
+    return torch.cat(
+        [
+            _tokens(BOS),
+            vocab.text_to_tokens(text_ids),
+            _tokens(END_TEXT, PROMPT),
+            vocab.codes_to_tokens(prompt_c1),
+            _tokens(END_PROMPT, AUDIO),
+        ]
+    )
+
+
+def continuation_prefix(
+    vocab: Vocab, text_ids: torch.Tensor, audio_prefix_c1: torch.Tensor | None = None
+) -> torch.Tensor:
+    """<bos> text </text> <audio> audio_prefix_c1  ->  [S] tokens (text = prompt text + target text)."""
+    audio = audio_prefix_c1 if audio_prefix_c1 is not None else torch.zeros(0, dtype=torch.long)
+    return torch.cat(
+        [_tokens(BOS), vocab.text_to_tokens(text_ids), _tokens(END_TEXT, AUDIO), vocab.codes_to_tokens(audio)]
+    )
+
+
+def inference_prompt(
+    vocab: Vocab, text_ids: torch.Tensor, prompt_c1: torch.Tensor, prompt_text_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The AR prefix to generate from; equals the training prefix of the same example exactly.
+
+    text_ids [L] target text pieces, prompt_c1 [Fp] codebook-1 codes of the prompt, prompt_text_ids [Lp] or
+    None. With the prompt transcript -> continuation mode, without -> speaker-prompt mode.
+    """
+    text_ids, prompt_c1 = text_ids.long().cpu(), prompt_c1.long().cpu()
+    if prompt_text_ids is None:
+        return speaker_prompt_prefix(vocab, text_ids, prompt_c1)
+    return continuation_prefix(vocab, torch.cat([prompt_text_ids.long().cpu(), text_ids]), prompt_c1)
+
+
+def training_sequence(
+    vocab: Vocab,
+    text_ids: torch.Tensor,
+    target_c1: torch.Tensor,
+    prompt_c1: torch.Tensor | None,
+    continuation: bool,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One training example -> (tokens [S], labels [S] pre-shifted head classes, target_start).
+
+    `target_start` is the index of the first target_c1 token; the loss covers target_c1 and <eos>.
+    """
+    text_ids, target_c1 = text_ids.long().cpu(), target_c1.long().cpu()
+    if continuation:
+        prefix = continuation_prefix(vocab, text_ids)
+    else:
+        prefix = speaker_prompt_prefix(vocab, text_ids, prompt_c1.long().cpu())
+    tokens = torch.cat([prefix, vocab.codes_to_tokens(target_c1), _tokens(EOS)])
+    target_start = prefix.numel()
+    labels = torch.full_like(tokens, IGNORE_INDEX)
+    # position i predicts token i + 1: supervise predictions of tokens target_start .. end (<eos> included)
+    labels[target_start - 1 : -1] = vocab.token_to_head_class(tokens[target_start:])
+    return tokens, labels, target_start
+
+
+def pad_left(seqs: list[torch.Tensor], pad_id: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D token sequences so every row ends at the same slot (batched decoding).
+
+    Returns tokens [B, S] and pad_lengths [B] (number of pad slots at the start of each row).
+    """
+    length = max(s.numel() for s in seqs)
+    out = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    pads = torch.tensor([length - s.numel() for s in seqs], dtype=torch.long)
+    for b, s in enumerate(seqs):
+        out[b, length - s.numel() :] = s
+    return out, pads
+
+
+# -- batches -------------------------------------------------------------------------------------------------
+@dataclass
+class NARInputs:
+    """Inputs of one NAR pass (training or generation).
+
+    text_ids [B, L] raw text-piece ids (0-padded), text_lengths [B]
+    prompt_codes [B, Q, Fp] (0-padded), prompt_lengths [B]
+    target_codes [B, Q, F]: codebooks below `stage` are read; the rest is ignored
+    frame_lengths [B]
+    stage [B] codebook index to predict, 1..Q-1 (zero-based)
+    labels [B, F] target_codes[b, stage[b]] with IGNORE_INDEX on padding (training; None at inference)
+    """
+
+    text_ids: torch.Tensor
+    text_lengths: torch.Tensor
+    prompt_codes: torch.Tensor
+    prompt_lengths: torch.Tensor
+    target_codes: torch.Tensor
+    frame_lengths: torch.Tensor
+    stage: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> NARInputs:
+        return NARInputs(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+
+
+@dataclass
+class LMBatch:
+    """A padded training batch in model space (right-padded AR sequences).
+
+    input_ids [B, S], attention_mask [B, S] bool, position_ids [B, S], labels [B, S] (pre-shifted head
+    classes), target_start [B] index of the first target frame token, continuation [B] bool mode per example,
+    nar: NARInputs (None when the codec has a single codebook).
+    """
+
+    keys: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    target_start: torch.Tensor
+    continuation: torch.Tensor
+    nar: NARInputs | None
+
+    def to(self, device: torch.device | str) -> LMBatch:
+        return LMBatch(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+
+    @property
+    def num_target_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+def _move(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, NARInputs):
+        return value.to(device)
+    return value
+
+
+def _check_batch(batch: TTSBatch, vocab: Vocab, num_codebooks: int, max_positions: int) -> None:
+    """Clear errors that name the offending example instead of an index error deep in an embedding."""
+    for name, codes, lengths in (
+        ("codes", batch.codes, batch.frame_lengths),
+        ("prompt_codes", batch.prompt_codes, batch.prompt_lengths),
+    ):
+        if codes.dim() != 3 or codes.shape[1] < num_codebooks:
+            raise ValueError(
+                f"TTSBatch.{name} has shape {tuple(codes.shape)}; the model needs [B, >={num_codebooks}"
+                f", F] (keys {batch.keys})"
+            )
+        bad = (
+            ((codes[:, :num_codebooks] < 0) | (codes[:, :num_codebooks] >= vocab.codebook_size))
+            .flatten(1)
+            .any(1)
+        )
+        if bad.any():
+            keys = [k for k, b in zip(batch.keys, bad.tolist(), strict=True) if b]
+            raise ValueError(
+                f"TTSBatch.{name} holds codes outside [0, {vocab.codebook_size}) for keys {keys}"
+            )
+        if (lengths > codes.shape[-1]).any():
+            raise ValueError(f"TTSBatch {name} lengths exceed the padded width for keys {batch.keys}")
+    bad = ((batch.text_ids < 0) | (batch.text_ids >= vocab.text_vocab_size)).any(1)
+    if bad.any():
+        keys = [k for k, b in zip(batch.keys, bad.tolist(), strict=True) if b]
+        raise ValueError(
+            f"TTSBatch.text_ids outside [0, {vocab.text_vocab_size}) for keys {keys}: was the text "
+            f"tokenizer built with a larger vocabulary than ModelConfig.text_vocab_size?"
+        )
+    if (batch.frame_lengths < 1).any():
+        keys = [k for k, n in zip(batch.keys, batch.frame_lengths.tolist(), strict=True) if n < 1]
+        raise ValueError(f"TTSBatch has examples with no target frames: {keys}")
+    # longest layout: <bos> text </text> <prompt> prompt </prompt> <audio> target <eos>
+    worst = batch.text_lengths + batch.prompt_lengths + batch.frame_lengths + 6
+    if (worst > max_positions).any():
+        keys = [k for k, n in zip(batch.keys, worst.tolist(), strict=True) if n > max_positions]
+        raise ValueError(
+            f"examples {keys} exceed max_position_embeddings={max_positions} tokens; filter them "
+            f"by length in the loader"
+        )
+
+
+def build_lm_batch(
+    batch: TTSBatch,
+    vocab: Vocab,
+    num_codebooks: int,
+    max_positions: int,
+    continuation_prob: float = 0.25,
+    generator: torch.Generator | None = None,
+) -> LMBatch:
+    """TTSBatch (from the loader) -> LMBatch (model inputs + labels), on CPU.
+
+    Each example is laid out in continuation mode with probability `continuation_prob`, else in speaker-prompt
+    mode; the NAR codebook to train is drawn uniformly from 1..Q-1 per example. Both draws use `generator`,
+    so a seeded generator makes batches reproducible. Codecs with more codebooks than the model are truncated
+    to the first `num_codebooks` (residual VQ is coarse-to-fine, so that is the lower-bitrate code).
+    """
+    batch = batch.to("cpu")
+    _check_batch(batch, vocab, num_codebooks, max_positions)
+    bsz = len(batch.keys)
+    continuation = torch.rand(bsz, generator=generator) < continuation_prob
+    seqs, labels, starts = [], [], []
+    for b in range(bsz):
+        tokens, lab, start = training_sequence(
+            vocab,
+            batch.text_ids[b, : batch.text_lengths[b]],
+            batch.codes[b, 0, : batch.frame_lengths[b]],
+            batch.prompt_codes[b, 0, : batch.prompt_lengths[b]],
+            continuation=bool(continuation[b]),
+        )
+        seqs.append(tokens)
+        labels.append(lab)
+        starts.append(start)
+    length = max(s.numel() for s in seqs)
+    input_ids = torch.full((bsz, length), PAD, dtype=torch.long)
+    label_ids = torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((bsz, length), dtype=torch.bool)
+    for b, (s, lab) in enumerate(zip(seqs, labels, strict=True)):
+        input_ids[b, : s.numel()] = s
+        label_ids[b, : s.numel()] = lab
+        attention_mask[b, : s.numel()] = True
+    position_ids = torch.arange(length).expand(bsz, length).contiguous()
+
+    nar = None
+    if num_codebooks > 1:
+        stage = torch.randint(1, num_codebooks, (bsz,), generator=generator)
+        nar = nar_inputs(
+            batch.text_ids,
+            batch.text_lengths,
+            batch.prompt_codes[:, :num_codebooks],
+            batch.prompt_lengths,
+            batch.codes[:, :num_codebooks],
+            batch.frame_lengths,
+            stage,
+            with_labels=True,
+        )
+    return LMBatch(
+        keys=list(batch.keys),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        labels=label_ids,
+        target_start=torch.tensor(starts),
+        continuation=continuation,
+        nar=nar,
+    )
+
+
+def nar_inputs(
+    text_ids: torch.Tensor,
+    text_lengths: torch.Tensor,
+    prompt_codes: torch.Tensor,
+    prompt_lengths: torch.Tensor,
+    target_codes: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    stage: torch.Tensor,
+    with_labels: bool = False,
+) -> NARInputs:
+    """Pack one NAR pass; labels = codebook `stage` of the target, IGNORE_INDEX past each frame length."""
+    labels = None
+    if with_labels:
+        frames = target_codes.shape[-1]
+        rows = torch.arange(target_codes.shape[0], device=target_codes.device)
+        labels = target_codes[rows, stage].long()
+        valid = torch.arange(frames, device=target_codes.device)[None] < frame_lengths[:, None]
+        labels = torch.where(valid, labels, IGNORE_INDEX)
+    return NARInputs(
+        text_ids=text_ids.long(),
+        text_lengths=text_lengths.long(),
+        prompt_codes=prompt_codes.long(),
+        prompt_lengths=prompt_lengths.long(),
+        target_codes=target_codes.long(),
+        frame_lengths=frame_lengths.long(),
+        stage=stage.long(),
+        labels=labels,
+    )
