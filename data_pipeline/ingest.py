@@ -21,10 +21,11 @@ import multiprocessing
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,14 @@ import webdataset as wds
 from tqdm import tqdm
 
 from data_pipeline.records import AUDIO_EXT, META_EXT, RAW_SHARD_PATTERN, REJECTS_FILE, RawMeta
-from data_pipeline.sources import SourceItem, TranscriptError, detect_format, discover, read_transcript_file
+from data_pipeline.sources import (
+    FORMATS,
+    SourceItem,
+    TranscriptError,
+    detect_format,
+    discover,
+    read_transcript_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ REJECT_REASONS = {
     "bad_manifest_row": "a manifest row that cannot be parsed",
     "duplicate": "the same audio file listed twice",
     "encode_failed": "FLAC cannot store it (e.g. more than 8 channels)",
+    "worker_crashed": "the decoding process died on this file (e.g. a decoder crash or out of memory)",
     "internal_error": "an unexpected error while processing the item (a bug: please report)",
 }
 
@@ -66,6 +75,7 @@ _INT24_SUBTYPES = frozenset("PCM_24 ALAC_20 ALAC_24 DWVW_24".split())
 _TAR_BLOCK = 512
 _TAR_RECORD = 20 * _TAR_BLOCK  # tarfile pads the archive to a multiple of this
 _MAX_KEY_LEN = 80
+_CHUNK = 8  # items per task sent to a worker
 
 
 @dataclass
@@ -82,8 +92,21 @@ class IngestConfig:
     clip_level: float = 0.999  # |sample| at or above this (full scale = 1) counts as clipped
     max_clip_fraction: float = 0.01
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # 0 = in this process
+    start_method: str | None = None  # multiprocessing start method for the workers; None = the default
     overwrite: bool = False
     log_rejects: int = 20  # rejects logged as warnings; the rest only go to rejects.jsonl
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, not {self.format!r}")
+        if self.shard_size_mb <= 0 or self.shard_max_count < 1:
+            raise ValueError("shard_size_mb and shard_max_count must be positive")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ValueError(
+                f"need 0 <= min_seconds < max_seconds, got {self.min_seconds}, {self.max_seconds}"
+            )
+        if not 0 < self.clip_level <= 1 or not 0 <= self.max_clip_fraction <= 1:
+            raise ValueError("clip_level must be in (0, 1] and max_clip_fraction in [0, 1]")
 
 
 @dataclass
@@ -339,14 +362,57 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------------------------- run
 
 
+def _process_chunk(chunk: list[tuple[str, SourceItem]], cfg: IngestConfig) -> list[ItemResult]:
+    return [process_item(keyed, cfg) for keyed in chunk]
+
+
+def _process_isolated(keyed: tuple[str, SourceItem], cfg: IngestConfig, ctx) -> ItemResult:
+    """Run one item in a process of its own; a crash there rejects the item instead of the run."""
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(process_item, keyed, cfg).result()
+        except BrokenProcessPool:
+            log.error("the decoding process died on %s", keyed[1].source)
+            return ItemResult(
+                keyed[0], keyed[1].source, reason="worker_crashed", detail="decoder process died"
+            )
+
+
 def _results(keyed: list[tuple[str, SourceItem]], cfg: IngestConfig) -> Iterator[ItemResult]:
-    work = partial(process_item, cfg=cfg)
+    """Results in input order (deterministic shards); decoding and FLAC encoding run in worker processes.
+
+    A worker that dies (a decoder segfault, the OOM killer) breaks the pool: the pool is rebuilt, and the
+    items of the chunk that was running are retried one process each, so only the culprit is rejected.
+    """
     if cfg.workers <= 0:
-        yield from map(work, keyed)
+        yield from (process_item(k, cfg) for k in keyed)
         return
-    with multiprocessing.get_context().Pool(cfg.workers) as pool:
-        # imap keeps the input order, so shards are deterministic; decoding and FLAC encoding run in workers.
-        yield from pool.imap(work, keyed, chunksize=4)
+    ctx = multiprocessing.get_context(cfg.start_method)
+    chunks = iter([keyed[i : i + _CHUNK] for i in range(0, len(keyed), _CHUNK)])
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
+    pending: deque = deque()
+
+    def submit() -> None:
+        chunk = next(chunks, None)
+        if chunk is not None:
+            pending.append((chunk, pool.submit(_process_chunk, chunk, cfg)))
+
+    try:
+        for _ in range(4 * cfg.workers):  # a bounded window keeps memory flat on huge corpora
+            submit()
+        while pending:
+            chunk, future = pending.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                results = [_process_isolated(k, cfg, ctx) for k in chunk]
+                pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
+                pending = deque((c, pool.submit(_process_chunk, c, cfg)) for c, _ in pending)
+            yield from results
+            submit()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ingest(
@@ -357,8 +423,8 @@ def ingest(
     input_path, out_dir = Path(input_path).absolute(), Path(output_dir)
     start = time.perf_counter()
     fmt = detect_format(input_path) if cfg.format == "auto" else cfg.format
+    keyed = list(assign_keys(discover(input_path, fmt, cfg.speaker)))  # before touching the output
     _prepare_output(out_dir, cfg.overwrite)
-    keyed = list(assign_keys(discover(input_path, fmt, cfg.speaker)))
     log.info("%s: %d items found (format %s)", input_path, len(keyed), fmt)
 
     summary = IngestSummary(input=str(input_path), format=fmt, output_dir=str(out_dir), total=len(keyed))

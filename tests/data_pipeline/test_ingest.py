@@ -335,3 +335,38 @@ def test_common_voice_style_tsv_and_unrelated_table_in_folder(tmp_path):
         folder, tmp_path / "folder_out", IngestConfig(workers=0, format="folder"), progress=False
     )
     assert summary.accepted == 1
+
+
+def test_worker_crash_rejects_only_that_item(tmp_path, monkeypatch):
+    """A decoder that kills its process (segfault, OOM kill) must not hang or end the run."""
+    import data_pipeline.ingest as ingest_module
+
+    real_read_audio = ingest_module.read_audio
+
+    def crashing_read_audio(path, *args, **kwargs):
+        if path.name == "crash.wav":
+            os._exit(3)  # what a segfaulting decoder looks like from the outside
+        return real_read_audio(path, *args, **kwargs)
+
+    # Workers are forked, so they inherit the patched function.
+    monkeypatch.setattr(ingest_module, "read_audio", crashing_read_audio)
+    src = tmp_path / "spk"
+    src.mkdir()
+    speech, sr = _speech()
+    names = [f"u{i:02d}" for i in range(20)] + ["crash"]
+    for name in names:
+        sf.write(src / f"{name}.wav", speech, sr)
+        (src / f"{name}.txt").write_text(f"Utterance {name}.")
+    cfg = IngestConfig(workers=2, start_method="fork")
+    summary = ingest(src, tmp_path / "out", cfg, progress=False)
+    assert sorted(read_shards(tmp_path / "out")) == sorted(n for n in names if n != "crash")
+    assert summary.reasons == {"worker_crashed": 1}
+    (reject,) = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
+    assert Path(reject["source"]).name == "crash.wav"
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="min_seconds"):
+        IngestConfig(min_seconds=5, max_seconds=1)
+    with pytest.raises(ValueError, match="format"):
+        IngestConfig(format="mp3")
