@@ -1,0 +1,489 @@
+"""`Synthesizer`: the one class users import to clone a voice.
+
+    from lm.synthesizer import Synthesizer
+    synth = Synthesizer.from_pretrained("runs/demo/train/export")
+    result = synth.synthesize("Hello there. How are you?", prompt_wav, 22050, seed=1)
+    soundfile.write("out.wav", result.wav, result.sample_rate)
+
+It loads an export directory (`lm.checkpoint` weights + config, the sentencepiece text tokenizer and the codec
+named by the config's metadata), encodes the voice prompt (any channel count and sample rate: down-mixed
+and resampled at the edge), splits long text at sentence boundaries, generates every piece with the same
+prompt (AR over the static KV cache, then Q-1 NAR passes: `lm.generate.generate`), decodes with the codec
+and joins the pieces with a short pause. Without a prompt transcript the prompt only sets the voice
+(speaker-prompt mode); with one, the model continues the prompt (VALL-E continuation mode) and the prompt's
+audio is cut off the output.
+
+Shape letters: C channels, T samples, Q codebooks, F frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from codec.audio import pad_batch, resample, to_mono
+from codec.base import Codec, load_codec
+from data_pipeline.text import TextTokenizer
+from lm.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
+from lm.generate import SamplingConfig, TTSRequest, generate
+from lm.model import TTSModel
+from lm.sentences import split_sentences
+from lm.sequence import inference_prompt
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Where `generate.py` looks when no --checkpoint is given: copy (or symlink) an export directory here.
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+# Export-directory metadata keys (written by the training export), and the tokenizer file name when absent.
+CODEC_KEY = "codec"
+TOKENIZER_KEY = "text_tokenizer"
+DEFAULT_TOKENIZER_FILE = "tokenizer.model"
+MIN_PROMPT_SECONDS = 0.25
+
+
+class SynthesisError(ValueError):
+    """Bad input (missing export, unusable prompt, empty text): the message says what and where."""
+
+
+@dataclass
+class DecodeConfig:
+    """Synthesis knobs; every field can be given as a keyword to `synthesize` / `synthesize_batch`.
+
+    `max_seconds` caps the audio generated for each sentence piece (the text-length guard of
+    `lm.generate.SamplingConfig` usually stops a runaway row much earlier).
+    """
+
+    temperature: float = 1.0  # <= 0: greedy
+    top_k: int = 50  # <= 0: off
+    top_p: float = 1.0  # >= 1: off
+    repetition_penalty: float = 1.0  # 1: off; penalises codes seen in the last `repetition_window` frames
+    max_seconds: float = 20.0
+    max_chars: int = 200  # sentence pieces longer than this are cut at clauses / spaces
+    pause_seconds: float = 0.2  # silence between sentence pieces
+    max_prompt_seconds: float = 15.0  # speaker-prompt mode keeps the last seconds of a longer prompt
+    decode_context_seconds: float = 1.0  # continuation mode: prompt audio decoded before the target, then cut
+    batch_size: int = 8  # rows (sentence pieces) per AR batch in synthesize_batch
+    # passed through to lm.generate.SamplingConfig
+    repetition_window: int = 16
+    max_frames_per_text_token: float = 40.0
+    guard_slack_frames: int = 75
+    min_new_frames: int = 1
+    min_frames_per_text_token: float = 0.0
+    nar_temperature: float = 0.0
+
+    def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown decode option(s) {unknown}; known: {sorted(known)}")
+        cfg = replace(self, **overrides)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not 0 <= self.top_p <= 1 or self.top_p == 0:
+            raise SynthesisError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise SynthesisError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.max_seconds <= 0:
+            raise SynthesisError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.max_chars < 1 or self.batch_size < 1:
+            raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
+                                 f"{self.batch_size}")
+        if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
+            raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
+                                 "max_prompt_seconds > 0")
+
+    def sampling(self, frame_rate: float, max_new_frames: int) -> SamplingConfig:
+        cap = min(max_new_frames, max(1, math.ceil(self.max_seconds * frame_rate)))
+        return SamplingConfig(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty, repetition_window=self.repetition_window,
+            max_new_frames=cap, max_frames_per_text_token=self.max_frames_per_text_token,
+            guard_slack_frames=self.guard_slack_frames, min_new_frames=self.min_new_frames,
+            min_frames_per_text_token=self.min_frames_per_text_token, nar_temperature=self.nar_temperature)
+
+
+@dataclass
+class SynthesisRequest:
+    """One utterance for `synthesize_batch` (a plain dict with these keys works too)."""
+
+    text: str
+    prompt_wav: np.ndarray | torch.Tensor  # [C, T] or [T]
+    prompt_sample_rate: int
+    prompt_text: str | None = None
+    seed: int | None = None
+    decode: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SynthesisResult:
+    """wav [T] float32 in [-1, 1] at `sample_rate`.
+
+    rtf: wall time / audio time (for a batch: the batch's wall time / all of its audio, the throughput).
+    first_audio_seconds: wall time from the call until this request's first sentence piece was decoded.
+    """
+
+    wav: np.ndarray
+    sample_rate: int
+    rtf: float
+    first_audio_seconds: float
+    elapsed_seconds: float = 0.0
+    seed: int = 0
+    mode: str = "speaker-prompt"
+    pieces: list[str] = field(default_factory=list)
+    piece_frames: list[int] = field(default_factory=list)
+    hit_length_guard: list[bool] = field(default_factory=list)  # a piece stopped by the guard, not by <eos>
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+    def summary(self) -> str:
+        guard = sum(self.hit_length_guard)
+        lines = [
+            f"audio        {self.seconds:.2f} s at {self.sample_rate} Hz ({len(self.pieces)} piece(s), "
+            f"{sum(self.piece_frames)} frames)",
+            f"mode         {self.mode}, seed {self.seed}",
+            f"time         {self.elapsed_seconds:.2f} s, first audio after {self.first_audio_seconds:.2f} s",
+            f"RTF          {self.rtf:.3f} ({'faster' if self.rtf < 1 else 'slower'} than real time)",
+        ]
+        if guard:
+            lines.append(f"warning      {guard} piece(s) hit the length guard without <eos> (cut short)")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Row:
+    """One sentence piece of one request: what one AR batch row generates."""
+
+    request: int
+    piece: int
+    text_ids: torch.Tensor  # [L]
+    prompt_codes: torch.Tensor  # [Q, Fp]
+    prompt_text_ids: torch.Tensor | None
+    decode: DecodeConfig
+
+
+class Synthesizer:
+    """Text + voice prompt -> speech, from an export directory. See the module docstring."""
+
+    def __init__(self, model: TTSModel, tokenizer: TextTokenizer, codec: Codec,
+                 device: torch.device | str = "cpu", decode: DecodeConfig | None = None,
+                 compile_step: bool = False) -> None:
+        cfg = model.config
+        if codec.codebook_size != cfg.codebook_size or codec.num_codebooks < cfg.num_codebooks:
+            raise SynthesisError(
+                f"codec ({codec.num_codebooks} codebooks x {codec.codebook_size}) does not fit the model "
+                f"({cfg.num_codebooks} codebooks x {cfg.codebook_size}): wrong codec reference in the "
+                "export?")
+        if tokenizer.vocab_size > cfg.text_vocab_size:
+            raise SynthesisError(f"text tokenizer has {tokenizer.vocab_size} pieces but the model only "
+                                 f"{cfg.text_vocab_size}: tokenizer and model come from different runs")
+        self.model, self.tokenizer, self.codec = model, tokenizer, codec
+        self.device = torch.device(device)
+        self.defaults = decode or DecodeConfig()
+        self.defaults.validate()
+        self.compile_step = compile_step
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str | Path, device: str | torch.device = "cpu",
+                        adapter: str | Path | None = None, dtype: torch.dtype | None = None,
+                        compile_step: bool = False, **decode: Any) -> Synthesizer:
+        """Load an export directory: model.safetensors + config.json (+ metadata naming the codec and the
+        text tokenizer). `adapter`: a LoRA adapter directory applied on top. `decode`: DecodeConfig
+        defaults for every call."""
+        directory = Path(checkpoint_dir).expanduser()
+        _check_export_dir(directory)
+        config, metadata = read_config(directory)
+        tokenizer = TextTokenizer.load(_tokenizer_path(directory, metadata))
+        codec = load_codec(_codec_spec(directory, metadata), device=device)
+        model = load_model(directory, device=device, dtype=dtype)
+        if adapter is not None:
+            model = _apply_adapter(model, Path(adapter))
+        defaults = DecodeConfig().updated({**metadata.get("decode", {}), **decode})
+        log.info("loaded %s: %.1fM parameters, %d codebooks, codec %s at %d Hz, text vocab %d", directory,
+                 model.num_parameters() / 1e6, config.num_codebooks, metadata.get(CODEC_KEY),
+                 codec.sample_rate, tokenizer.vocab_size)
+        return cls(model, tokenizer, codec, device=device, decode=defaults, compile_step=compile_step)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def decode_config(self) -> dict:
+        """The default decode options (what a call without keywords uses), as a plain dict."""
+        return asdict(self.defaults)
+
+    # ---- public API ---------------------------------------------------------------------------------------
+    def synthesize(self, text: str, prompt_wav: np.ndarray | torch.Tensor, prompt_sample_rate: int,
+                   prompt_text: str | None = None, seed: int | None = None, **decode: Any) -> SynthesisResult:
+        """Speak `text` in the voice of `prompt_wav` ([C, T] or [T] at `prompt_sample_rate`).
+
+        Sentence pieces are generated one after another (so the first audio is ready after the first piece).
+        `seed` makes the output reproducible; None draws one (reported in the result).
+        """
+        request = SynthesisRequest(text, prompt_wav, prompt_sample_rate, prompt_text, seed, decode)
+        return self._run([request], rows_per_batch=1)[0]
+
+    def synthesize_batch(self, requests: Sequence[SynthesisRequest | Mapping[str, Any]]
+                         ) -> list[SynthesisResult]:
+        """Synthesize several requests together: all their sentence pieces go through batched AR decoding
+        (rows stop independently), `batch_size` rows at a time. A request is a `SynthesisRequest` or a dict
+        with the same keys plus any decode keyword (as `synthesize` takes). Per-row knobs (temperature, top_k,
+        top_p, repetition_penalty) may differ between requests; the random stream of a batch is seeded from
+        all of its requests' seeds, so a batch is reproducible, but a sampled row differs from a lone
+        `synthesize` (greedy rows are identical)."""
+        reqs = [_as_request(r) for r in requests]
+        if not reqs:
+            return []
+        return self._run(reqs, rows_per_batch=None)
+
+    # ---- the engine ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run(self, requests: list[SynthesisRequest], rows_per_batch: int | None) -> list[SynthesisResult]:
+        start = time.perf_counter()
+        configs = [self.defaults.updated(r.decode) for r in requests]
+        seeds = [r.seed if r.seed is not None else int(torch.randint(0, 2**31 - 1, ())) for r in requests]
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seeds[0] if len(seeds) == 1 else _mix_seeds(seeds))
+        prompts = self._encode_prompts(requests, configs)
+        rows, pieces = self._make_rows(requests, configs, prompts)
+
+        n = len(requests)
+        audio: list[list[np.ndarray | None]] = [[None] * len(p) for p in pieces]
+        frames: list[list[int]] = [[0] * len(p) for p in pieces]
+        guard: list[list[bool]] = [[False] * len(p) for p in pieces]
+        first_audio = [math.nan] * n
+        for batch in self._batches(rows, rows_per_batch):
+            out = self._generate(batch, generator)
+            for row, (wav, num_frames, hit) in zip(batch, out, strict=True):
+                audio[row.request][row.piece] = wav
+                frames[row.request][row.piece] = num_frames
+                guard[row.request][row.piece] = hit
+                if row.piece == 0:
+                    first_audio[row.request] = time.perf_counter() - start
+        wavs = [self._join(a, c.pause_seconds) for a, c in zip(audio, configs, strict=True)]
+        elapsed = time.perf_counter() - start
+        total_seconds = sum(len(w) for w in wavs) / self.sample_rate
+        rtf = elapsed / total_seconds if total_seconds > 0 else math.inf
+        return [
+            SynthesisResult(wav=wavs[i], sample_rate=self.sample_rate, rtf=rtf,
+                            first_audio_seconds=first_audio[i], elapsed_seconds=elapsed, seed=seeds[i],
+                            mode="continuation" if requests[i].prompt_text else "speaker-prompt",
+                            pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i])
+            for i in range(n)
+        ]
+
+    def _encode_prompts(self, requests: list[SynthesisRequest], configs: list[DecodeConfig]
+                        ) -> list[torch.Tensor]:
+        """Every prompt -> codes [Q, Fp] (one batched codec call)."""
+        mono = []
+        for i, (req, cfg) in enumerate(zip(requests, configs, strict=True)):
+            wav = _prompt_at_codec_rate(req.prompt_wav, req.prompt_sample_rate, self.sample_rate,
+                                        f"request {i}")
+            limit = int(cfg.max_prompt_seconds * self.sample_rate)
+            if wav.shape[-1] > limit:
+                if req.prompt_text:
+                    log.warning("request %d: the prompt is %.1f s long; continuation mode keeps all of it "
+                                "(its transcript covers all of it), which slows decoding", i,
+                                wav.shape[-1] / self.sample_rate)
+                else:  # speaker-prompt mode: a few seconds set the voice; the rest only costs time
+                    wav = wav[..., -limit:]
+            mono.append(wav)
+        batch, lengths = pad_batch(mono)
+        encoded = self.codec.encode(batch.to(self.codec.device), lengths, sample_rate=self.sample_rate)
+        q = self.model.config.num_codebooks
+        return [encoded.codes[b, :q, : int(encoded.frame_lengths[b])].cpu() for b in range(len(mono))]
+
+    def _make_rows(self, requests: list[SynthesisRequest], configs: list[DecodeConfig],
+                   prompts: list[torch.Tensor]) -> tuple[list[_Row], list[list[str]]]:
+        rows, all_pieces = [], []
+        for i, (req, cfg, codes) in enumerate(zip(requests, configs, prompts, strict=True)):
+            if not isinstance(req.text, str) or not req.text.strip():
+                raise SynthesisError(f"request {i}: the text to synthesize is empty")
+            prompt_text_ids = None
+            if req.prompt_text is not None and req.prompt_text.strip():
+                prompt_text_ids = self._encode_text(req.prompt_text)
+            pieces = []
+            for piece in split_sentences(req.text, max_chars=cfg.max_chars):
+                ids = self._encode_text(piece)
+                if ids.numel() == 0:
+                    log.warning("request %d: sentence piece %r has nothing to speak after normalisation; "
+                                "skipped", i, piece)
+                    continue
+                rows.append(_Row(i, len(pieces), ids, codes, prompt_text_ids, cfg))
+                pieces.append(piece)
+            if not pieces:
+                raise SynthesisError(f"request {i}: nothing to speak in {req.text!r} after text "
+                                     "normalisation")
+            all_pieces.append(pieces)
+        return rows, all_pieces
+
+    def _encode_text(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+
+    def _batches(self, rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row]]:
+        """Group rows that can share one AR call: same max_seconds (one cap per call), similar text lengths
+        (rows of a batch run until the longest stops), at most `batch_size` rows."""
+        if rows_per_batch == 1:
+            return [[r] for r in rows]
+        groups: dict[float, list[_Row]] = {}
+        for r in rows:
+            groups.setdefault(r.decode.max_seconds, []).append(r)
+        batches = []
+        for group in groups.values():
+            group.sort(key=lambda r: r.text_ids.numel())
+            size = rows_per_batch or group[0].decode.batch_size
+            batches += [group[i:i + size] for i in range(0, len(group), size)]
+        return batches
+
+    def _generate(self, batch: list[_Row], generator: torch.Generator) -> list[tuple[np.ndarray, int, bool]]:
+        """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard) a row."""
+        vocab, cfg = self.model.vocab, batch[0].decode
+        prefix = max(inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids).numel()
+                     for r in batch)
+        room = self.model.config.max_position_embeddings - prefix - 1
+        if room < 1:
+            raise SynthesisError(f"prompt + text take {prefix} tokens, the model holds "
+                                 f"{self.model.config.max_position_embeddings}: use a shorter prompt or text")
+        sampling = cfg.sampling(self.codec.frame_rate, room)
+        sampling.temperature = [r.decode.temperature for r in batch]
+        sampling.top_k = [r.decode.top_k for r in batch]
+        sampling.top_p = [r.decode.top_p for r in batch]
+        sampling.repetition_penalty = [r.decode.repetition_penalty for r in batch]
+        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids) for r in batch]
+        out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
+        results = []
+        for b, row in enumerate(batch):
+            num_frames = int(out.frame_lengths[b])
+            codes = out.codes[b, :, :num_frames]
+            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
+        return results
+
+    def _decode(self, codes: torch.Tensor, row: _Row) -> np.ndarray:
+        """Target codes [Q, F] -> wav [F * hop]. In continuation mode the tail of the prompt is decoded first
+        (the codec's decoder state then continues the prompt's sound), and its samples are cut off again."""
+        if codes.shape[-1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        context = 0
+        if row.prompt_text_ids is not None:
+            context = min(row.prompt_codes.shape[-1],
+                          int(row.decode.decode_context_seconds * self.codec.frame_rate))
+        full = torch.cat([row.prompt_codes[:, row.prompt_codes.shape[-1] - context:], codes.cpu()], dim=-1)
+        wav = self.codec.decode(full[None].to(self.codec.device))[0, 0]
+        wav = wav[context * self.codec.hop_length:].float().cpu().numpy()
+        if not np.isfinite(wav).all():
+            raise RuntimeError("the codec decoded non-finite samples (NaN/inf): check the model and codec "
+                               "weights")
+        return wav
+
+    def _join(self, pieces: list[np.ndarray | None], pause_seconds: float) -> np.ndarray:
+        gap = np.zeros(int(round(pause_seconds * self.sample_rate)), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for i, wav in enumerate(pieces):
+            if wav is None:
+                raise RuntimeError(f"sentence piece {i} was never generated")  # a bug in batching, not input
+            parts += [gap, wav] if i else [wav]
+        out = np.concatenate(parts).astype(np.float32)
+        peak = float(np.abs(out).max()) if out.size else 0.0
+        if peak > 1.0:  # the codec can overshoot; keep the WAV valid without changing the level of the rest
+            log.debug("clipping codec output peak %.2f to 1.0", peak)
+            out = np.clip(out, -1.0, 1.0)
+        return out
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------
+def _check_export_dir(directory: Path) -> None:
+    is_default = directory.resolve() == DEFAULT_MODEL_DIR.resolve()
+    how = ("train one (scripts/train.py writes RUN/export, `make demo` writes runs/demo/train/export) and "
+           "pass it with --checkpoint DIR")
+    if is_default and not directory.exists():
+        raise SynthesisError(f"no default model at {directory}: {how}, or copy / symlink an export "
+                             f"directory to {DEFAULT_MODEL_DIR}")
+    if not directory.is_dir():
+        raise SynthesisError(f"checkpoint directory {directory} does not exist: {how}")
+    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise SynthesisError(f"{directory} is not an export directory (missing {', '.join(missing)}); pass "
+                             f"RUN/export, not the DeepSpeed checkpoint folder")
+
+
+def _tokenizer_path(directory: Path, metadata: dict) -> Path:
+    name = metadata.get(TOKENIZER_KEY) or DEFAULT_TOKENIZER_FILE
+    path = Path(name) if Path(name).is_absolute() else directory / name
+    if not path.is_file():
+        raise SynthesisError(f"text tokenizer {path} (named by {directory / CONFIG_FILE}) is missing")
+    return path
+
+
+def _codec_spec(directory: Path, metadata: dict) -> str:
+    """The codec reference: a named spec (`encodec_24khz@6`, `encodec_24khz:random`) or a codec directory,
+    resolved against the export directory when relative."""
+    spec = metadata.get(CODEC_KEY)
+    if not spec:
+        raise SynthesisError(f"{directory / CONFIG_FILE} names no codec (metadata.{CODEC_KEY})")
+    local = directory / str(spec)
+    return str(local) if local.is_dir() else str(spec)
+
+
+def _apply_adapter(model: TTSModel, adapter: Path) -> TTSModel:
+    if not adapter.is_dir():
+        raise SynthesisError(f"adapter directory {adapter} does not exist")
+    try:
+        from lm.lora import load_adapter
+    except ImportError as e:
+        raise SynthesisError(f"cannot apply adapter {adapter}: lm.lora is not available ({e})") from e
+    return load_adapter(model, adapter).eval()
+
+
+def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, codec_rate: int,
+                          name: str) -> torch.Tensor:
+    """Any prompt ([T], [C, T], or soundfile's [T, C]) -> mono float32 [1, T'] at the codec rate."""
+    wav = torch.as_tensor(np.asarray(wav) if not isinstance(wav, torch.Tensor) else wav).float().cpu()
+    if wav.dim() == 1:
+        wav = wav[None]
+    if wav.dim() != 2:
+        raise SynthesisError(f"{name}: the prompt must be [T] or [C, T], got shape {tuple(wav.shape)}")
+    if wav.shape[0] > 16 >= wav.shape[1]:  # [T, C] as soundfile returns it: no real prompt has > 16 channels
+        wav = wav.T
+    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+        raise SynthesisError(f"{name}: prompt_sample_rate must be a positive integer, got {sample_rate!r}")
+    if not torch.isfinite(wav).all():
+        raise SynthesisError(f"{name}: the prompt holds NaN or infinite samples")
+    if wav.shape[-1] < MIN_PROMPT_SECONDS * sample_rate:
+        raise SynthesisError(f"{name}: the prompt is {wav.shape[-1] / sample_rate:.3f} s long; a voice "
+                             f"prompt needs at least {MIN_PROMPT_SECONDS} s (3-10 s works best)")
+    if float(wav.abs().max()) < 1e-4:
+        log.warning("%s: the prompt is silent; the voice will be arbitrary", name)
+    return resample(to_mono(wav), int(sample_rate), codec_rate)
+
+
+def _as_request(r: SynthesisRequest | Mapping[str, Any]) -> SynthesisRequest:
+    if isinstance(r, SynthesisRequest):
+        return r
+    base = {f.name for f in fields(SynthesisRequest)} - {"decode"}
+    data = dict(r)
+    try:
+        return SynthesisRequest(**{k: data.pop(k) for k in list(data) if k in base},
+                                decode={**data.pop("decode", {}), **data})
+    except TypeError as e:
+        raise SynthesisError(f"bad synthesis request {sorted(r)}: {e}") from e
+
+
+def _mix_seeds(seeds: list[int]) -> int:
+    """One 63-bit seed from several (a batch's random stream depends on all of its requests' seeds)."""
+    state = np.random.SeedSequence([s % 2**32 for s in seeds]).generate_state(2, np.uint32)
+    return int(state.view(np.uint64)[0] >> 1)
+
+
