@@ -72,20 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = IngestConfig(
-        format=args.format,
-        speaker=args.speaker,
-        shard_size_mb=args.shard_size_mb,
-        shard_max_count=args.shard_max_count,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-        silence_dbfs=args.silence_dbfs,
-        clip_level=args.clip_level,
-        max_clip_fraction=args.max_clip_fraction,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
     try:
+        cfg = IngestConfig(
+            format=args.format,
+            speaker=args.speaker,
+            shard_size_mb=args.shard_size_mb,
+            shard_max_count=args.shard_max_count,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            silence_dbfs=args.silence_dbfs,
+            clip_level=args.clip_level,
+            max_clip_fraction=args.max_clip_fraction,
+            workers=args.workers,
+            overwrite=args.overwrite,
+        )
         summary = ingest(args.input, args.output, cfg, progress=not args.quiet)
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as e:
         logging.getLogger("ingest").error("%s", e)
