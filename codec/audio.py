@@ -63,7 +63,7 @@ def to_mono(wav: torch.Tensor) -> torch.Tensor:
 
 
 def resampled_length(num_samples: int | torch.Tensor, from_sr: int, to_sr: int) -> int | torch.Tensor:
-    """Samples after resampling `num_samples` from `from_sr` to `to_sr`: ceil(n * to / from), exact integers."""
+    """Samples after resampling `num_samples` from `from_sr` to `to_sr`: ceil(n * to / from), exactly."""
     if isinstance(num_samples, torch.Tensor):
         return torch.div(num_samples * to_sr + from_sr - 1, from_sr, rounding_mode="floor")
     return -(-num_samples * to_sr // from_sr)
@@ -105,7 +105,7 @@ def pad_batch(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
             raise ValueError(f"clip {i}: expected [C, T] or [T], got shape {tuple(wavs[i].shape)}")
     channels = {w.shape[0] for w in items}
     if len(channels) != 1:
-        raise ValueError(f"clips have different channel counts {sorted(channels)}; down-mix with to_mono first")
+        raise ValueError(f"clips have different channel counts {sorted(channels)}; down-mix with to_mono")
     lengths = torch.tensor([w.shape[-1] for w in items], dtype=torch.long)
     out = items[0].new_zeros(len(items), items[0].shape[0], int(lengths.max()))
     for i, w in enumerate(items):

@@ -254,8 +254,8 @@ class Codec(abc.ABC, torch.nn.Module):
         state = load_file(str(directory / WEIGHTS_FILE))
         missing, unexpected = codec.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"codec checkpoint {directory / WEIGHTS_FILE} does not match backend {backend!r}: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(f"codec checkpoint {directory / WEIGHTS_FILE} does not match backend "
+                             f"{backend!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return codec.to(device).eval()
 
 

@@ -85,7 +85,7 @@ class EncodecConfig:
 
     def validate(self) -> None:
         if self.sample_rate % self.hop_length:
-            raise ValueError(f"sample_rate {self.sample_rate} must be a multiple of the hop {self.hop_length}")
+            raise ValueError(f"sample_rate {self.sample_rate} must be a multiple of hop {self.hop_length}")
         if not 1 <= self.num_codebooks <= self.max_codebooks:
             raise ValueError(f"num_codebooks {self.num_codebooks} not in [1, {self.max_codebooks}]")
         if self.channels not in (1, 2):
@@ -188,10 +188,11 @@ class EncodecCodec(Codec):
         for layer in self.model.quantizer.vq.layers:
             book = layer._codebook
             mean = residual.mean(0)
-            w, v = torch.linalg.eigh(torch.cov(residual.T))
-            root = v * w.clamp_min(0).sqrt()  # cov = root @ root.T
-            z = torch.randn(book.codebook_size, residual.shape[1], generator=generator, dtype=torch.float64)
-            entries = (mean + COV_SCALE ** 0.5 * z.to(root.device) @ root.T).to(book.embed.dtype)
+            centred = residual - mean
+            # z @ centred / sqrt(N - 1) has covariance cov(residual): a Gaussian draw, no decomposition
+            z = torch.randn(book.codebook_size, residual.shape[0], generator=generator, dtype=torch.float64)
+            scale = (COV_SCALE / (residual.shape[0] - 1)) ** 0.5
+            entries = (mean + scale * z.to(centred.device) @ centred).to(book.embed.dtype)
             book.embed.copy_(entries)
             book.embed_avg.copy_(entries)
             book.cluster_size.fill_(1.0)
@@ -259,7 +260,7 @@ def speechlike_signals(n: int, seconds: float, sample_rate: int, generator: torc
         f_start, f_end = rand(80, 300), rand(80, 300)
         f0 = f_start + (f_end - f_start) * t / seconds + rand(5, 25) * torch.sin(2 * math.pi * rand(2, 6) * t)
         phase = 2 * math.pi * torch.cumsum(f0, 0) / sample_rate
-        n_harm = max(1, min(30, int(sample_rate / 2 / 300)))
+        n_harm = max(1, min(12, int(sample_rate / 2 / 300)))
         voiced = sum(torch.sin(k * phase) / k for k in range(1, n_harm + 1))
         noise = torch.randn(num_t, generator=generator) * rand(0.05, 0.5)
         envelope = 0.5 * (1 + torch.sin(2 * math.pi * rand(2, 6) * t))
