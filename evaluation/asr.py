@@ -16,6 +16,8 @@ import numpy as np
 from evaluation.audio import resample
 
 log = logging.getLogger(__name__)
+# faster-whisper logs every clip at INFO ("Processing audio with duration ..."): too chatty for a long run.
+logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
 ASR_SAMPLE_RATE = 16000
 

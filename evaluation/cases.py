@@ -1,7 +1,8 @@
-"""Evaluation lists in seed-tts-eval's format, and a builder for same-speaker lists.
+"""Evaluation lists in seed-tts-eval's format (and F5-TTS's LibriSpeech-PC list), and a same-speaker builder.
 
 One case a line: `id|prompt_text|prompt_wav|target_text[|ground_truth_wav]`, audio paths relative to the list
-file (absolute paths are kept). Blank lines and lines starting with `#` are ignored.
+file (absolute paths are kept). Blank lines and lines starting with `#` are ignored. A 4-field line takes
+`wavs/<id>.wav` beside the list as its ground truth when that file exists (seed-tts-eval's test-en layout).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def read_list(path: str | Path, limit: int | None = None) -> list[EvalCase]:
             )
         case_id, prompt_text, prompt_wav, target_text = (f.strip() for f in fields[:4])
         gt = fields[4].strip() if len(fields) == 5 else ""
+        if not gt and (base / "wavs" / f"{case_id}.wav").is_file():
+            gt = f"wavs/{case_id}.wav"
         if not case_id or not prompt_wav or not target_text:
             raise ValueError(f"{path}:{lineno}: id, prompt_wav and target_text must be non-empty")
         if case_id in seen:
@@ -66,6 +69,36 @@ def read_list(path: str | Path, limit: int | None = None) -> list[EvalCase]:
             target_text=target_text,
             ground_truth_wav=_resolve(base, gt) if gt else None,
         ))
+        if limit is not None and len(cases) >= limit:
+            break
+    if not cases:
+        raise ValueError(f"{path}: no cases in evaluation list")
+    return cases
+
+
+def read_librispeech_pc_list(path: str | Path, librispeech_root: str | Path,
+                             limit: int | None = None) -> list[EvalCase]:
+    """F5-TTS's `librispeech_pc_test_clean_cross_sentence.lst`: tab-separated
+    `ref_utt, ref_dur, ref_text, gen_utt, gen_dur, gen_text`; audio is `ROOT/spk/chapter/utt.flac` under a
+    LibriSpeech test-clean folder. The prompt is ref_utt, the target (and ground truth) gen_utt."""
+    path, root = Path(path), Path(librispeech_root)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: evaluation list not found")
+
+    def flac(utt: str) -> Path:
+        speaker, chapter, _ = utt.split("-")
+        return root / speaker / chapter / f"{utt}.flac"
+
+    cases = []
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        fields = raw.rstrip("\n").split("\t")
+        if len(fields) != 6 or len(fields[0].split("-")) != 3 or len(fields[3].split("-")) != 3:
+            raise ValueError(f"{path}:{lineno}: expected 6 tab-separated fields (ref_utt, ref_dur, ref_text, "
+                             "gen_utt, gen_dur, gen_text) with speaker-chapter-utterance ids")
+        ref_utt, _, ref_text, gen_utt, _, gen_text = (f.strip() for f in fields)
+        cases.append(EvalCase(gen_utt, ref_text, flac(ref_utt), gen_text, flac(gen_utt)))
         if limit is not None and len(cases) >= limit:
             break
     if not cases:

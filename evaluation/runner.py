@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.asr import ASRConfig, WhisperASR
+from evaluation.asr import ASRConfig, WhisperASR, text_word_errors
 from evaluation.audio import AudioError, load_audio, resample, save_audio, to_mono
-from evaluation.cases import EvalCase, read_list
+from evaluation.cases import EvalCase, read_librispeech_pc_list, read_list
 from evaluation.quality import DNSMOS, pesq_wb, stoi
 from evaluation.report import summarize, write_markdown
 from evaluation.speaker import SpeakerEncoder
@@ -64,6 +64,7 @@ class EvalConfig:
     save_audio: bool = True
     decode: dict = field(default_factory=dict)
     asr: ASRConfig = field(default_factory=ASRConfig)
+    librispeech_root: Path | None = None  # set: list_path is F5-TTS's LibriSpeech-PC cross-sentence list
 
 
 @dataclass
@@ -185,8 +186,8 @@ def synthesize_batches(synth: SynthesizerLike, batch: list[tuple[int, EvalCase, 
 
 def _as_output(result: Any) -> Output:
     wav = to_mono(result.wav)
-    if wav.size == 0 or not np.isfinite(wav).all():
-        raise ValueError(f"synthesizer returned {'empty' if wav.size == 0 else 'non-finite'} audio")
+    if not np.isfinite(wav).all():
+        raise ValueError("synthesizer returned NaN or inf audio")
     return Output(wav, int(result.sample_rate), float(result.rtf), float(result.first_audio_seconds))
 
 
@@ -237,7 +238,10 @@ def run_evaluation(config: EvalConfig, synthesizer: SynthesizerLike | None = Non
         raise ValueError("synthesis mode needs a synthesizer")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cases = read_list(config.list_path, config.limit)
+    if config.librispeech_root is not None:
+        cases = read_librispeech_pc_list(config.list_path, config.librispeech_root, config.limit)
+    else:
+        cases = read_list(config.list_path, config.limit)
     log.info("%d cases from %s", len(cases), config.list_path)
     scorers = scorers or Scorers.load(config.asr, config.device)
 
@@ -282,6 +286,13 @@ def _score_system(scorers: Scorers, case: EvalCase, prompt, gt, output: Output |
         row.error = f"synthesis: {output}"
         return row
     row.rtf, row.first_audio_s = output.rtf, output.first_audio_s
+    if output.wav.size == 0:
+        # A model that stops at step 0 said nothing: every reference word is deleted (WER 1), not excluded.
+        log.warning("case %s: the synthesizer returned no audio", case.id)
+        we = text_word_errors(case.target_text, "", scorers.asr.normalizer)
+        row.wer, row.errors, row.ref_words, row.duration_s = we.wer, we.errors, we.ref_words, 0.0
+        row.error = "empty audio"
+        return row
     if config.save_audio:
         path = out / "wavs" / f"{case.id}.wav"
         save_audio(path, output.wav, output.sample_rate)

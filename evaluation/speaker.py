@@ -7,6 +7,7 @@ The encoder's weights ship inside the `resemblyzer` wheel. resemblyzer imports `
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -24,7 +25,10 @@ class SpeakerEncoder:
 
     def __init__(self, device: str = "cpu") -> None:
         import torch
-        from resemblyzer import VoiceEncoder
+
+        with warnings.catch_warnings():  # resemblyzer imports a deprecated scipy.ndimage path
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from resemblyzer import VoiceEncoder
 
         # resemblyzer calls torch.load without weights_only; torch>=2.6 defaults it to True, so the bundled
         # checkpoint is read as plain tensors. Refuse older torch rather than unpickle arbitrary objects.

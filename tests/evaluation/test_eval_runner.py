@@ -30,7 +30,9 @@ class GroundTruthSynthesizer:
     """Test double: maps each target text to its ground-truth recording, records every call."""
 
     def __init__(self, recordings: dict[str, Path]):
-        self.audio = {text: load_audio(path) for text, path in recordings.items()}
+        # a None recording stands for a model that stops at step 0 and returns no audio
+        self.audio = {text: load_audio(path) if path else (np.zeros(0, np.float32), 24000)
+                      for text, path in recordings.items()}
         self.calls = []
 
     @classmethod
@@ -109,15 +111,25 @@ def test_unreadable_prompt_is_logged_and_skipped_not_fatal(tmp_path, speech_dir,
     assert summary["system"]["counts"]["wer"] == 1
 
 
-def test_failing_synthesis_is_recorded_per_case(tmp_path, speech_dir, scorers):
+def test_failing_and_silent_synthesis_are_recorded_per_case(tmp_path, speech_dir, scorers):
     clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
     lst = tmp_path / "list.lst"
-    lst.write_text(f"a||{clip}|Author of the danger trail, Philip Steels, etc.\nb||{clip}|unknown text\n")
-    # has no audio for "unknown text": raises KeyError for case b only
-    synth = GroundTruthSynthesizer({"Author of the danger trail, Philip Steels, etc.": clip})
+    lst.write_text(f"a||{clip}|Author of the danger trail, Philip Steels, etc.\n"
+                   f"b||{clip}|unknown text\nc||{clip}|four words said here\n")
+    # no recording for "unknown text": raises KeyError for case b only; case c returns no audio at all
+    synth = GroundTruthSynthesizer({"Author of the danger trail, Philip Steels, etc.": clip,
+                                    "four words said here": None})
     summary = run_evaluation(EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck"),
-                                        batch_size=2, score_ground_truth=False, save_audio=False),
+                                        batch_size=3, score_ground_truth=False, save_audio=False),
                              synthesizer=synth, scorers=scorers)
-    assert summary["system"]["n_failed"] == 1
-    assert summary["failed"] == [{"id": "b", "system": "system", "error": "synthesis: 'unknown text'"}]
-    assert summary["system"]["wer"] is not None and "ground_truth" not in summary
+    system = summary["system"]
+    assert system["n_failed"] == 1
+    assert summary["failed"] == [{"id": "b", "system": "system", "error": "synthesis: 'unknown text'"},
+                                 {"id": "c", "system": "system", "error": "empty audio"}]
+    # silence counts as all words deleted: it raises WER instead of dropping out of it
+    assert system["counts"]["wer"] == 2 and system["wer_above_50"] == 1
+    with open(tmp_path / "out" / "utterances.csv") as f:
+        errors_a = int(next(r for r in csv.DictReader(f) if r["id"] == "a")["errors"])
+    assert errors_a <= 2  # tiny.en hears "Philip" as "fill up"
+    assert system["wer"] == pytest.approx((errors_a + 4) / (8 + 4))
+    assert "ground_truth" not in summary
