@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from lm.synthesizer import DEFAULT_MODEL_DIR, SynthesisError, Synthesizer
 
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None, help="cap on the audio generated per sentence")
     p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter directory (from finetune)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for tiny models or "
+                        "on a busy machine)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
 
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
     }.items() if v is not None}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         prompt, prompt_rate = read_prompt(args.prompt_audio)
         synth = Synthesizer.from_pretrained(args.checkpoint or DEFAULT_MODEL_DIR, device=args.device,

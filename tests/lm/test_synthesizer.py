@@ -1,0 +1,239 @@
+"""The inference API and generate.py on a tiny exported model (random weights, real EnCodec architecture).
+
+The model is untrained, so these tests check the plumbing (shapes, rates, lengths, trimming, determinism,
+batching, errors), never how the audio sounds. To make rows stop through the real `<eos>` path at a known
+frame, some tests give the code head a large `<eos>` bias and forbid `<eos>` before
+`min_frames_per_text_token * text_length` frames: a greedy row then ends exactly there.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from codec.audio import resample
+from data_pipeline.text import TextTokenizer
+from lm.checkpoint import save_model
+from lm.config import get_preset
+from lm.model import TTSModel
+from lm.sentences import split_sentences
+from lm.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH = ROOT / "tests" / "data" / "speech"
+PROMPT = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"  # 1.9 s, 22.05 kHz mono
+CODEC_SPEC = "encodec_24khz:random"
+FAST = {"max_seconds": 0.4}  # an untrained model never says <eos>: keep its rows short
+
+
+def build_tiny_export(directory: Path) -> Path:
+    """Tiny preset, random init, sentencepiece trained on the repo transcripts, saved in the export layout."""
+    texts = []
+    for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):
+        with tsv.open() as f:
+            texts += [row["transcript"] for row in csv.DictReader(f, delimiter="\t")]
+    tokenizer = TextTokenizer.train(texts, directory / "tokenizer.model", vocab_size=400)
+    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(0)
+    save_model(TTSModel(config), config, directory,
+               metadata={"codec": CODEC_SPEC, "text_tokenizer": "tokenizer.model"})
+    return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are overhead-bound (a second thread only adds sync, and on a busy 2-core box OpenMP
+    spinning makes it ~10x slower); one thread also makes a row's float reductions identical alone and in a
+    batch."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    return build_tiny_export(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def synth(export_dir) -> Synthesizer:
+    return Synthesizer.from_pretrained(export_dir)
+
+
+@pytest.fixture(scope="module")
+def eos_synth(export_dir) -> Synthesizer:
+    """The same model with a code head that always prefers <eos> once it is allowed."""
+    s = Synthesizer.from_pretrained(export_dir, temperature=0.0, min_frames_per_text_token=2.0)
+    head = s.model.ar.code_head
+    bias = torch.zeros(head.out_features)
+    bias[s.model.vocab.eos_class] = 1e4
+    head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return s
+
+
+@pytest.fixture(scope="module")
+def prompt() -> tuple[np.ndarray, int]:
+    wav, rate = sf.read(PROMPT, dtype="float32")
+    return wav, rate
+
+
+def hop(s: Synthesizer) -> int:
+    return s.codec.hop_length
+
+
+def expected_length(s: Synthesizer, frames: list[int], pause_seconds: float) -> int:
+    return sum(frames) * hop(s) + (len(frames) - 1) * int(round(pause_seconds * s.sample_rate))
+
+
+# ---- the API -----------------------------------------------------------------------------------------------
+def test_long_text_is_split_and_each_piece_stops_at_eos_without_prompt_audio(eos_synth, prompt) -> None:
+    text = "The first sentence is here. A second one follows it! Is this the third?"
+    result = eos_synth.synthesize(text, *prompt, seed=0)
+    assert result.pieces == split_sentences(text) and len(result.pieces) == 3
+    lengths = [len(eos_synth.tokenizer.encode(p)) for p in result.pieces]
+    assert result.piece_frames == [2 * n for n in lengths]  # stopped by <eos> exactly where it became legal
+    assert result.hit_length_guard == [False, False, False]
+    # generated frames + pauses, nothing else: no prompt audio in the output
+    pause = eos_synth.defaults.pause_seconds
+    assert len(result.wav) == expected_length(eos_synth, result.piece_frames, pause)
+    assert result.sample_rate == 24000 and result.wav.dtype == np.float32 and np.isfinite(result.wav).all()
+    assert result.rtf > 0 and 0 < result.first_audio_seconds <= result.elapsed_seconds
+
+
+def test_continuation_mode_cuts_the_decoded_prompt_context(eos_synth, prompt) -> None:
+    prompt_text = "in being comparatively modern."
+    result = eos_synth.synthesize("A short target.", *prompt, prompt_text=prompt_text, seed=0)
+    assert result.mode == "continuation"
+    assert result.piece_frames == [2 * len(eos_synth.tokenizer.encode("A short target."))]
+    assert len(result.wav) == result.piece_frames[0] * hop(eos_synth)  # the 1 s of decoded prompt is gone
+
+
+def test_stereo_44k_prompt_is_down_mixed_and_resampled(synth, prompt) -> None:
+    mono, rate = prompt
+    mono44 = resample(torch.from_numpy(mono), rate, 44100).numpy()
+    stereo = np.stack([mono44, mono44])  # [C, T]
+    codes = synth._encode_prompts([SynthesisRequest("x", w, 44100) for w in (mono44, stereo, stereo.T)],
+                                  [synth.defaults] * 3)
+    assert codes[0].shape[0] == synth.model.config.num_codebooks
+    assert codes[0].shape[1] == math.ceil(len(mono44) * 24000 / 44100 / hop(synth))
+    assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])  # [C, T] and [T, C] alike
+    # channels are averaged, not "take channel 0": a voice on the right channel only is half as loud, not lost
+    right_only, half = synth._encode_prompts(
+        [SynthesisRequest("x", w, 44100) for w in (np.stack([np.zeros_like(mono44), mono44]), mono44 * 0.5)],
+        [synth.defaults] * 2)
+    assert torch.equal(right_only, half)
+    result = synth.synthesize("Stereo prompt.", torch.from_numpy(stereo), 44100, seed=3, **FAST)
+    assert result.sample_rate == 24000 and np.isfinite(result.wav).all()
+    assert len(result.wav) == result.piece_frames[0] * hop(synth) > 0
+
+
+def test_same_seed_same_wav_other_seed_other_wav(synth, prompt) -> None:
+    a = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=7, **FAST)
+    b = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=7, **FAST)
+    c = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=8, **FAST)
+    assert a.seed == 7 and np.array_equal(a.wav, b.wav)
+    assert not np.array_equal(a.wav, c.wav)
+    drawn = synth.synthesize("Seeds make sampling reproducible.", *prompt, **FAST)
+    again = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=drawn.seed, **FAST)
+    assert np.array_equal(drawn.wav, again.wav)  # the reported seed reproduces an unseeded call
+
+
+def test_batch_rows_stop_independently_and_match_single_requests(eos_synth, prompt) -> None:
+    texts = ["Hi.", "A somewhat longer request with more words.", "Two sentences here. And the second."]
+    requests = [dict(text=t, prompt_wav=prompt[0], prompt_sample_rate=prompt[1], seed=i)
+                for i, t in enumerate(texts)]
+    requests[1]["prompt_text"] = "in being comparatively modern."
+    batch = eos_synth.synthesize_batch(requests)
+    assert len(batch) == 3
+    for req, got in zip(requests, batch, strict=True):
+        alone = eos_synth.synthesize(**req)
+        assert got.pieces == alone.pieces and got.piece_frames == alone.piece_frames
+        assert got.piece_frames == [2 * len(eos_synth.tokenizer.encode(p)) for p in got.pieces]
+        assert not any(got.hit_length_guard)
+        np.testing.assert_allclose(got.wav, alone.wav, atol=1e-5)
+    assert len({len(r.wav) for r in batch}) == 3  # different lengths, each its own
+    assert batch[1].mode == "continuation" and batch[0].mode == "speaker-prompt"
+
+
+def test_length_guard_and_max_seconds_cap_an_endless_row(synth, prompt) -> None:
+    result = synth.synthesize("An untrained model never stops.", *prompt, seed=1, max_seconds=0.2)
+    assert result.hit_length_guard == [True]
+    assert result.piece_frames == [math.ceil(0.2 * synth.codec.frame_rate)]
+
+
+def test_decode_config_and_bad_inputs(synth, prompt, export_dir) -> None:
+    cfg = synth.decode_config()
+    assert {"temperature", "top_k", "top_p", "repetition_penalty", "max_seconds"} <= set(cfg)
+    with pytest.raises(TypeError, match="unknown decode option"):
+        synth.synthesize("Text.", *prompt, temprature=0.5)
+    with pytest.raises(SynthesisError, match="empty"):
+        synth.synthesize("  ", *prompt)
+    with pytest.raises(SynthesisError, match="at least"):
+        synth.synthesize("Text.", prompt[0][:100], prompt[1])
+    with pytest.raises(SynthesisError, match="NaN"):
+        synth.synthesize("Text.", np.full(24000, np.nan, dtype=np.float32), 24000)
+    with pytest.raises(SynthesisError, match="top_p"):
+        synth.synthesize("Text.", *prompt, top_p=1.5)
+    with pytest.raises(SynthesisError, match="does not exist"):
+        Synthesizer.from_pretrained(export_dir / "nope")
+    with pytest.raises(SynthesisError, match="not an export directory"):
+        Synthesizer.from_pretrained(export_dir.parent)
+
+
+# ---- generate.py -------------------------------------------------------------------------------------------
+def load_generate_script():
+    spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generate_script_errors_are_clear(export_dir, tmp_path, capsys, monkeypatch) -> None:
+    script = load_generate_script()
+    out = tmp_path / "out.wav"
+    assert script.main(["--prompt-audio", str(tmp_path / "missing.wav"), "--text", "Hi.", "--out", str(out),
+                        "--checkpoint", str(export_dir)]) == 2
+    assert f"prompt audio not found: {tmp_path / 'missing.wav'}" in capsys.readouterr().err
+    junk = tmp_path / "junk.wav"
+    junk.write_text("not audio")
+    assert script.main(["--prompt-audio", str(junk), "--text", "Hi.", "--out", str(out),
+                        "--checkpoint", str(export_dir)]) == 2
+    assert f"cannot read prompt audio {junk}" in capsys.readouterr().err
+    assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out),
+                        "--checkpoint", str(tmp_path / "no-export")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    default = tmp_path / "models" / "default"
+    monkeypatch.setattr("lm.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
+    assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"no default model at {default}" in err and "--checkpoint" in err
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_generate_script_end_to_end(export_dir, tmp_path) -> None:
+    out = tmp_path / "nested" / "clone.wav"
+    cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--checkpoint", str(export_dir),
+           "--prompt-audio", str(SPEECH / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"),
+           "--text", "Hello there. This is the second sentence.", "--out", str(out), "--seed", "5",
+           "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--max-seconds", "0.3",
+           "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^RTF \d+\.\d+$", proc.stdout, re.M), proc.stdout
+    wav, rate = sf.read(out, dtype="float32")
+    assert rate == 24000 and wav.ndim == 1 and np.isfinite(wav).all()
+    frames = math.ceil(0.3 * 75)  # two pieces, each capped by --max-seconds
+    assert len(wav) == 2 * frames * 320 + int(0.2 * 24000)
