@@ -47,6 +47,9 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 CODEC_KEY = "codec"
 TOKENIZER_KEY = "text_tokenizer"
 DEFAULT_TOKENIZER_FILE = "tokenizer.model"
+# also accepted when reading, so exports written by other tools still load
+CODEC_KEYS = (CODEC_KEY, "codec_spec", "codec_dir")
+TOKENIZER_KEYS = (TOKENIZER_KEY, "tokenizer", "text_tokenizer_path", "tokenizer_model")
 MIN_PROMPT_SECONDS = 0.25
 
 
@@ -205,15 +208,21 @@ class Synthesizer:
         defaults for every call."""
         directory = Path(checkpoint_dir).expanduser()
         _check_export_dir(directory)
-        config, metadata = read_config(directory)
-        tokenizer = TextTokenizer.load(_tokenizer_path(directory, metadata))
-        codec = load_codec(_codec_spec(directory, metadata), device=device)
-        model = load_model(directory, device=device, dtype=dtype)
+        try:
+            config, metadata = read_config(directory)
+            tokenizer = TextTokenizer.load(_tokenizer_path(directory, metadata))
+            spec = _codec_spec(directory, metadata)
+            codec = load_codec(spec, device=device)
+            model = load_model(directory, device=device, dtype=dtype)
+        except SynthesisError:
+            raise
+        except (OSError, ValueError, RuntimeError) as e:  # bad JSON / weights / tokenizer, codec offline ...
+            raise SynthesisError(f"cannot load the export {directory}: {e}") from e
         if adapter is not None:
             model = _apply_adapter(model, Path(adapter))
         defaults = DecodeConfig().updated({**metadata.get("decode", {}), **decode})
         log.info("loaded %s: %.1fM parameters, %d codebooks, codec %s at %d Hz, text vocab %d", directory,
-                 model.num_parameters() / 1e6, config.num_codebooks, metadata.get(CODEC_KEY),
+                 model.num_parameters() / 1e6, config.num_codebooks, spec,
                  codec.sample_rate, tokenizer.vocab_size)
         return cls(model, tokenizer, codec, device=device, decode=defaults, compile_step=compile_step)
 
@@ -419,8 +428,26 @@ def _check_export_dir(directory: Path) -> None:
                              f"RUN/export, not the DeepSpeed checkpoint folder")
 
 
+def _first(metadata: dict, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, dict):  # {"codec": {"spec": ...}} / {"text_tokenizer": {"path": ...}}
+            value = value.get("spec") or value.get("path")
+        if value:
+            return value
+    return None
+
+
 def _tokenizer_path(directory: Path, metadata: dict) -> Path:
-    name = metadata.get(TOKENIZER_KEY) or DEFAULT_TOKENIZER_FILE
+    """The sentencepiece model named by the metadata (relative to the export), else the directory's only
+    `*.model` file."""
+    name = _first(metadata, TOKENIZER_KEYS)
+    if name is None:
+        found = sorted(directory.glob("*.model"))
+        if len(found) != 1:
+            raise SynthesisError(f"{directory / CONFIG_FILE} names no text tokenizer (metadata."
+                                 f"{TOKENIZER_KEY}) and the directory holds {len(found)} *.model files")
+        return found[0]
     path = Path(name) if Path(name).is_absolute() else directory / name
     if not path.is_file():
         raise SynthesisError(f"text tokenizer {path} (named by {directory / CONFIG_FILE}) is missing")
@@ -428,11 +455,14 @@ def _tokenizer_path(directory: Path, metadata: dict) -> Path:
 
 
 def _codec_spec(directory: Path, metadata: dict) -> str:
-    """The codec reference: a named spec (`encodec_24khz@6`, `encodec_24khz:random`) or a codec directory,
-    resolved against the export directory when relative."""
-    spec = metadata.get(CODEC_KEY)
-    if not spec:
-        raise SynthesisError(f"{directory / CONFIG_FILE} names no codec (metadata.{CODEC_KEY})")
+    """The codec reference: a named spec (`encodec_24khz@6`, `encodec_24khz:random`) or a codec directory
+    (`Codec.save_pretrained`), resolved against the export directory when relative."""
+    spec = _first(metadata, CODEC_KEYS)
+    if spec is None:
+        if (directory / "codec" / CONFIG_FILE).is_file():
+            return str(directory / "codec")
+        raise SynthesisError(f"{directory / CONFIG_FILE} names no codec (metadata.{CODEC_KEY}) and there is "
+                             f"no codec/ directory beside it")
     local = directory / str(spec)
     return str(local) if local.is_dir() else str(spec)
 

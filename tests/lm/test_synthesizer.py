@@ -12,6 +12,7 @@ import csv
 import importlib.util
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,18 @@ def test_decode_config_and_bad_inputs(synth, prompt, export_dir) -> None:
         Synthesizer.from_pretrained(export_dir / "nope")
     with pytest.raises(SynthesisError, match="not an export directory"):
         Synthesizer.from_pretrained(export_dir.parent)
+
+
+def test_broken_exports_fail_with_the_file_named(export_dir, tmp_path) -> None:
+    broken = tmp_path / "export"
+    shutil.copytree(export_dir, broken)
+    (broken / "tokenizer.model").unlink()
+    with pytest.raises(SynthesisError, match=r"text tokenizer .*tokenizer\.model.* is missing"):
+        Synthesizer.from_pretrained(broken)
+    shutil.copy(export_dir / "tokenizer.model", broken / "tokenizer.model")
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(SynthesisError, match=r"cannot load the export .*config\.json: not valid JSON"):
+        Synthesizer.from_pretrained(broken)
 
 
 # ---- generate.py -------------------------------------------------------------------------------------------
