@@ -16,7 +16,9 @@ from evaluation.audio import resample
 log = logging.getLogger(__name__)
 
 SPEAKER_SAMPLE_RATE = 16000
-MIN_SECONDS = 0.5  # shorter than a third of one 1.6 s partial: the embedding is mostly padding
+# resemblyzer zero-pads short audio to one 1.6 s partial; below 0.1 s there are too few mel frames to mean
+# anything. Short babble is still embedded (and scores low) rather than dropping out of the SIM mean.
+MIN_SECONDS = 0.1
 SILENCE_RMS = 1e-5  # about -100 dBFS: digital silence, whose volume normalisation would divide by zero
 
 

@@ -45,3 +45,46 @@ def test_codec_only_run_writes_the_three_reports(tmp_path, repo_list):
     assert "PESQ-WB" in (out / "report.md").read_text()
     assert len((out / "utterances.csv").read_text().splitlines()) == 1 + 4  # header + 2 system + 2 truth
     assert len(list((out / "wavs").glob("*.wav"))) == 2
+
+
+def _tiny_export(directory: Path, speech_dir: Path) -> Path:
+    """An untrained tiny model in the export layout (as tests/lm builds it), for the real Synthesizer."""
+    import csv
+
+    import torch
+
+    from data_pipeline.text import TextTokenizer
+    from lm.checkpoint import save_model
+    from lm.config import get_preset
+    from lm.model import TTSModel
+
+    texts = []
+    for tsv in sorted(speech_dir.glob("*/transcripts.tsv")):
+        with tsv.open() as f:
+            texts += [row["transcript"] for row in csv.DictReader(f, delimiter="\t")]
+    tokenizer = TextTokenizer.train(texts, directory / "tokenizer.model", vocab_size=400)
+    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(0)
+    save_model(TTSModel(config), config, directory,
+               metadata={"codec": "encodec_24khz:random", "text_tokenizer": "tokenizer.model"})
+    return directory
+
+
+@pytest.mark.integration
+def test_synthesis_run_on_a_tiny_checkpoint(tmp_path, speech_dir):
+    export = _tiny_export(tmp_path / "export", speech_dir)
+    lst = tmp_path / "one.lst"
+    clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0002.wav"
+    lst.write_text(f"c1||{clip}|Author of the danger trail.\n")
+    out = tmp_path / "eval"
+    rc = _load_script().main(["--checkpoint", str(export), "--list", str(lst), "--out", str(out),
+                              "--seed", "5", "--decode", "max_seconds=0.3", "--top-k", "20"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    system = summary["system"]
+    assert system["n"] == 1 and system["n_failed"] == 0 and "ground_truth" not in summary
+    assert system["wer"] is not None and system["rtf"] > 0 and system["duration_s"] < 1.0
+    decode = summary["config"]["decode_config"]
+    assert decode["max_seconds"] == 0.3 and decode["top_k"] == 20 and summary["config"]["seed"] == 5
+    assert (out / "report.md").is_file() and (out / "utterances.csv").is_file()
+    assert (out / "wavs" / "c1.wav").is_file()
