@@ -122,12 +122,18 @@ class WhisperASR:
         elif Path(model).exists() and not (Path(model) / "model.bin").is_file():
             raise FileNotFoundError(f"{model}: not a CTranslate2 Whisper model directory (no model.bin)")
         self.model_name = model
+        # CTranslate2 takes "cuda" plus an index, not torch's "cuda:1".
+        device, _, index = self.config.device.partition(":")
         log.info("loading ASR %s on %s", model, self.config.device)
-        compute_type = self.config.compute_type or ("float16" if self.config.device == "cuda" else "float32")
-        self._model = WhisperModel(
-            model, device=self.config.device, compute_type=compute_type,
-            cpu_threads=self.config.cpu_threads,
-        )
+        compute_type = self.config.compute_type or ("float16" if device == "cuda" else "float32")
+        try:
+            self._model = WhisperModel(model, device=device, device_index=int(index or 0),
+                                       compute_type=compute_type, cpu_threads=self.config.cpu_threads)
+        except Exception as exc:
+            hint = "" if Path(model).exists() else (
+                " (a model name is downloaded by faster-whisper on first use: offline, pass a local "
+                "CTranslate2 directory, or omit --asr-model for the bundled tiny.en)")
+            raise RuntimeError(f"cannot load ASR model {model!r}: {exc}{hint}") from exc
         self.compute_type = compute_type
         self.normalizer = TextNormalizer()
 

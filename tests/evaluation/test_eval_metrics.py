@@ -59,3 +59,11 @@ def test_pesq_and_stoi_on_identical_and_degraded_audio(clips):
     # A codec pads to whole frames: trailing extra samples are cut, not scored as misalignment.
     padded = np.concatenate([wav, np.zeros(320, dtype=np.float32)])
     assert pesq_wb(wav, rate, padded, rate) > 4.5
+
+
+def test_asr_model_flag_takes_a_local_ctranslate2_dir(tmp_path):
+    from evaluation.asr import ASRConfig, WhisperASR, bundled_whisper_path
+
+    with pytest.raises(FileNotFoundError, match="no model.bin"):
+        WhisperASR(ASRConfig(model=str(tmp_path)))
+    assert (bundled_whisper_path() / "model.bin").is_file()
