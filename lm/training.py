@@ -1,0 +1,587 @@
+"""Train the TTS model with a DeepSpeed ZeRO engine, resume exactly, and export for inference.
+
+    token shards --TokenLoader--> TTSBatch --model.build_batch--> LMBatch --engine--> AR + NAR loss
+        every log.every steps:  one console line + TensorBoard + OUT/metrics.jsonl
+        every eval_every:       validation loss on held-out shards
+        every checkpoint_every: OUT/checkpoints/step_N (also at the end, and on SIGTERM)
+        at max_steps:           OUT/export (lm/export.py)
+
+Exact resume: a checkpoint holds the model, optimizer and scheduler (DeepSpeed), and per rank the loader
+position, the python / numpy / torch RNG states and the generator that draws batch layouts (continuation
+mode, NAR codebook). A resumed run therefore computes the same losses as an uninterrupted one, step for
+step, given the same number of ranks and the same config.
+
+Run directory:
+    OUT/tokenizer.model  OUT/train_config.yaml  OUT/metrics.jsonl  OUT/tensorboard/  OUT/checkpoints/
+    OUT/export/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.optim.lr_scheduler import LambdaLR
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.records import META_EXT
+from data_pipeline.sharding import expand_shards
+from data_pipeline.text import TextTokenizer, iter_transcripts
+from lm.config import ModelConfig
+from lm.deepspeed_setup import (
+    build_ds_config,
+    full_fp32_state_dict,
+    init_distributed,
+    load_ds_config,
+    resolve_precision,
+    training_device,
+    zero_stage,
+)
+from lm.export import export_inference_dir
+from lm.losses import tts_loss
+from lm.model import TTSModel
+from lm.sequence import LMBatch
+from lm.throughput import FlopCounter, peak_tflops
+from lm.train_config import TrainConfig, config_diff, dump_yaml
+from lm.train_state import (
+    ExtraState,
+    latest_tag,
+    list_tags,
+    load_checkpoint,
+    read_checkpoint_config,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    tag_for,
+)
+from lm.vocab import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+SIGTERM_EXIT_CODE = 143
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer.model"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "train_config.yaml"
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What the token shards say about the codec that made them."""
+
+    codec: str
+    frame_rate: float
+    num_codebooks: int
+    codebook_size: int
+
+
+def inspect_token_shards(urls: list[str]) -> ShardInfo:
+    """Codec spec, frame rate and code shape from the first readable sample's metadata."""
+    for url in urls:
+        try:
+            stream = gopen(url, "rb")
+            try:
+                for sample in group_by_keys(tar_file_expander([{"url": url, "stream": stream}])):
+                    if META_EXT not in sample:
+                        continue
+                    meta = json.loads(sample[META_EXT])
+                    size = meta.get("extra", {}).get("codebook_size")
+                    if not size:
+                        raise ValueError(f"sample {sample['__key__']} has no extra.codebook_size")
+                    return ShardInfo(codec=str(meta["codec"]), frame_rate=float(meta["frame_rate"]),
+                                     num_codebooks=int(meta["num_codebooks"]), codebook_size=int(size))
+            finally:
+                stream.close()
+        except Exception as err:  # noqa: BLE001 - try the next shard, say why
+            log.warning("cannot read codec metadata from token shard %s: %s", url, err)
+    raise ValueError(f"no readable token sample with codec metadata in {len(urls)} shards ({urls[:3]} ...)")
+
+
+def split_train_val(cfg: TrainConfig, world_size: int) -> tuple[list[str], list[str]]:
+    """Training shards and validation shards (explicit `data.val`, else the last `data.val_shards`)."""
+    data = cfg.data
+    if not data.train:
+        raise ValueError("no training data: pass --data DIR (token shards) or set data.train")
+    shards = expand_shards(data.train)
+    if not shards:
+        raise ValueError(f"no token shards (*.tar) in {data.train}")
+    if data.val:
+        val = expand_shards(data.val)
+        if not val:
+            raise ValueError(f"no validation shards in {data.val}")
+        return shards, val
+    if cfg.eval_every == 0 or data.val_shards == 0:
+        return shards, []
+    needed = world_size * max(1, data.num_workers)
+    if len(shards) - data.val_shards < needed:
+        log.warning("only %d token shards: holding out %d for validation would leave fewer than %d for "
+                    "training (ranks x workers); validation is off (set data.val to a separate set)",
+                    len(shards), data.val_shards, needed)
+        return shards, []
+    return shards[: -data.val_shards], shards[-data.val_shards :]
+
+
+def prepare_tokenizer(cfg: TrainConfig, paths: RunPaths, train_urls: list[str], rank: int) -> TextTokenizer:
+    """The run's text tokenizer at OUT/tokenizer.model: kept when present (resume), else copied from
+    `tokenizer.path`, else trained by rank 0 on the training shards' transcripts."""
+    if rank == 0 and not paths.tokenizer.is_file():
+        if cfg.tokenizer.path:
+            TextTokenizer.load(cfg.tokenizer.path).save(paths.tokenizer)
+            log.info("text tokenizer: %s (copied to %s)", cfg.tokenizer.path, paths.tokenizer)
+        else:
+            remote = [u for u in train_urls if "://" in u or u.startswith("pipe:")]
+            if remote:
+                raise ValueError(f"cannot train a text tokenizer on remote shards ({remote[0]}); train one "
+                                 f"with scripts/train_text_tokenizer.py and pass tokenizer.path=FILE")
+            texts = (t for url in train_urls for t in iter_transcripts(url))
+            start = time.perf_counter()
+            tok = TextTokenizer.train(texts, out_path=paths.tokenizer, vocab_size=cfg.tokenizer.vocab_size)
+            log.info("trained a %d-piece text tokenizer on %d shards in %.1f s -> %s", tok.vocab_size,
+                     len(train_urls), time.perf_counter() - start, paths.tokenizer)
+    dist.barrier()
+    return TextTokenizer.load(paths.tokenizer)
+
+
+def model_config_for(cfg: TrainConfig, tokenizer: TextTokenizer, info: ShardInfo) -> ModelConfig:
+    """The preset's dimensions with the vocabulary sizes the data dictates."""
+    q = cfg.data.num_codebooks or info.num_codebooks
+    if q > info.num_codebooks:
+        raise ValueError(f"data.num_codebooks={q}, but the shards hold only {info.num_codebooks} codebooks")
+    return cfg.model.replace(text_vocab_size=tokenizer.vocab_size, num_codebooks=q,
+                             codebook_size=info.codebook_size)
+
+
+# ------------------------------------------------------------------------------------------- optimisation
+
+
+@dataclass
+class WarmupCosine:
+    """lr multiplier at optimizer step s: linear warmup, then cosine to `min_ratio` at `total_steps`."""
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (linear and embedding weights), none on norms, biases and other 1-d
+    parameters (nanoGPT's rule)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+@dataclass
+class Window:
+    """Sums over the optimizer steps since the last log line (this rank)."""
+
+    steps: int = 0
+    micro_batches: int = 0
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: int = 0
+    frames: int = 0
+    flops: float = 0.0
+    seconds: float = 0.0
+    grad_norm: float = 0.0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        self.micro_batches += 1
+        for k, v in metrics.items():
+            self.values[k] = self.values.get(k, 0.0) + v.detach().float()
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped_by_signal: bool
+    export_dir: Path | None
+    last_metrics: dict
+    engine: object = None  # the DeepSpeed engine (tests compare its module with the export)
+
+
+def _fmt_count(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Owns the engine, the loaders and the run directory. `fit()` runs to `cfg.max_steps`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, ds_config: str | Path, resume: bool = False):
+        import deepspeed
+
+        self.paths = RunPaths(Path(out_dir))
+        self.rank, self.world_size, local_rank = init_distributed()
+        _set_cpu_threads()
+        self.device = training_device(local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.rank == 0:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+
+        tag = latest_tag(self.paths.checkpoints)
+        if tag is not None and not resume:
+            raise FileExistsError(f"{self.paths.checkpoints} already holds checkpoints (newest {tag}): pass "
+                                  f"--resume to continue that run, or choose another --out")
+        if tag is None and list_tags(self.paths.checkpoints) and resume:
+            raise FileNotFoundError(f"{self.paths.checkpoints} has checkpoint directories but no complete "
+                                    f"one (no 'latest' pointer)")
+
+        self.train_urls, self.val_urls = split_train_val(cfg, self.world_size)
+        info = inspect_token_shards(self.train_urls)
+        self.tokenizer = prepare_tokenizer(cfg, self.paths, self.train_urls, self.rank)
+        model_cfg = model_config_for(cfg, self.tokenizer, info)
+        schedule = dataclasses.replace(cfg.schedule, total_steps=cfg.schedule.total_steps or cfg.max_steps)
+        self.cfg = cfg = dataclasses.replace(cfg, model=model_cfg, schedule=schedule,
+                                             codec=cfg.codec or info.codec)
+        self.info = info
+        if tag is not None:
+            self._warn_config_changes(read_checkpoint_config(self.paths.checkpoints, tag))
+        if self.rank == 0:
+            dump_yaml(cfg, self.paths.config, header=_launch_header(out_dir, ds_config))
+
+        # identical initial weights on every rank; then per-rank streams for dropout and batch layouts
+        torch.manual_seed(cfg.seed)
+        model = TTSModel(model_cfg)
+        if cfg.activation_checkpointing:
+            model.set_activation_checkpointing(True)
+        self.flops = FlopCounter(model)
+        self.ds_config = build_ds_config(load_ds_config(ds_config), cfg, self.precision, self.device)
+        self.zero_stage = zero_stage(self.ds_config)
+        sched = WarmupCosine(schedule.warmup_steps, schedule.total_steps, schedule.min_lr_ratio)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            model_parameters=param_groups(model, cfg.optim.weight_decay),
+            config=self.ds_config,
+            lr_scheduler=lambda opt: LambdaLR(opt, sched),
+        )
+        self.model: TTSModel = self.engine.module
+        stream_seed = cfg.seed * 1000 + self.rank
+        random.seed(stream_seed)
+        np.random.seed(stream_seed % 2**32)
+        torch.manual_seed(stream_seed)
+        self.generator = torch.Generator().manual_seed(stream_seed)
+
+        self.loader = TokenLoader(self._loader_config(self.train_urls, infinite=True), self.tokenizer.encode)
+        self.step, self.tokens_seen = 0, 0
+        if tag is not None:
+            self._restore(tag)
+        elif resume:
+            log.info("--resume: no checkpoint in %s yet, starting from step 0", self.paths.checkpoints)
+        self.train_iter: Iterator = iter(self.loader)
+
+        self.peak = peak_tflops(self.device, cfg.log.peak_tflops)
+        self.writer = None
+        if self.rank == 0 and cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.paths.tensorboard))
+        self._stop_requested = False
+        n_params = model.num_parameters()
+        log.info("model %s: %.2fM parameters (AR %.2fM, NAR %.2fM) | text vocab %d | %d codebooks x %d | "
+                 "codec %s", cfg.preset, n_params / 1e6, model.num_parameters("ar") / 1e6,
+                 model.num_parameters("nar") / 1e6, model_cfg.text_vocab_size, model_cfg.num_codebooks,
+                 model_cfg.codebook_size, cfg.codec)
+        log.info("DeepSpeed ZeRO-%d | %s | %d rank(s) on %s | %d train shards, %d validation shards | "
+                 "grad accumulation %d", self.zero_stage, self.precision, self.world_size, self.device.type,
+                 len(self.train_urls), len(self.val_urls), cfg.gradient_accumulation_steps)
+
+    # -- setup helpers
+    def _loader_config(self, urls: list[str], infinite: bool) -> LoaderConfig:
+        data = self.cfg.data
+        if infinite:
+            return LoaderConfig(shards=urls, batching=data.batching, infinite=True,
+                                shuffle_buffer=data.shuffle_buffer, seed=self.cfg.seed,
+                                num_workers=data.num_workers, num_codebooks=self.cfg.model.num_codebooks,
+                                rank=self.rank, world_size=self.world_size)
+        # validation: every rank reads the same ordered pass and takes every world_size-th batch
+        return LoaderConfig(shards=urls, batching=data.batching, infinite=False, shuffle_shards=False,
+                            shuffle_buffer=0, seed=self.cfg.seed, num_workers=0,
+                            num_codebooks=self.cfg.model.num_codebooks, rank=0, world_size=1)
+
+    def _warn_config_changes(self, saved: TrainConfig) -> None:
+        diff = {k: v for k, v in config_diff(saved, self.cfg).items() if k != "max_steps"}
+        if diff:
+            log.warning("resuming with a config that differs from the checkpoint's (the continuation is not "
+                        "exact): %s", ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+
+    def _restore(self, tag: str) -> None:
+        extra = load_checkpoint(self.engine, self.paths.checkpoints, tag)
+        self.loader.load_state_dict(extra["loader"])
+        set_rng_state(extra["rng"], self.generator)
+        self.step, self.tokens_seen = int(extra["step"]), int(extra["tokens_seen"])
+        log.info("resumed from %s at step %d", self.paths.checkpoints / tag, self.step)
+
+    # -- one optimizer step
+    def _train_step(self, window: Window) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        for _ in range(cfg.gradient_accumulation_steps):
+            batch = next(self.train_iter)
+            lm = self.model.build_batch(batch, cfg.data.continuation_prob, self.generator)
+            window.tokens += int(lm.attention_mask.sum())
+            window.frames += int(batch.frame_lengths.sum())
+            window.flops += self.flops(lm)
+            lm = lm.to(self.device)
+            out = self.engine(lm)
+            losses = tts_loss(out, lm, cfg.nar_weight)
+            self.engine.backward(losses.loss)
+            self.engine.step()
+            window.add(losses.metrics)
+        norm = self.engine.get_global_grad_norm()
+        window.grad_norm += float(norm) if norm is not None else float("nan")
+        window.steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        window.seconds += time.perf_counter() - start
+
+    def _lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    # -- logging
+    def _reduce_window(self, window: Window) -> dict:
+        keys = sorted(window.values)
+        local = [window.values[k] for k in keys] + [torch.tensor(float(x)) for x in (
+            window.micro_batches, window.tokens, window.frames, window.flops)]
+        packed = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in
+                              (t.double().cpu() for t in local)]).to(self.device)
+        dist.all_reduce(packed)
+        packed = packed.cpu().tolist()
+        micro = packed[len(keys)]
+        out = {k: packed[i] / micro for i, k in enumerate(keys)}
+        tokens, frames, flops = packed[len(keys) + 1 :]
+        seconds = max(window.seconds, 1e-9)
+        out.update(tokens_per_s=tokens / seconds, frames_per_s=frames / seconds,
+                   seconds_per_step=seconds / window.steps, grad_norm=window.grad_norm / window.steps)
+        if self.peak is not None:
+            out["mfu"] = flops / seconds / (self.peak * 1e12 * self.world_size)
+        self.tokens_seen += int(tokens)
+        return out
+
+    def _log_train(self, window: Window, lr: float) -> dict:
+        metrics = self._reduce_window(window)
+        metrics["lr"] = lr
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"non-finite training loss at step {self.step} ({metrics}); resume from "
+                                     f"the last checkpoint with a lower optim.lr")
+        if self.rank == 0:
+            left = (self.cfg.max_steps - self.step) * metrics["seconds_per_step"]
+            parts = [f"step {self.step}/{self.cfg.max_steps}",
+                     f"loss {metrics['loss']:.4f} (ar {metrics['ar_loss']:.4f}"
+                     + (f", nar {metrics['nar_loss']:.4f})" if "nar_loss" in metrics else ")"),
+                     f"lr {lr:.2e}", f"gnorm {metrics['grad_norm']:.3f}",
+                     f"{_fmt_count(metrics['tokens_per_s'])} tok/s",
+                     f"{metrics['seconds_per_step']:.2f} s/step"]
+            if "mfu" in metrics:
+                parts.append(f"mfu {100 * metrics['mfu']:.1f}%")
+            parts.append(f"eta {_fmt_eta(left)}")
+            log.info(" | ".join(parts))
+            self._record("train", metrics)
+        return metrics
+
+    def _record(self, split: str, metrics: dict) -> None:
+        with open(self.paths.metrics, "a") as f:
+            f.write(json.dumps({"split": split, "step": self.step, **metrics}) + "\n")
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"{split}/{k}", v, self.step)
+            self.writer.flush()
+
+    # -- validation
+    @torch.no_grad()
+    def evaluate(self) -> dict | None:
+        """Token-weighted AR / NAR loss over the first `eval_batches` validation batches (split across ranks).
+        The batch layouts come from a fixed generator, so every pass measures the same thing."""
+        if not self.val_urls:
+            return None
+        start = time.perf_counter()
+        loader = TokenLoader(self._loader_config(self.val_urls, infinite=False), self.tokenizer.encode)
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        built = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
+                 for b in islice(loader, self.cfg.eval_batches)]
+        mine = built[self.rank :: self.world_size]
+        sums = torch.zeros(5, dtype=torch.float64)
+        self.engine.eval()
+        for lm in mine:
+            sums += self._eval_sums(lm)
+        if self.zero_stage == 3 and built:
+            # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards
+            most = torch.tensor([len(mine)], device=self.device)
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+            for _ in range(int(most) - len(mine)):
+                self.engine(built[0].to(self.device))
+        self.engine.train()
+        sums = sums.to(self.device)
+        dist.all_reduce(sums)
+        ar_sum, ar_n, nar_sum, nar_n, batches = sums.cpu().tolist()
+        if ar_n == 0:
+            log.warning("validation shards %s gave no batch", self.val_urls)
+            return None
+        metrics = {"ar_loss": ar_sum / ar_n, "batches": batches, "seconds": time.perf_counter() - start}
+        if nar_n:
+            metrics["nar_loss"] = nar_sum / nar_n
+        metrics["loss"] = metrics["ar_loss"] + self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
+        if self.rank == 0:
+            log.info("validation step %d | loss %.4f (ar %.4f%s) | %d batches | %.1f s", self.step,
+                     metrics["loss"], metrics["ar_loss"],
+                     f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "", batches,
+                     metrics["seconds"])
+            self._record("val", metrics)
+        return metrics
+
+    def _eval_sums(self, lm: LMBatch) -> torch.Tensor:
+        lm = lm.to(self.device)
+        losses = tts_loss(self.engine(lm), lm, self.cfg.nar_weight)
+        ar_n = float((lm.labels != IGNORE_INDEX).sum())
+        nar_n = float((lm.nar.labels != IGNORE_INDEX).sum()) if lm.nar is not None else 0.0
+        return torch.tensor([float(losses.ar_loss) * ar_n, ar_n, float(losses.nar_loss) * nar_n, nar_n, 1.0],
+                            dtype=torch.float64)
+
+    # -- checkpoints, signals, export
+    def save(self) -> Path:
+        extra = ExtraState(step=self.step, loader=self.loader.state_dict(), rng=rng_state(self.generator),
+                           tokens_seen=self.tokens_seen)
+        return save_checkpoint(self.engine, self.paths.checkpoints, self.cfg, extra,
+                               self.cfg.keep_checkpoints)
+
+    def _on_sigterm(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if not self._stop_requested:
+            log.warning("SIGTERM: stopping after this step with a checkpoint")
+        self._stop_requested = True
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank got SIGTERM (all ranks must checkpoint together)."""
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def export(self) -> Path:
+        state = full_fp32_state_dict(self.engine)  # collective under ZeRO
+        if self.rank == 0:
+            export_inference_dir(
+                self.paths.export, self.cfg.model, state, self.paths.tokenizer, self.cfg.codec,
+                train_config=self.cfg,
+                metadata={"frame_rate": self.info.frame_rate, "train_step": self.step,
+                          "preset": self.cfg.preset, "run_dir": str(self.paths.root.resolve())},
+            )
+        dist.barrier()
+        return self.paths.export
+
+    # -- the loop
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        window, metrics, saved_at, stopped = Window(), {}, None, False
+        log.info("training from step %d to %d", self.step, cfg.max_steps)
+        try:
+            while self.step < cfg.max_steps:
+                lr = self._lr()
+                self._train_step(window)
+                self.step += 1
+                if self.step % cfg.log.every == 0 or self.step == cfg.max_steps:
+                    metrics = self._log_train(window, lr)
+                    window = Window()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()
+                stopped = self._stop_agreed()
+                if stopped or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self.save()
+                    saved_at = self.step
+                if stopped:
+                    log.warning("stopped by SIGTERM at step %d; continue with --resume", self.step)
+                    return TrainResult(self.step, True, None, metrics, self.engine)
+            if saved_at != self.step and latest_tag(self.paths.checkpoints) != tag_for(self.step):
+                self.save()  # the final state, so `--resume --max-steps LONGER` can continue
+            export_dir = self.export() if cfg.export else None
+            return TrainResult(self.step, False, export_dir, metrics, self.engine)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if self.writer is not None:
+                self.writer.close()
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, ds_config: str | Path, resume: bool = False) -> TrainResult:
+    """Build a Trainer and run it (see the module docstring)."""
+    return Trainer(cfg, out_dir, ds_config, resume=resume).fit()
+
+
+def _set_cpu_threads() -> None:
+    """On CPU, share the cores between the local ranks unless OMP_NUM_THREADS says otherwise."""
+    if torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+
+
+def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
+    return ("# resolved training config; rerun or continue with:\n"
+            f"#   deepspeed scripts/train.py --out {out_dir} --deepspeed {ds_config} --config "
+            f"{Path(out_dir) / 'train_config.yaml'} --resume")
