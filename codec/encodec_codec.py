@@ -39,11 +39,15 @@ DECODE_RMS = 0.1
 # Random codebooks: entries ~ N(mean, COV_SCALE * cov) of the residual at that level, so every level
 # splits its residual into many cells (about half of the entries of a ~2 s clip are distinct).
 COV_SCALE = 0.1
-INIT_FRAMES_PER_SIGNAL = 80
+INIT_FRAMES_PER_SIGNAL = 64
 
 
 class CodecDownloadError(RuntimeError):
     """Pretrained weights could not be fetched (offline machine, blocked host, bad checksum)."""
+
+
+# (preset name, seed) -> state dict of a seeded random model; see EncodecCodec.from_name.
+_RANDOM_WEIGHTS: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 
 
 @dataclass
@@ -141,7 +145,17 @@ class EncodecCodec(Codec):
             raise ValueError(f"unknown EnCodec model {name!r}; known: {sorted(PRESETS)}")
         config = PRESETS[name].with_bandwidth(DEFAULT_BANDWIDTH if bandwidth is None else bandwidth)
         if random:
-            return cls.random(config, seed=seed)
+            # The weights do not depend on the bandwidth (all max_codebooks levels are initialised), so
+            # one seeded init per (model, seed) serves every bandwidth and every later load in-process.
+            key = (name, seed)
+            if key not in _RANDOM_WEIGHTS:
+                if len(_RANDOM_WEIGHTS) >= 4:
+                    _RANDOM_WEIGHTS.pop(next(iter(_RANDOM_WEIGHTS)))
+                state = cls.random(config, seed=seed).state_dict()
+                _RANDOM_WEIGHTS[key] = {k: v.detach().clone() for k, v in state.items()}
+            codec = cls(config)
+            codec.load_state_dict(_RANDOM_WEIGHTS[key])
+            return codec.eval()
         codec = cls(config)
         codec.model.load_state_dict(pretrained_state_dict(name))
         return codec.eval()
@@ -176,7 +190,7 @@ class EncodecCodec(Codec):
         and the residual passed on is what the level leaves. Codebooks are marked `inited` so a training
         forward does not overwrite them with k-means.
         """
-        # ~80 frames per signal: enough for a D x D covariance, cheap for the full 24/48 kHz models
+        # 3 x 64 frames: enough for a D x D covariance, cheap for the full 24/48 kHz models
         seconds = max(0.25, INIT_FRAMES_PER_SIGNAL / self.frame_rate)
         audio = speechlike_signals(3, seconds, self.sample_rate, generator).to(self.device)
         x = audio.expand(-1, self.config.channels, -1)
