@@ -50,6 +50,7 @@ def llama_config(
         tie_word_embeddings=False,
         use_cache=False,
         attn_implementation="sdpa",
+        hidden_act="silu",  # forward_cached uses F.silu
     )
 
 
@@ -177,14 +178,17 @@ class ARDecoder(nn.Module):
         if self.kv_caches is None:
             raise RuntimeError("call setup_cache() before forward_cached()")
         x = self.model.embed_tokens(tokens)
-        cos, sin = self.rope_cos[rope_pos], self.rope_sin[rope_pos]  # [B, T, D]
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = self.rope_cos[rope_pos][:, None], self.rope_sin[rope_pos][:, None]  # [B, 1, T, D]
+        shape, eps = (x.shape[-1],), self.config.rms_norm_eps
+        # F.rms_norm / F.silu equal LlamaRMSNorm / LlamaMLP bit for bit (tested) with fewer Python-level ops;
+        # the Linear modules are still called as modules, so LoRA wrappers apply.
         for layer, cache in zip(self.model.layers, self.kv_caches, strict=True):
-            x = x + self._attention(
-                layer.self_attn, layer.input_layernorm(x), cos, sin, cache, input_pos, mask, kv_len
-            )
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.model.norm(x)
+            h = F.rms_norm(x, shape, layer.input_layernorm.weight, eps)
+            x = x + self._attention(layer.self_attn, h, cos, sin, cache, input_pos, mask, kv_len)
+            h = F.rms_norm(x, shape, layer.post_attention_layernorm.weight, eps)
+            mlp = layer.mlp
+            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        return F.rms_norm(x, shape, self.model.norm.weight, eps)
 
     def _attention(
         self,
@@ -202,8 +206,8 @@ class ARDecoder(nn.Module):
         q = attn.q_proj(x).view(bsz, seq, heads, dim).transpose(1, 2)
         k = attn.k_proj(x).view(bsz, seq, kv_heads, dim).transpose(1, 2)
         v = attn.v_proj(x).view(bsz, seq, kv_heads, dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        qk = torch.cat([q, k], dim=1)  # one RoPE for both (fewer ops per step)
+        q, k = (qk * cos + rotate_half(qk) * sin).split([heads, kv_heads], dim=1)
         keys, values = cache.update(input_pos, k, v)
         if kv_len is not None:
             keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]

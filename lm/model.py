@@ -58,10 +58,17 @@ class TTSModel(nn.Module):
         for llama in (self.ar.model, self.nar.model if self.nar is not None else None):
             if llama is None:
                 continue
+            # transformers >= 5.x names it activation_checkpointing_*; older versions gradient_checkpointing_*
             if enabled:
-                llama.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable = getattr(llama, "activation_checkpointing_enable", None)
+                if enable is not None:
+                    enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    llama.gradient_checkpointing_enable(
+                        gradient_checkpointing_kwargs={"use_reentrant": False}
+                    )
             else:
-                llama.gradient_checkpointing_disable()
+                getattr(llama, "activation_checkpointing_disable", llama.gradient_checkpointing_disable)()
 
     def num_parameters(self, part: str = "all") -> int:
         module = {"all": self, "ar": self.ar, "nar": self.nar}[part]

@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Generation speed: AR tokens/s with the static KV cache vs full recompute, NAR time, codec decode time
++ RTF, and the memory-bandwidth floor of one decode step, for several presets in one run.
+
+    python scripts/bench_generate.py                       # tiny + small, 375 frames, CPU
+    python scripts/bench_generate.py --presets small --frames 375 --device cuda --dtype bfloat16 --compile
+
+Floor: a batch-1 decode step must read every AR weight once (the input embedding table only one row), so
+tokens/s <= copy bandwidth / weight bytes. Copy bandwidth is measured in the same run as bytes of a large
+tensor copy per second (the tensor size counted once). "share" = measured decode tokens/s / floor.
+Full recompute is timed for real when it is short (--full-recompute forces it); otherwise it is timed at
+--recompute-samples evenly spaced sequence lengths and integrated over the generation (per-step cost is
+smooth in the length), which the table says in its "method" column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+
+import torch
+
+from lm.config import get_preset
+from lm.generate import SamplingConfig, generate_ar, generate_nar, prefill, recompute_logits
+from lm.model import TTSModel
+from lm.sequence import inference_prompt, pad_left
+
+log = logging.getLogger("bench_generate")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, reps: int = 1) -> tuple[float, object]:
+    """Median wall time of `reps` calls (seconds) and the last result."""
+    times, out = [], None
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def copy_bandwidth(device: torch.device, megabytes: int = 512, reps: int = 10) -> float:
+    """Bytes per second of dst.copy_(src) on a tensor far larger than the caches (size counted once)."""
+    src = torch.randn(megabytes * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    seconds, _ = timed(lambda: [dst.copy_(src) for _ in range(reps)], device)
+    return reps * src.numel() * src.element_size() / seconds
+
+
+def ar_weight_bytes(model: TTSModel) -> int:
+    """Bytes a batch-1 decode step reads: every AR weight except the input embedding table."""
+    return sum(
+        p.numel() * p.element_size()
+        for n, p in model.ar.named_parameters()
+        if not n.endswith("embed_tokens.weight")
+    )
+
+
+def bench_preset(name: str, args: argparse.Namespace, bandwidth: float, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    config = get_preset(name)
+    model = TTSModel(config).to(device=device, dtype=args.dtype).eval()
+    vocab, frames = model.vocab, args.frames
+    gen = torch.Generator(device=device).manual_seed(0)
+    text = torch.randint(0, config.text_vocab_size, (args.text_len,))
+    prompt_codes = torch.randint(0, config.codebook_size, (config.num_codebooks, args.prompt_frames))
+    prompt = inference_prompt(vocab, text, prompt_codes[0])
+    text_lengths = torch.tensor([args.text_len])
+    # exactly `frames` frames: <eos> is barred before `frames` and forced at `frames`
+    sampling = SamplingConfig(temperature=1.0, top_k=50, min_new_frames=frames, max_new_frames=frames)
+    warm = SamplingConfig(temperature=1.0, top_k=50, min_new_frames=16, max_new_frames=16)
+
+    def cached(s: SamplingConfig = sampling):
+        return generate_ar(model, [prompt], text_lengths, s, gen, compile_step=args.compile)
+
+    for _ in range(2 if args.compile else 1):
+        cached(warm)
+    t_cached, result = timed(cached, device)
+    assert int(result.lengths[0]) == frames, "the benchmark must decode exactly --frames frames"
+    tokens, pads = pad_left([prompt])
+    tokens, pads = tokens.to(device), pads.to(device)
+    with torch.inference_mode():
+        model.ar.setup_cache(1, tokens.shape[1] + frames + 1)
+        t_prefill, _ = timed(lambda: prefill(model.ar, tokens, pads), device, reps=3)
+    decode_tps = (frames - 1) / (t_cached - t_prefill)  # steps after prefill; the first frame comes from it
+
+    # full recompute baseline
+    prefix = tokens.shape[1]
+    full = args.full_recompute or name == "tiny"
+    if full:
+        t_recompute, _ = timed(
+            lambda: generate_ar(model, [prompt], text_lengths, sampling, gen, use_cache=False), device
+        )
+        method = "full run"
+    else:
+        seq = torch.cat([tokens, torch.randint(0, config.codebook_size, (1, frames), device=device)], dim=1)
+        seq[:, prefix:] += vocab.audio_offset
+        lengths = torch.linspace(prefix, prefix + frames - 1, args.recompute_samples).round().long().tolist()
+        with torch.inference_mode():
+            recompute_logits(model.ar, seq[:, :prefix], pads)  # warm-up
+            per_step = [
+                timed(lambda n=n: recompute_logits(model.ar, seq[:, :n], pads), device)[0] for n in lengths
+            ]
+        t_recompute = statistics.fmean(per_step) * frames
+        method = f"{args.recompute_samples} lengths"
+
+    # NAR: Q-1 passes over the whole target
+    with torch.inference_mode():
+        nar_args = (
+            text[None].to(device),
+            text_lengths.to(device),
+            prompt_codes[None].to(device),
+            torch.tensor([args.prompt_frames], device=device),
+            result.codes,
+            result.lengths,
+        )
+        generate_nar(model, *nar_args[:4], result.codes[:, :8], result.lengths.clamp(max=8))  # warm-up
+        t_nar, codes = timed(lambda: generate_nar(model, *nar_args), device)
+
+    row = {
+        "preset": name,
+        "params_M": model.num_parameters() / 1e6,
+        "ar_M": model.num_parameters("ar") / 1e6,
+        "weight_MB": ar_weight_bytes(model) / 1e6,
+        "floor_tps": bandwidth / ar_weight_bytes(model),
+        "kv_tps": decode_tps,
+        "kv_total_s": t_cached,
+        "prefill_ms": t_prefill * 1e3,
+        "recompute_tps": frames / t_recompute,
+        "recompute_s": t_recompute,
+        "method": method,
+        "nar_s": t_nar,
+        "codes": codes,
+    }
+    row["share"] = row["kv_tps"] / row["floor_tps"]
+    row["speedup"] = t_recompute / t_cached
+    return row
+
+
+def bench_codec(rows: list[dict], args: argparse.Namespace, device: torch.device) -> None:
+    """Decode each preset's codes with the random EnCodec; RTF = (AR + NAR + codec) / audio seconds."""
+    try:
+        from codec.base import load_codec
+    except ImportError as err:  # the codec package is optional for this benchmark
+        log.warning("codec unavailable (%s): no codec decode / RTF", err)
+        return
+    codec = load_codec(args.codec, device=device)
+    for row in rows:
+        codes = row["codes"]
+        if codes.shape[1] != codec.num_codebooks:
+            log.warning(
+                "%s: %d codebooks but codec has %d; skipping RTF",
+                row["preset"],
+                codes.shape[1],
+                codec.num_codebooks,
+            )
+            continue
+        with torch.inference_mode():
+            codec.decode(codes[..., :16])
+            t_codec, _ = timed(lambda c=codes: codec.decode(c), device)
+        audio_s = args.frames / codec.frame_rate
+        row["codec_s"] = t_codec
+        row["rtf"] = (row["kv_total_s"] + row["nar_s"] + t_codec) / audio_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument(
+        "--frames", type=int, default=375, help="target frames to decode (375 = 5 s at 75 Hz)"
+    )
+    parser.add_argument("--text-len", type=int, default=60, help="text pieces in the prompt")
+    parser.add_argument("--prompt-frames", type=int, default=225, help="voice prompt frames (225 = 3 s)")
+    parser.add_argument("--recompute-samples", type=int, default=8)
+    parser.add_argument("--full-recompute", action="store_true", help="time the whole recompute run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile decode_one_token (GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument("--codec", default="encodec_24khz:random")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+
+    bandwidth = copy_bandwidth(device)
+    rows = [bench_preset(name, args, bandwidth, device) for name in args.presets]
+    bench_codec(rows, args, device)
+
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"\n{where}, {args.dtype}, copy bandwidth {bandwidth / 1e9:.1f} GB/s, prefix = {args.text_len} text "
+        f"pieces + {args.prompt_frames} prompt frames, {args.frames} frames decoded, compile={args.compile}"
+    )
+    header = (
+        f"{'preset':<7}{'params':>8}{'AR MB/step':>11}{'floor t/s':>10}{'KV t/s':>9}{'share':>7}"
+        f"{'recomp t/s':>11}{'method':>12}{'KV speedup':>11}{'prefill ms':>11}{'NAR s':>8}{'codec s':>8}"
+        f"{'RTF':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        codec_s = f"{r['codec_s']:8.2f}" if "codec_s" in r else f"{'n/a':>8}"
+        rtf = f"{r['rtf']:7.2f}" if "rtf" in r else f"{'n/a':>7}"
+        print(
+            f"{r['preset']:<7}{r['params_M']:7.1f}M{r['weight_MB']:11.1f}{r['floor_tps']:10.1f}{r['kv_tps']:9.1f}"
+            f"{r['share']:7.0%}{r['recompute_tps']:11.2f}{r['method']:>12}{r['speedup']:10.1f}x"
+            f"{r['prefill_ms']:11.1f}{r['nar_s']:8.2f}{codec_s}{rtf}"
+        )
+    print("targets: small preset KV speedup >= 5x at 375 frames; share of the bandwidth floor >= 70%")
+
+
+if __name__ == "__main__":
+    main()
