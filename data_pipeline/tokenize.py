@@ -329,8 +329,8 @@ def _device(cfg: TokenizeConfig, local_rank: int) -> torch.device:
     return torch.device(cfg.device)
 
 
-def _run_worker(urls: list[str], out_dir: str, cfg: TokenizeConfig, worker: int,
-                local_rank: int) -> RunSummary:
+def _run_worker(urls: list[str], out_dir: str, cfg: TokenizeConfig, worker: int, local_rank: int,
+                codec: Codec | None = None) -> RunSummary:
     out = Path(out_dir)
     run = RunSummary(shards=len(urls))
     todo = []
@@ -349,7 +349,7 @@ def _run_worker(urls: list[str], out_dir: str, cfg: TokenizeConfig, worker: int,
     if cfg.num_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.num_workers))
     start = time.perf_counter()
-    codec = load_codec(cfg.codec, device=_device(cfg, local_rank), seed=cfg.seed)
+    codec = codec or load_codec(cfg.codec, device=_device(cfg, local_rank), seed=cfg.seed)
     tokenizer = ShardTokenizer(codec, cfg.codec, cfg)
     bar = tqdm(todo, desc=f"tokenize[{worker}]", unit="shard", position=worker, disable=not cfg.progress)
     for url in bar:
@@ -366,13 +366,17 @@ def _run_worker(urls: list[str], out_dir: str, cfg: TokenizeConfig, worker: int,
 
 
 def tokenize_shards(input_spec: str | Path | list[str], output_dir: str | Path,
-                    cfg: TokenizeConfig | None = None) -> RunSummary:
+                    cfg: TokenizeConfig | None = None, codec: Codec | None = None) -> RunSummary:
     """Tokenize this process's share of the raw shards into `output_dir`; returns what it did.
 
     Rerunning after a kill skips finished shards. Under `torchrun` / `deepspeed` every rank calls this
     with the same arguments; `cfg.num_workers` > 1 splits the rank's share over local processes.
+    `codec`: an already built codec to use instead of loading `cfg.codec` (one worker only); `cfg.codec`
+    is still what the token metadata records, so it must describe that codec.
     """
     cfg = cfg or TokenizeConfig()
+    if codec is not None and cfg.num_workers > 1:
+        raise ValueError("pass a codec instance only with num_workers == 1 (workers load their own)")
     shards = expand_shards(input_spec if isinstance(input_spec, list) else str(input_spec))
     if not shards:
         raise FileNotFoundError(f"no raw shards (*.tar) found in {input_spec}")
@@ -386,7 +390,7 @@ def tokenize_shards(input_spec: str | Path | list[str], output_dir: str | Path,
     start = time.perf_counter()
     total = RunSummary()
     if workers == 1:
-        total.merge(_run_worker(shares[0], str(out), cfg, 0, place.local_rank))
+        total.merge(_run_worker(shares[0], str(out), cfg, 0, place.local_rank, codec))
     else:
         # spawn, not fork: forking a process whose torch thread pools already started can deadlock
         with multiprocessing.get_context("spawn").Pool(workers) as pool:

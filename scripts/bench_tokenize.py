@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Benchmark: tokenize throughput (batched vs one file at a time) and loader padding (buckets vs none).
+
+  python scripts/bench_tokenize.py                       # CPU, random 24 kHz EnCodec, ~150 s of real speech
+  python scripts/bench_tokenize.py --device cuda --seconds 600
+  python scripts/bench_tokenize.py --threads 1 2        # also compare torch thread counts
+
+Part 1 builds a corpus from the real clips in tests/data/speech (replicated up to --seconds), ingests it
+into raw shards, and tokenizes the same shards twice with the same codec instance: once with one codec
+forward per file (`batch_seconds=0`) and once with length-sorted padded batches. Both are measured in the
+same run and the table prints the ratio. Part 2 runs the loader over token shards of --utterances
+utterances with LibriTTS-like lengths (log-normal, median ~5 s) and reports the padding fraction of the
+batches with length buckets and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.base import load_codec
+from data_pipeline.batching import BatchingConfig, padding_fraction
+from data_pipeline.ingest import IngestConfig, ingest
+from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.records import TokenMeta
+from data_pipeline.tokenize import TokenizeConfig, token_sample, tokenize_shards, write_shard_atomically
+
+SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
+
+
+def build_corpus(out: Path, seconds: float) -> float:
+    """Copy the real clips (all sets, round robin) into one folder corpus until `seconds` of audio."""
+    import soundfile as sf
+
+    rows = []
+    for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):
+        with open(tsv, newline="") as f:
+            rows += [(tsv.parent / r["file"], r["speaker"], r["transcript"])
+                     for r in csv.DictReader(f, delimiter="\t")]
+    out.mkdir(parents=True)
+    total, copy = 0.0, 0
+    lines = ["file\tspeaker\ttranscript"]
+    while total < seconds:
+        for path, speaker, text in rows:
+            name = f"c{copy:02d}_{path.name}"
+            shutil.copy(path, out / name)
+            lines.append(f"{name}\t{speaker}\t{text}")
+            total += sf.info(str(path)).duration
+            if total >= seconds:
+                break
+        copy += 1
+    (out / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    return total
+
+
+def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
+    corpus = work / "corpus"
+    audio = build_corpus(corpus, args.seconds)
+    summary = ingest(corpus, work / "raw", IngestConfig(workers=0, shard_max_count=args.shard_clips),
+                     progress=False)
+    device = torch.device(args.device)
+    codec = load_codec(args.codec, device=device)
+    codec.encode(torch.zeros(1, 1, codec.sample_rate, device=device))  # warm-up: kernels, allocator
+    print(f"\n## tokenize: {summary.accepted} clips, {audio:.0f} s of real speech, {len(summary.shards)} raw "
+          f"shards, codec {args.codec} on {args.device}")
+    print(f"{'threads':>7} {'mode':<22} {'forwards':>8} {'wall s':>8} {'audio s/s':>10} {'vs per-file':>11}")
+    for threads in args.threads:
+        if args.device == "cpu":
+            torch.set_num_threads(threads)
+        base = None
+        for name, batch_seconds in (("one file per forward", 0.0), (f"batched ({args.batch_seconds:g} s)",
+                                                                    args.batch_seconds)):
+            out = work / f"tok-{threads}-{batch_seconds}"
+            cfg = TokenizeConfig(codec=args.codec, batch_seconds=batch_seconds, device=args.device,
+                                 progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run = tokenize_shards(work / "raw", out, cfg, codec=codec)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+            speed = run.audio_seconds / wall
+            base = base or speed
+            print(f"{threads:>7} {name:<22} {run.forwards:>8} {wall:>8.1f} {speed:>10.1f} "
+                  f"{speed / base:>10.2f}x")
+            shutil.rmtree(out)
+
+
+def write_length_shards(out: Path, utterances: int, per_shard: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(rng.lognormal(mean=np.log(5.0), sigma=0.6, size=utterances), 0.6, 19.5)
+    out.mkdir(parents=True)
+    for s in range(0, utterances, per_shard):
+        samples = []
+        for i in range(s, min(s + per_shard, utterances)):
+            frames = int(seconds[i] * 75)
+            meta = TokenMeta(text="x", speaker=f"spk{i // 20}", duration=seconds[i], sample_rate=24000,
+                             source="synthetic", codec="synthetic", frame_rate=75.0, num_frames=frames,
+                             num_codebooks=1)
+            samples.append(token_sample(f"u{i:07d}", np.zeros((1, frames), np.int16), meta))
+        write_shard_atomically(out / f"tokens-{s // per_shard:06d}.tar", samples)
+
+
+def bench_padding(args: argparse.Namespace, work: Path) -> None:
+    shards = work / "lengths"
+    write_length_shards(shards, args.utterances, 500, seed=0)
+    print(f"\n## loader padding: {args.utterances} utterances, log-normal lengths (median 5 s, 0.6-19.5 s), "
+          f"max_frames {args.max_frames}, shuffle buffer 1000")
+    print(f"{'batching':<22} {'batches':>8} {'mean B':>7} {'padding':>8} {'budget used':>12} {'wall s':>7}")
+    for name, ratio in (("no buckets", None), ("buckets x1.05", 1.05), ("buckets x1.10", 1.10)):
+        batching = BatchingConfig(max_frames=args.max_frames, bucket_ratio=ratio, min_seconds=0.5,
+                                  max_seconds=20.0)
+        config = LoaderConfig(shards=str(shards), batching=batching, infinite=False)
+        loader = TokenLoader(config, lambda text: [1])
+        real = padded = batches = items = 0
+        start = time.perf_counter()
+        for batch in loader:
+            real += int(batch.frame_lengths.sum())
+            padded += batch.codes.shape[0] * batch.codes.shape[-1]
+            batches += 1
+            items += batch.codes.shape[0]
+            assert padding_fraction(batch.frame_lengths) < 1
+        wall = time.perf_counter() - start
+        print(f"{name:<22} {batches:>8} {items / batches:>7.1f} {1 - real / padded:>8.1%} "
+              f"{padded / batches / args.max_frames:>12.1%} {wall:>7.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--codec", default="encodec_24khz:random")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seconds", type=float, default=150.0, help="audio to tokenize (default: %(default)s)")
+    p.add_argument("--batch-seconds", type=float, default=TokenizeConfig().batch_seconds)
+    p.add_argument("--shard-clips", type=int, default=1000, help="clips per raw shard (default: %(default)s)")
+    p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                   help="torch CPU thread counts to compare (default: all cores)")
+    p.add_argument("--utterances", type=int, default=20000,
+                   help="for the padding part (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=BatchingConfig().max_frames)
+    p.add_argument("--skip-tokenize", action="store_true")
+    p.add_argument("--skip-padding", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
+        if not args.skip_tokenize:
+            bench_tokenize(args, Path(tmp))
+        if not args.skip_padding:
+            bench_padding(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
