@@ -1,0 +1,418 @@
+"""Training loop for `RVQCodec`: in-memory audio pool, on-device crops and augmentation, checkpoints with
+resume, periodic STOI on held-out clips, export to a codec checkpoint directory.
+
+Run through `scripts/train_codec.py`. Output folder:
+    OUT/ckpt/        model.safetensors (full fp32 state), trainer.pt (optimizer + RNG), state.json
+    OUT/export/      the codec checkpoint directory (fp16) that `load_codec(OUT/export)` opens
+    OUT/metrics.jsonl one JSON object per log / eval line
+
+Shape letters: B batch, T samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from codec.audio import AudioReadError, load_audio, pad_batch, resample, to_mono
+from codec.augment import AugmentConfig, augment, change_speed
+from codec.losses import CodecLoss, CodecLossWeights
+from codec.rvq_codec import RVQCodec, RVQCodecConfig
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3")
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]  # "PATH[:WEIGHT]": a folder (searched recursively) or a .tar raw shard / folder of them
+    out: str
+    eval_data: list[str] = field(default_factory=list)  # held-out folders / files: STOI + mel loss
+    max_steps: int = 20000
+    batch_size: int = 64
+    segment_seconds: float = 1.0
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 500
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    log_every: int = 100
+    eval_every: int = 1000
+    ckpt_every: int = 1000
+    time_limit: float | None = None  # seconds of wall clock for this run; checkpoint + export and stop
+    # total seconds of training across resumes: the schedule follows max(step / max_steps, time / budget),
+    # so a run on hardware of unknown speed still anneals, and stops when the budget is spent
+    time_budget: float | None = None
+    eval_max_clips: int = 48
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast on CUDA; CPU runs stay fp32
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: CodecLossWeights = field(default_factory=CodecLossWeights)
+
+
+# ---- data --------------------------------------------------------------------------------------------
+def _audio_items(path: Path):
+    """Yield (name, bytes-or-path) for every audio file under a folder, a .tar shard or a file."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.suffix.lower() == ".tar":
+                yield from _audio_items(p)
+            elif p.suffix.lower() in AUDIO_SUFFIXES:
+                yield str(p), p
+    elif path.suffix.lower() == ".tar":
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile() and Path(member.name).suffix.lower() in AUDIO_SUFFIXES:
+                        yield f"{path}:{member.name}", tar.extractfile(member).read()
+        except (tarfile.TarError, OSError) as e:
+            log.warning("skipped shard %s: %s", path, e)
+    elif path.is_file():
+        yield str(path), path
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def load_clips(path: str | Path, sample_rate: int) -> list[torch.Tensor]:
+    """Every readable clip under `path` as mono float32 [T] at `sample_rate`. Corrupt clips are logged and
+    skipped (counted in the log), never fatal."""
+    clips, bad = [], 0
+    for name, src in _audio_items(Path(path)):
+        try:
+            wav, sr = load_audio(src, name=name)
+        except AudioReadError as e:
+            log.warning("skipped %s", e)
+            bad += 1
+            continue
+        if wav.shape[-1] == 0:
+            log.warning("skipped %s: empty audio", name)
+            bad += 1
+            continue
+        clips.append(resample(to_mono(wav), sr, sample_rate)[0])
+    if not clips:
+        raise ValueError(f"{path}: no readable audio ({bad} unreadable)")
+    log.info("%s: %d clips, %.1f min%s", path, len(clips), sum(c.numel() for c in clips) / sample_rate / 60,
+             f", {bad} skipped" if bad else "")
+    return clips
+
+
+def parse_source(spec: str) -> tuple[str, float]:
+    """'PATH:WEIGHT' -> (PATH, WEIGHT); a bare PATH weighs its duration in minutes' share (weight 1)."""
+    path, sep, weight = spec.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(weight)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+class AudioPool:
+    """All training audio on the device, one concatenated tensor per source; random crops by index math.
+
+    Sources are drawn with probability proportional to their weight, then a crop uniformly over the
+    source's audio (crops may span two clips: harmless for a codec and it keeps short clips usable).
+    """
+
+    def __init__(self, sources: list[tuple[str, float]], sample_rate: int, device: torch.device):
+        self.sample_rate = sample_rate
+        self.audio, weights, self.names = [], [], []
+        for path, weight in sources:
+            clips = load_clips(path, sample_rate)
+            self.audio.append(torch.cat(clips).to(device))
+            weights.append(weight)
+            self.names.append(path)
+        w = torch.tensor(weights, dtype=torch.float64)
+        if (w <= 0).any():
+            raise ValueError(f"source weights must be positive, got {weights}")
+        self.probs = (w / w.sum()).to(device)
+        self.seconds = [a.numel() / sample_rate for a in self.audio]
+
+    def sample(self, batch: int, num_samples: int, gen: torch.Generator) -> torch.Tensor:
+        """-> wav [B, 1, num_samples]."""
+        device = self.probs.device
+        which = torch.multinomial(self.probs, batch, replacement=True, generator=gen)
+        out = torch.empty(batch, num_samples, device=device)
+        offsets = torch.arange(num_samples, device=device)
+        for s, audio in enumerate(self.audio):
+            rows = torch.nonzero(which == s).flatten()
+            if rows.numel() == 0:
+                continue
+            if audio.numel() <= num_samples:
+                audio = torch.nn.functional.pad(audio, (0, num_samples + 1 - audio.numel()))
+            high = audio.numel() - num_samples
+            starts = torch.randint(0, high, (rows.numel(),), generator=gen, device=device)
+            out[rows] = audio[starts[:, None] + offsets[None, :]]
+        return out[:, None, :]
+
+
+# ---- evaluation --------------------------------------------------------------------------------------
+def load_eval_clips(paths: list[str], sample_rate: int, max_clips: int) -> list[torch.Tensor]:
+    clips = [c for p in paths for c in load_clips(p, sample_rate)]
+    return clips[:max_clips]
+
+
+def stoi_available() -> bool:
+    try:
+        import pystoi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@torch.no_grad()
+def evaluate(model: RVQCodec, clips: list[torch.Tensor], mel_loss: torch.nn.Module,
+             num_codebooks: int | None = None, batch_size: int = 8) -> dict[str, float]:
+    """Round trip through the public Codec interface (encode -> decode) -> mean STOI and log-mel L1."""
+    was_training = model.training
+    model.eval()
+    stois, mels = [], []
+    sr = model.sample_rate
+    for i in range(0, len(clips), batch_size):
+        group = clips[i:i + batch_size]
+        wav, lengths = pad_batch(group)
+        enc = model.encode(wav, lengths)  # pad_batch of [T] clips -> [B, 1, T]
+        codes = enc.codes[:, :num_codebooks] if num_codebooks else enc.codes
+        out = model.decode(codes, enc.frame_lengths).cpu()
+        for b, clip in enumerate(group):
+            ref, hyp = clip.cpu(), out[b, 0, :clip.numel()]
+            mels.append(float(mel_loss(hyp[None, None].to(model.device), ref[None, None].to(model.device))))
+            if stoi_available():
+                from pystoi import stoi
+                stois.append(float(stoi(ref.numpy().astype(np.float64), hyp.numpy().astype(np.float64), sr)))
+    model.train(was_training)
+    result = {"eval_mel": float(np.mean(mels))}
+    if stois:
+        result["stoi"] = float(np.mean(stois))
+    return result
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer, state: dict,
+                    gen: torch.Generator) -> None:
+    """Write to DIR.tmp, then swap it in: a kill mid-write leaves the previous checkpoint intact."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    rng = {"torch": torch.get_rng_state(), "data": gen.get_state().cpu()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, tmp / "trainer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer,
+                    gen: torch.Generator) -> dict:
+    """Restore model (+ optimizer and RNG when trainer.pt is there) -> the saved state dict.
+
+    Without trainer.pt (e.g. only the weights were carried over) training goes on with a fresh optimizer
+    and a new warm-up, which the returned state records as `rewarm_from`.
+    """
+    state = json.loads((directory / "state.json").read_text())
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    trainer_path = directory / "trainer.pt"
+    if trainer_path.is_file():
+        trainer = torch.load(trainer_path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(trainer["optimizer"])
+        torch.set_rng_state(trainer["rng"]["torch"])
+        gen.set_state(trainer["rng"]["data"].to(gen.get_state().device))
+        if "cuda" in trainer["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(trainer["rng"]["cuda"])
+    else:
+        log.warning("%s has no trainer.pt: fresh optimizer, warm-up restarts at step %d", directory,
+                    state["step"])
+        state["rewarm_from"] = state["step"]
+    return state
+
+
+def progress_of(cfg: TrainConfig, step: int, train_seconds: float) -> float:
+    """Fraction of training done: by steps, or by the time budget when that comes first."""
+    progress = step / max(1, cfg.max_steps)
+    if cfg.time_budget:
+        progress = max(progress, train_seconds / cfg.time_budget)
+    return min(1.0, progress)
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float, rewarm_from: int = 0) -> float:
+    """Linear warm-up, then cosine from lr to lr * min_lr_ratio as `progress` goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if rewarm_from:
+        warm = min(warm, (step - rewarm_from + 1) / max(1, cfg.warmup_steps // 2))
+    cosine = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warm * cosine
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = None) -> dict:
+    """Train (or resume) and export. Returns the last metrics."""
+    t_start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    ckpt_dir = out / "ckpt"
+    resume_dir = Path(resume) if resume not in (None, "", "auto") else ckpt_dir
+    state = {"step": 0, "rewarm_from": 0}
+    if resume is not None and (resume_dir / "state.json").is_file():
+        saved = json.loads((resume_dir / "state.json").read_text())
+        codec_config = RVQCodecConfig.from_dict(saved["codec_config"])  # the checkpoint's architecture wins
+    elif resume not in (None, "auto"):
+        raise FileNotFoundError(f"--resume {resume_dir}: no checkpoint there (state.json missing)")
+    model = RVQCodec(codec_config).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if resume is not None and (resume_dir / "state.json").is_file():
+        state = load_checkpoint(resume_dir, model, optimizer, gen)
+        random.seed(cfg.seed + state["step"])  # speed / quantizer-dropout draws differ from the first run's
+        log.info("resumed from %s at step %d", resume_dir, state["step"])
+    loss_fn = CodecLoss(codec_config.sample_rate, cfg.loss).to(device)
+    log.info("RVQCodec: %.2fM parameters, %d Hz, %.1f frames/s, %d x %d codebooks, device %s",
+             sum(p.numel() for p in params) / 1e6, codec_config.sample_rate, codec_config.frame_rate,
+             codec_config.num_codebooks, codec_config.codebook_size, device)
+
+    pool = AudioPool([parse_source(s) for s in cfg.data], codec_config.sample_rate, device)
+    eval_clips = load_eval_clips(cfg.eval_data, codec_config.sample_rate, cfg.eval_max_clips)
+    if eval_clips and not stoi_available():
+        log.warning("pystoi is not installed: evaluation reports the mel loss only")
+    metrics_path = out / "metrics.jsonl"
+    hop = codec_config.hop_length
+    seg = max(hop, int(round(cfg.segment_seconds * codec_config.sample_rate / hop)) * hop)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    step = state["step"]
+    train_seconds = float(state.get("train_seconds", 0.0))
+    last: dict = {}
+
+    def run_state() -> dict:
+        return {"step": step, "train_seconds": round(train_seconds, 1),
+                "rewarm_from": state.get("rewarm_from", 0), "codec_config": codec_config.to_dict(),
+                "train_config": _jsonable(asdict(cfg))}
+
+    def checkpoint_and_export() -> None:
+        save_checkpoint(ckpt_dir, model, optimizer, run_state(), gen)
+        model.save_pretrained(out / "export")
+        (out / "export" / "training.json").write_text(json.dumps({**run_state(), **last}, indent=2) + "\n")
+
+    def run_eval() -> None:
+        if not eval_clips:
+            return
+        t0 = time.time()
+        result = evaluate(model, eval_clips, loss_fn.mel)
+        last.update(result)
+        _append_jsonl(metrics_path, {"step": step, "elapsed_s": round(time.time() - t_start, 1), **result})
+        log.info("eval step %d: %s (%.1fs)", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()),
+                 time.time() - t0)
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train codec", unit="step", disable=None)
+    window_t, window_steps, bad_steps = time.time(), 0, 0
+    sums: dict[str, torch.Tensor] = {}
+    t_step = time.time()
+    while step < cfg.max_steps and progress_of(cfg, step, train_seconds) < 1.0:
+        lr = lr_at(cfg, step, progress_of(cfg, step, train_seconds), state.get("rewarm_from", 0))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        aug = cfg.augment
+        factor = 1.0
+        if aug.speed_prob > 0 and random.random() < aug.speed_prob:
+            factor = random.choice(aug.speeds)
+        wav = pool.sample(cfg.batch_size, int(math.ceil(seg * factor)) + 64, gen)
+        wav = change_speed(wav, factor, seg)
+        wav = augment(wav, codec_config.sample_rate, aug, gen)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            result = model(wav)
+            loss, parts = loss_fn(result.wav, wav, result.commit_loss)
+        if not torch.isfinite(loss):
+            bad_steps += 1
+            log.warning("step %d: non-finite loss %s, batch skipped (%d in a row)", step, loss.item(),
+                        bad_steps)
+            optimizer.zero_grad(set_to_none=True)
+            if bad_steps >= 20:
+                raise RuntimeError("20 non-finite losses in a row: stopping (lower --lr?)")
+            continue
+        bad_steps = 0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        now = time.time()
+        train_seconds += now - t_step  # evaluation and checkpoint time is excluded: reset below
+        t_step = now
+        window_steps += 1
+        bar.update(1)
+        for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **parts}.items():
+            sums[k] = sums.get(k, 0) + v.float()
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            dt = time.time() - window_t
+            avg = {k: float(v) / window_steps for k, v in sums.items()}
+            rate = window_steps / max(dt, 1e-9)
+            rec = {"step": step, "lr": lr, "train_s": round(train_seconds, 1), "steps_per_s": round(rate, 2),
+                   "audio_s_per_s": round(rate * cfg.batch_size * seg / codec_config.sample_rate, 1),
+                   "elapsed_s": round(time.time() - t_start, 1), **{k: round(v, 5) for k, v in avg.items()}}
+            _append_jsonl(metrics_path, rec)
+            log.info("step %d | loss %.4f mel %.4f wave %.4f commit %.4f | gn %.2f | lr %.2e | %.1f it/s",
+                     step, avg["loss"], avg["mel"], avg["wave_l1"], avg["commit"], avg["grad_norm"], lr, rate)
+            window_t, window_steps, sums = time.time(), 0, {}
+        out_of_time = cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit
+        done = step >= cfg.max_steps or progress_of(cfg, step, train_seconds) >= 1.0
+        if step % cfg.eval_every == 0 or done or out_of_time:
+            run_eval()
+        if step % cfg.ckpt_every == 0 or done or out_of_time:
+            checkpoint_and_export()
+        t_step = time.time()
+        if out_of_time:
+            log.info("time limit %.0fs reached at step %d: checkpoint written, stopping", cfg.time_limit,
+                     step)
+            break
+    bar.close()
+    if not (out / "export" / "model.safetensors").is_file():
+        checkpoint_and_export()
+    return {"step": step, "train_seconds": round(train_seconds, 1), **last}
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, tuple | list):
+        return [_jsonable(v) for v in d]
+    return d

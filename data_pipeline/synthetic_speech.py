@@ -1,0 +1,165 @@
+"""Synthetic multi-speaker speech from Debian's `espeak-ng` and `flite` voices (licence-clean, offline).
+
+Many voices x rates x pitches reading public-domain sentences give a codec (or a small TTS model) varied
+speech where no large real corpus can be downloaded. Output is a folder of 16-bit FLAC files plus a
+`transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.sources` ingests.
+
+Install the engines with `apt-get install -y espeak-ng flite`. Everything here is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from codec.audio import load_audio, resample, to_mono
+
+log = logging.getLogger(__name__)
+
+ESPEAK_LANGS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                "en-029", "en-us-nyc")
+# Voice variants that still sound like speech (no whisper, robots or effects).
+ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt",
+                   "klatt2", "klatt3", "klatt4", "Andy", "Annie", "Alicia", "Andrea", "adam", "Alex",
+                   "benjamin", "caleb", "david", "ed", "edward", "iven", "john", "linda", "max", "michel",
+                   "paul", "pedro", "quincy", "rob", "robert", "steph", "Gene", "Lee", "Mike", "Michael",
+                   "aunty", "grandpa", "anika")
+FLITE_VOICES = ("kal16", "awb", "rms", "slt", "kal")
+ENGINE_LICENCES = {
+    "espeak-ng": "espeak-ng output (GPL-3 engine; generated audio carries no licence restriction)",
+    "flite": "flite output (CMU flite, BSD-style; voices from CMU ARCTIC, BSD-style)",
+}
+
+
+@dataclass(frozen=True)
+class SynthJob:
+    """One sentence read by one voice."""
+
+    key: str
+    engine: str  # "espeak-ng" | "flite"
+    voice: str
+    text: str
+    rate: float  # espeak words/minute; flite duration stretch
+    pitch: float  # espeak pitch 0..99; flite mean f0 in Hz
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """`id<TAB>text` lines -> texts (blank and malformed lines are skipped with a warning)."""
+    texts = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t", 1)
+        if len(parts) != 2 or not parts[1].strip():
+            log.warning("%s:%d: not an 'id<TAB>text' line, skipped", path, lineno)
+            continue
+        texts.append(parts[1].strip())
+    return texts
+
+
+def plan_jobs(sentences: Sequence[str], num_jobs: int, engine: str, seed: int) -> list[SynthJob]:
+    """Draw `num_jobs` (sentence, voice, rate, pitch) combinations, reproducibly for `seed`."""
+    rng = random.Random(f"{engine}-{seed}")
+    order = rng.sample(range(len(sentences)), k=min(num_jobs, len(sentences)))
+    jobs = []
+    for i, idx in enumerate(order):
+        if engine == "espeak-ng":
+            lang, variant = rng.choice(ESPEAK_LANGS), rng.choice(ESPEAK_VARIANTS)
+            voice = f"{lang}+{variant}" if variant else lang
+            rate, pitch = float(rng.randint(125, 205)), float(rng.randint(20, 80))
+        elif engine == "flite":
+            voice = rng.choice(FLITE_VOICES)
+            rate, pitch = round(rng.uniform(0.85, 1.2), 3), float(rng.randint(85, 190))
+        else:
+            raise ValueError(f"unknown engine {engine!r}; expected 'espeak-ng' or 'flite'")
+        key = f"{engine.replace('-', '')}_{i:05d}_{voice.replace('+', '_')}"
+        jobs.append(SynthJob(key, engine, voice, sentences[idx], rate, pitch))
+    return jobs
+
+
+def _command(job: SynthJob, wav_path: Path) -> list[str]:
+    if job.engine == "espeak-ng":
+        return ["espeak-ng", "-v", job.voice, "-s", str(int(job.rate)), "-p", str(int(job.pitch)),
+                "-w", str(wav_path), job.text]
+    return ["flite", "-voice", job.voice, "--setf", f"duration_stretch={job.rate}",
+            "--setf", f"int_f0_target_mean={job.pitch}", "-t", job.text, "-o", str(wav_path)]
+
+
+def trim_and_normalise(wav: torch.Tensor, sample_rate: int, peak: float = 0.9,
+                       threshold_db: float = -40.0, margin_s: float = 0.1) -> torch.Tensor:
+    """Cut leading / trailing silence (under `threshold_db` re the peak, keep `margin_s`); scale to `peak`."""
+    amp = wav.abs()
+    top = float(amp.max()) if wav.numel() else 0.0
+    if top == 0.0:
+        return wav
+    loud = torch.nonzero(amp > top * 10 ** (threshold_db / 20)).flatten()
+    margin = int(margin_s * sample_rate)
+    start, end = max(0, int(loud[0]) - margin), min(wav.numel(), int(loud[-1]) + margin)
+    return wav[start:end] * (peak / top)
+
+
+def synthesize(job: SynthJob, sample_rate: int) -> torch.Tensor:
+    """Run the engine -> mono float32 [T] at `sample_rate`, trimmed and peak-normalised."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav_path = Path(tmp) / "out.wav"
+        proc = subprocess.run(_command(job, wav_path), capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0 or not wav_path.is_file():
+            raise RuntimeError(f"{job.engine} failed for {job.key} (voice {job.voice}): "
+                               f"{proc.stderr.strip()[:200] or 'no output file'}")
+        wav, sr = load_audio(wav_path)
+    wav = resample(to_mono(wav), sr, sample_rate)[0]
+    return trim_and_normalise(wav, sample_rate)
+
+
+def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample_rate: int = 16000,
+                           workers: int = 2) -> tuple[int, float]:
+    """Synthesize `jobs` into `out_dir` (FLAC + transcripts.tsv). Existing files are kept (resumable).
+
+    A job that fails is logged and left out of the transcript list; the build goes on.
+    Returns (clips written or kept, total seconds).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engines = {job.engine for job in jobs}
+    for engine in engines:
+        if shutil.which(engine) is None:
+            raise FileNotFoundError(f"{engine} is not installed (apt-get install -y espeak-ng flite)")
+
+    def run(job: SynthJob) -> tuple[SynthJob, float | None]:
+        path = out_dir / f"{job.key}.flac"
+        if path.is_file():
+            return job, sf.info(str(path)).duration
+        try:
+            wav = synthesize(job, sample_rate)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            log.warning("skipped %s: %s", job.key, e)
+            return job, None
+        tmp = path.with_suffix(".tmp.flac")
+        sf.write(str(tmp), np.clip(wav.numpy(), -1, 1), sample_rate, subtype="PCM_16")
+        tmp.rename(path)  # a killed build never leaves a half-written clip under the final name
+        return job, wav.numel() / sample_rate
+
+    rows, total = [], 0.0
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # the engines are subprocesses: threads suffice
+        for job, seconds in tqdm(pool.map(run, jobs), total=len(jobs), desc=f"synth {out_dir.name}",
+                                 unit="clip"):
+            if seconds is None:
+                continue
+            rows.append((f"{job.key}.flac", f"{job.engine}:{job.voice}", job.text))
+            total += seconds
+    with open(out_dir / "transcripts.tsv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(("file", "speaker", "transcript"))
+        writer.writerows(rows)
+    return len(rows), total

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Train our own RVQ codec (`codec.rvq_codec.RVQCodec`) and export it as a codec checkpoint directory.
+
+    python scripts/build_codec_corpus.py --out data/codec_corpus
+    python scripts/train_codec.py --data data/codec_corpus/synth:0.8 --data data/codec_corpus/real:0.2 \\
+        --eval-data tests/data/speech --out runs/codec_rvq16k --max-steps 20000 --time-limit 540
+    python scripts/train_codec.py ... --resume            # go on from OUT/ckpt (or --resume PATH)
+
+`--data PATH[:WEIGHT]` (repeatable): a folder of audio (recursive), a raw shard .tar or a folder of them;
+sources are drawn in proportion to WEIGHT. The codec lands in OUT/export (`load_codec(OUT/export)`),
+checkpoints in OUT/ckpt, metrics (losses, STOI on --eval-data) in OUT/metrics.jsonl. bf16 autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from codec.rvq_codec import RVQCodecConfig
+from codec.trainer import TrainConfig, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, help="PATH[:WEIGHT], repeatable")
+    p.add_argument("--eval-data", action="append", default=[], help="held-out audio folder/file, repeatable")
+    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, metrics.jsonl)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from OUT/ckpt when present (or from the given checkpoint folder)")
+    p.add_argument("--max-steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--segment-seconds", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="wall-clock seconds for this run; checkpoint, export and stop")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="training seconds across resumes: the LR anneals over it, then training stops")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-bf16", action="store_true", help="fp32 on GPU too")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec-config", type=Path, default=None,
+                   help="JSON with RVQCodecConfig fields (defaults: 16 kHz, 50 Hz, 8 x 1024)")
+    p.add_argument("--num-codebooks", type=int, default=None)
+    p.add_argument("--codebook-size", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    codec_fields = json.loads(args.codec_config.read_text()) if args.codec_config else {}
+    codec_config = RVQCodecConfig.from_dict(codec_fields)
+    if args.num_codebooks:
+        codec_config = dataclasses.replace(codec_config, num_codebooks=args.num_codebooks)
+    if args.codebook_size:
+        codec_config = dataclasses.replace(codec_config, codebook_size=args.codebook_size)
+    cfg = TrainConfig(
+        data=args.data, out=args.out, eval_data=args.eval_data, max_steps=args.max_steps,
+        batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
+        warmup_steps=args.warmup_steps, log_every=args.log_every, eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every, time_limit=args.time_limit, time_budget=args.time_budget,
+        seed=args.seed, device=args.device,
+        bf16=not args.no_bf16,
+    )
+    result = train(cfg, codec_config, resume=args.resume)
+    print(json.dumps({"out": str(Path(args.out) / "export"), **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
