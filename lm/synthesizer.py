@@ -75,12 +75,14 @@ class DecodeConfig:
     max_prompt_seconds: float = 15.0  # speaker-prompt mode keeps the last seconds of a longer prompt
     decode_context_seconds: float = 1.0  # continuation mode: prompt audio decoded before the target, then cut
     batch_size: int = 8  # rows (sentence pieces) per AR batch in synthesize_batch
+    # length limits per text piece (sentencepiece token), in seconds so they hold for any codec frame rate.
+    # Speech runs at ~0.1-0.3 s per piece: the guard stops a row that never says <eos>, the floor stops the
+    # "<eos> at step 0" failure of undertrained models (set it to 0 to allow any length).
+    max_seconds_per_token: float = 0.5
+    guard_slack_seconds: float = 1.0
+    min_seconds_per_token: float = 0.02
     # passed through to lm.generate.SamplingConfig
     repetition_window: int = 16
-    max_frames_per_text_token: float = 40.0
-    guard_slack_frames: int = 75
-    min_new_frames: int = 1
-    min_frames_per_text_token: float = 0.0
     nar_temperature: float = 0.0
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
@@ -97,8 +99,11 @@ class DecodeConfig:
             raise SynthesisError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
             raise SynthesisError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.max_seconds <= 0:
-            raise SynthesisError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.max_seconds <= 0 or self.max_seconds_per_token <= 0:
+            raise SynthesisError(f"max_seconds and max_seconds_per_token must be > 0, got "
+                                 f"{self.max_seconds}, {self.max_seconds_per_token}")
+        if self.min_seconds_per_token < 0 or self.guard_slack_seconds < 0:
+            raise SynthesisError("min_seconds_per_token and guard_slack_seconds must be >= 0")
         if self.max_chars < 1 or self.batch_size < 1:
             raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
                                  f"{self.batch_size}")
@@ -106,14 +111,22 @@ class DecodeConfig:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
 
-    def sampling(self, frame_rate: float, max_new_frames: int) -> SamplingConfig:
-        cap = min(max_new_frames, max(1, math.ceil(self.max_seconds * frame_rate)))
+    def sampling(self, frame_rate: float, max_new_frames: int, max_text_len: int) -> SamplingConfig:
+        """The generation settings at `frame_rate`, at most `max_new_frames` frames a row, for rows of at most
+        `max_text_len` text tokens."""
+        def frames(seconds: float) -> float:  # round away float fuzz: 0.04 s * 75 Hz must be 3, not 3.0000001
+            return round(seconds * frame_rate, 6)
+
+        cap = min(max_new_frames, max(1, math.ceil(frames(self.max_seconds))))
+        # the length floor must never push a row past the hard cap (max_seconds / the model's positions)
+        min_per_token = min(frames(self.min_seconds_per_token), cap / max(max_text_len, 1))
         return SamplingConfig(
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
             repetition_penalty=self.repetition_penalty, repetition_window=self.repetition_window,
-            max_new_frames=cap, max_frames_per_text_token=self.max_frames_per_text_token,
-            guard_slack_frames=self.guard_slack_frames, min_new_frames=self.min_new_frames,
-            min_frames_per_text_token=self.min_frames_per_text_token, nar_temperature=self.nar_temperature)
+            max_new_frames=cap, max_frames_per_text_token=frames(self.max_seconds_per_token),
+            guard_slack_frames=math.ceil(frames(self.guard_slack_seconds)), min_new_frames=1,
+            min_frames_per_text_token=min_per_token,
+            nar_temperature=self.nar_temperature)
 
 
 @dataclass
@@ -366,7 +379,7 @@ class Synthesizer:
         if room < 1:
             raise SynthesisError(f"prompt + text take {prefix} tokens, the model holds "
                                  f"{self.model.config.max_position_embeddings}: use a shorter prompt or text")
-        sampling = cfg.sampling(self.codec.frame_rate, room)
+        sampling = cfg.sampling(self.codec.frame_rate, room, max(r.text_ids.numel() for r in batch))
         sampling.temperature = [r.decode.temperature for r in batch]
         sampling.top_k = [r.decode.top_k for r in batch]
         sampling.top_p = [r.decode.top_p for r in batch]
@@ -480,15 +493,18 @@ def _apply_adapter(model: TTSModel, adapter: Path) -> TTSModel:
 def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, codec_rate: int,
                           name: str) -> torch.Tensor:
     """Any prompt ([T], [C, T], or soundfile's [T, C]) -> mono float32 [1, T'] at the codec rate."""
-    wav = torch.as_tensor(np.asarray(wav) if not isinstance(wav, torch.Tensor) else wav).float().cpu()
+    if not isinstance(wav, torch.Tensor):
+        wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    wav = wav.detach().float().cpu()
     if wav.dim() == 1:
         wav = wav[None]
     if wav.dim() != 2:
         raise SynthesisError(f"{name}: the prompt must be [T] or [C, T], got shape {tuple(wav.shape)}")
     if wav.shape[0] > 16 >= wav.shape[1]:  # [T, C] as soundfile returns it: no real prompt has > 16 channels
         wav = wav.T
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+    if not isinstance(sample_rate, int | float | np.number) or not 0 < sample_rate == int(sample_rate):
         raise SynthesisError(f"{name}: prompt_sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = int(sample_rate)
     if not torch.isfinite(wav).all():
         raise SynthesisError(f"{name}: the prompt holds NaN or infinite samples")
     if wav.shape[-1] < MIN_PROMPT_SECONDS * sample_rate:
@@ -496,7 +512,7 @@ def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, code
                              f"prompt needs at least {MIN_PROMPT_SECONDS} s (3-10 s works best)")
     if float(wav.abs().max()) < 1e-4:
         log.warning("%s: the prompt is silent; the voice will be arbitrary", name)
-    return resample(to_mono(wav), int(sample_rate), codec_rate)
+    return resample(to_mono(wav), sample_rate, codec_rate)
 
 
 def _as_request(r: SynthesisRequest | Mapping[str, Any]) -> SynthesisRequest:

@@ -3,7 +3,8 @@
 The model is untrained, so these tests check the plumbing (shapes, rates, lengths, trimming, determinism,
 batching, errors), never how the audio sounds. To make rows stop through the real `<eos>` path at a known
 frame, some tests give the code head a large `<eos>` bias and forbid `<eos>` before
-`min_frames_per_text_token * text_length` frames: a greedy row then ends exactly there.
+`min_seconds_per_token * text_length` (0.04 s = 3 frames a token at 75 Hz): a greedy row then ends exactly
+there.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def synth(export_dir) -> Synthesizer:
 @pytest.fixture(scope="module")
 def eos_synth(export_dir) -> Synthesizer:
     """The same model with a code head that always prefers <eos> once it is allowed."""
-    s = Synthesizer.from_pretrained(export_dir, temperature=0.0, min_frames_per_text_token=2.0)
+    s = Synthesizer.from_pretrained(export_dir, temperature=0.0, min_seconds_per_token=0.04)
     head = s.model.ar.code_head
     bias = torch.zeros(head.out_features)
     bias[s.model.vocab.eos_class] = 1e4
@@ -103,7 +104,7 @@ def test_long_text_is_split_and_each_piece_stops_at_eos_without_prompt_audio(eos
     result = eos_synth.synthesize(text, *prompt, seed=0)
     assert result.pieces == split_sentences(text) and len(result.pieces) == 3
     lengths = [len(eos_synth.tokenizer.encode(p)) for p in result.pieces]
-    assert result.piece_frames == [2 * n for n in lengths]  # stopped by <eos> exactly where it became legal
+    assert result.piece_frames == [3 * n for n in lengths]  # stopped by <eos> exactly where it became legal
     assert result.hit_length_guard == [False, False, False]
     # generated frames + pauses, nothing else: no prompt audio in the output
     pause = eos_synth.defaults.pause_seconds
@@ -116,7 +117,7 @@ def test_continuation_mode_cuts_the_decoded_prompt_context(eos_synth, prompt) ->
     prompt_text = "in being comparatively modern."
     result = eos_synth.synthesize("A short target.", *prompt, prompt_text=prompt_text, seed=0)
     assert result.mode == "continuation"
-    assert result.piece_frames == [2 * len(eos_synth.tokenizer.encode("A short target."))]
+    assert result.piece_frames == [3 * len(eos_synth.tokenizer.encode("A short target."))]
     assert len(result.wav) == result.piece_frames[0] * hop(eos_synth)  # the 1 s of decoded prompt is gone
 
 
@@ -160,7 +161,7 @@ def test_batch_rows_stop_independently_and_match_single_requests(eos_synth, prom
     for req, got in zip(requests, batch, strict=True):
         alone = eos_synth.synthesize(**req)
         assert got.pieces == alone.pieces and got.piece_frames == alone.piece_frames
-        assert got.piece_frames == [2 * len(eos_synth.tokenizer.encode(p)) for p in got.pieces]
+        assert got.piece_frames == [3 * len(eos_synth.tokenizer.encode(p)) for p in got.pieces]
         assert not any(got.hit_length_guard)
         np.testing.assert_allclose(got.wav, alone.wav, atol=1e-5)
     assert len({len(r.wav) for r in batch}) == 3  # different lengths, each its own
