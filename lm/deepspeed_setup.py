@@ -153,9 +153,10 @@ def _deepspeed_safe_globals() -> list:
     """Classes DeepSpeed itself puts into its checkpoint files: allowed for the weights-only unpickler
     (they are plain records; nothing else is)."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [LossScaler, DynamicLossScaler, fragment_address]
+    return [LossScaler, DynamicLossScaler, fragment_address, ZeroStageEnum]
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -175,8 +176,8 @@ def safe_torch_load(path: str | Path, map_location=None):
             except Exception:  # noqa: BLE001 - best effort for the message
                 bad = ["<unreadable>"]
             raise UnsafeCheckpointError(
-                f"{path}: refusing to load pickled objects {bad} (arbitrary code execution); this file was "
-                f"not written by this training code"
+                f"{path}: refusing to unpickle {bad}: outside the allow-list of DeepSpeed record classes "
+                f"(loading it could execute arbitrary code)"
             ) from err
         raise
 

@@ -314,6 +314,7 @@ class Trainer:
         if cfg.activation_checkpointing:
             model.set_activation_checkpointing(True)
         self.flops = FlopCounter(model)
+        counts = {part: model.num_parameters(part) / 1e6 for part in ("all", "ar", "nar")}  # before ZeRO-3
         self.ds_config = build_ds_config(load_ds_config(ds_config), cfg, self.precision, self.device)
         self.zero_stage = zero_stage(self.ds_config)
         sched = WarmupCosine(schedule.warmup_steps, schedule.total_steps, schedule.min_lr_ratio)
@@ -345,11 +346,9 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.paths.tensorboard))
         self._stop_requested = False
-        n_params = model.num_parameters()
         log.info("model %s: %.2fM parameters (AR %.2fM, NAR %.2fM) | text vocab %d | %d codebooks x %d | "
-                 "codec %s", cfg.preset, n_params / 1e6, model.num_parameters("ar") / 1e6,
-                 model.num_parameters("nar") / 1e6, model_cfg.text_vocab_size, model_cfg.num_codebooks,
-                 model_cfg.codebook_size, cfg.codec)
+                 "codec %s", cfg.preset, counts["all"], counts["ar"], counts["nar"],
+                 model_cfg.text_vocab_size, model_cfg.num_codebooks, model_cfg.codebook_size, cfg.codec)
         log.info("DeepSpeed ZeRO-%d | %s | %d rank(s) on %s | %d train shards, %d validation shards | "
                  "grad accumulation %d", self.zero_stage, self.precision, self.world_size, self.device.type,
                  len(self.train_urls), len(self.val_urls), cfg.gradient_accumulation_steps)

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 
-from lm.deepspeed_setup import DeepSpeedConfigError
+from lm.deepspeed_setup import DeepSpeedConfigError, UnsafeCheckpointError
 from lm.train_config import ConfigError, load_yaml, resolve_config
 from lm.train_state import CheckpointError, latest_config
 
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, args.out, args.deepspeed, resume=args.resume)
-    except (ConfigError, DeepSpeedConfigError, CheckpointError, FileExistsError, FileNotFoundError,
-            ValueError) as err:
+    except (ConfigError, DeepSpeedConfigError, CheckpointError, UnsafeCheckpointError, FileExistsError,
+            FileNotFoundError, ValueError) as err:
         hint = "" if args.verbose else " (run with -v for the traceback)"
         log.error("%s%s", err, hint, exc_info=args.verbose)
         return 2

@@ -1,0 +1,127 @@
+"""One-process training in this process (real DeepSpeed ZeRO-2 engine on CPU, gloo): the export loads
+without DeepSpeed and computes the engine's logits; checkpoints holding a pickle payload are refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from training_helpers import FAST_OVERRIDES, ROOT
+
+from lm.checkpoint import load_model, read_config
+from lm.deepspeed_setup import UnsafeCheckpointError, safe_torch_load
+from lm.train_config import resolve_config
+from lm.train_state import latest_tag, load_checkpoint, state_file
+from lm.training import TrainResult, train
+
+
+class Payload:
+    """Unpickling this creates `marker`: the proof that a loader executed pickled code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())
+
+
+@pytest.fixture(scope="module")
+def trained(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Path]:
+    out = tmp_path_factory.mktemp("run") / "run"
+    cfg = resolve_config(flags={"preset": "tiny", "max_steps": 4, "data": {"train": str(token_dir)}},
+                         overrides=[*FAST_OVERRIDES, "log.every=2", "eval_every=4", "eval_batches=4",
+                                    "checkpoint_every=2", "optim.lr=3e-3", "schedule.warmup_steps=1"])
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": "0"}.items():
+            mp.setenv(key, value)
+        mp.setenv("MASTER_PORT", str(_free_port()))
+        result = train(cfg, out, ROOT / "ds_configs" / "zero2.json")
+        yield result, out
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[TrainResult, Path]) -> None:
+    result, out = trained
+    assert result.step == 4 and not result.stopped_by_signal
+    assert latest_tag(out / "checkpoints") == "step_00000004"
+    assert (out / "checkpoints" / "step_00000002" / state_file(0)).is_file()
+    assert {p.name for p in (out / "export").iterdir()} == {
+        "model.safetensors", "config.json", "tokenizer.model", "train_config.yaml"}
+    config, meta = read_config(out / "export")
+    assert meta["codec"] == "encodec_24khz:random@1.5" and meta["text_tokenizer"] == "tokenizer.model"
+    assert (config.num_codebooks, config.codebook_size) == (2, 1024)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # train at steps 2 and 4, validation at 4
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
+
+
+def test_export_loads_without_deepspeed_and_matches_the_engine(trained: tuple[TrainResult, Path],
+                                                               token_dir: Path) -> None:
+    result, out = trained
+    from data_pipeline.loader import build_loader
+    from data_pipeline.text import TextTokenizer
+
+    exported = load_model(out / "export")
+    module = result.engine.module.eval()
+    tokenizer = TextTokenizer.load(out / "export" / "tokenizer.model")
+    batch = next(iter(build_loader(str(token_dir), tokenizer.encode, infinite=False, num_codebooks=2,
+                                   max_frames=700, min_seconds=0.5, max_seconds=2.0, prompt_min_seconds=0.4,
+                                   prompt_max_seconds=0.8)))
+    lm = exported.build_batch(batch, continuation_prob=0.5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = module(lm), exported(lm)
+    torch.testing.assert_close(got.ar_logits, want.ar_logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.nar_logits, want.nar_logits, rtol=0, atol=1e-6)
+    # and the weights are the trained ones, not the initialisation
+    init = type(exported)(exported.config)
+    assert not torch.equal(init.ar.code_head.weight, exported.ar.code_head.weight)
+
+
+def _copy_checkpoint(out: Path, dest: Path) -> tuple[Path, str]:
+    tag = latest_tag(out / "checkpoints")
+    root = dest / "checkpoints"
+    shutil.copytree(out / "checkpoints" / tag, root / tag)
+    (root / "latest").write_text(tag)
+    return root, tag
+
+
+def test_pickle_payload_in_our_train_state_is_refused(trained: tuple[TrainResult, Path],
+                                                      tmp_path: Path) -> None:
+    result, out = trained
+    root, tag = _copy_checkpoint(out, tmp_path)
+    path = root / tag / state_file(0)
+    state = torch.load(path, weights_only=True)
+    marker = tmp_path / "executed"
+    torch.save({**state, "loader": {"evil": Payload(marker)}}, path)
+    with pytest.raises(UnsafeCheckpointError, match=state_file(0)):
+        load_checkpoint(result.engine, root, tag)
+    assert not marker.exists()
+
+
+def test_pickle_payload_in_a_deepspeed_file_is_refused(trained: tuple[TrainResult, Path],
+                                                       tmp_path: Path) -> None:
+    result, out = trained
+    root, tag = _copy_checkpoint(out, tmp_path)
+    path = root / tag / "mp_rank_00_model_states.pt"
+    states = safe_torch_load(path)  # DeepSpeed's own file loads with the weights-only allow-list
+    marker = tmp_path / "executed"
+    torch.save({**states, "evil": Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="mp_rank_00_model_states.pt"):
+        load_checkpoint(result.engine, root, tag)
+    assert not marker.exists()
+    # the payload really is live: the unsafe loader DeepSpeed uses by default would have run it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
