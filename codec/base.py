@@ -315,8 +315,8 @@ def load_codec(spec: str | Path, device: str | torch.device = "cpu", seed: int =
     match = _SPEC_RE.match(spec_str)
     if match is None or match["name"] not in _NAMED_SPECS:
         known = sorted(_NAMED_SPECS)
-        raise ValueError(f"unknown codec spec {spec_str!r}: expected one of {known} (optionally with "
-                         "':random' and/or '@KBPS'), or a codec checkpoint directory")
+        raise ValueError(f"unknown codec spec {spec_str!r}: not an existing checkpoint directory, and not "
+                         f"one of {known} (optionally with ':random' and/or '@KBPS')")
     cls = codec_class(_NAMED_SPECS[match["name"]])
     bandwidth = float(match["kbps"]) if match["kbps"] else None
     codec = cls.from_name(match["name"], random=bool(match["random"]), bandwidth=bandwidth, seed=seed)
