@@ -24,9 +24,10 @@ import soundfile as sf
 import torch
 
 from codec.audio import resample
+from codec.rvq_codec import RVQCodec, RVQCodecConfig
 from data_pipeline.text import TextTokenizer
-from lm.checkpoint import save_model
 from lm.config import get_preset
+from lm.export import export_inference_dir
 from lm.model import TTSModel
 from lm.sentences import split_sentences
 from lm.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
@@ -38,18 +39,18 @@ CODEC_SPEC = "encodec_24khz:random"
 FAST = {"max_seconds": 0.4}  # an untrained model never says <eos>: keep its rows short
 
 
-def build_tiny_export(directory: Path) -> Path:
-    """Tiny preset, random init, sentencepiece trained on the repo transcripts, saved in the export layout."""
+def build_tiny_export(directory: Path, codec_spec: str = CODEC_SPEC, **model_overrides) -> Path:
+    """Tiny preset, random init, sentencepiece trained on the repo transcripts, written by the training
+    run's own exporter (lm.export -> lm.checkpoint.save_model), so the layout cannot drift from training's."""
     texts = []
     for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):
         with tsv.open() as f:
             texts += [row["transcript"] for row in csv.DictReader(f, delimiter="\t")]
-    tokenizer = TextTokenizer.train(texts, directory / "tokenizer.model", vocab_size=400)
-    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size)
+    tokenizer_path = directory.with_name(directory.name + "-text.model")
+    tokenizer = TextTokenizer.train(texts, tokenizer_path, vocab_size=400)
+    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size, **model_overrides)
     torch.manual_seed(0)
-    save_model(TTSModel(config), config, directory,
-               metadata={"codec": CODEC_SPEC, "text_tokenizer": "tokenizer.model"})
-    return directory
+    return export_inference_dir(directory, config, TTSModel(config).state_dict(), tokenizer_path, codec_spec)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,7 +66,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    return build_tiny_export(tmp_path_factory.mktemp("export"))
+    return build_tiny_export(tmp_path_factory.mktemp("runs") / "export")
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +192,8 @@ def test_decode_config_and_bad_inputs(synth, prompt, export_dir) -> None:
         Synthesizer.from_pretrained(export_dir / "nope")
     with pytest.raises(SynthesisError, match="not an export directory"):
         Synthesizer.from_pretrained(export_dir.parent)
+    with pytest.raises(SynthesisError, match="adapter directory .*nope does not exist"):
+        Synthesizer.from_pretrained(export_dir, adapter=export_dir / "nope")
 
 
 def test_broken_exports_fail_with_the_file_named(export_dir, tmp_path) -> None:
@@ -203,6 +206,24 @@ def test_broken_exports_fail_with_the_file_named(export_dir, tmp_path) -> None:
     (broken / "config.json").write_text("{not json")
     with pytest.raises(SynthesisError, match=r"cannot load the export .*config\.json: not valid JSON"):
         Synthesizer.from_pretrained(broken)
+
+
+def test_export_with_its_own_codec_directory_at_another_rate(tmp_path, prompt) -> None:
+    """A local codec (16 kHz, 50 frames/s, 4 x 64 codes) copied into export/codec/: nothing assumes 24 kHz."""
+    codec = RVQCodec(RVQCodecConfig(architecture="spectral", sample_rate=16000, num_codebooks=4,
+                                    codebook_size=64, spectral_dim=32, encoder_layers=1, decoder_layers=1,
+                                    dimension=16, kmeans_init=False))
+    codec.save_pretrained(tmp_path / "codec-ckpt")
+    export = build_tiny_export(tmp_path / "export", str(tmp_path / "codec-ckpt"), num_codebooks=4,
+                               codebook_size=64)
+    assert (export / "codec" / "config.json").is_file()
+    s = Synthesizer.from_pretrained(export, temperature=0.0)
+    assert s.sample_rate == 16000 and s.codec.frame_rate == 50
+    stereo = np.stack([prompt[0], prompt[0]])
+    result = s.synthesize("Another sample rate here. And two pieces now.", stereo, prompt[1],
+                          prompt_text="in being comparatively modern.", max_seconds=0.3)
+    assert result.sample_rate == 16000 and result.piece_frames == [15, 15] and np.isfinite(result.wav).all()
+    assert len(result.wav) == 30 * 320 + int(0.2 * 16000)
 
 
 # ---- generate.py -------------------------------------------------------------------------------------------
