@@ -302,7 +302,7 @@ class Synthesizer:
         return [
             SynthesisResult(wav=wavs[i], sample_rate=self.sample_rate, rtf=rtf,
                             first_audio_seconds=first_audio[i], elapsed_seconds=elapsed, seed=seeds[i],
-                            mode="continuation" if requests[i].prompt_text else "speaker-prompt",
+                            mode="continuation" if _has_text(requests[i].prompt_text) else "speaker-prompt",
                             pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i])
             for i in range(n)
         ]
@@ -316,7 +316,7 @@ class Synthesizer:
                                         f"request {i}")
             limit = int(cfg.max_prompt_seconds * self.sample_rate)
             if wav.shape[-1] > limit:
-                if req.prompt_text:
+                if _has_text(req.prompt_text):
                     log.warning("request %d: the prompt is %.1f s long; continuation mode keeps all of it "
                                 "(its transcript covers all of it), which slows decoding", i,
                                 wav.shape[-1] / self.sample_rate)
@@ -335,7 +335,7 @@ class Synthesizer:
             if not isinstance(req.text, str) or not req.text.strip():
                 raise SynthesisError(f"request {i}: the text to synthesize is empty")
             prompt_text_ids = None
-            if req.prompt_text is not None and req.prompt_text.strip():
+            if _has_text(req.prompt_text):
                 prompt_text_ids = self._encode_text(req.prompt_text)
             pieces = []
             for piece in split_sentences(req.text, max_chars=cfg.max_chars):
@@ -513,6 +513,10 @@ def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, code
     if float(wav.abs().max()) < 1e-4:
         log.warning("%s: the prompt is silent; the voice will be arbitrary", name)
     return resample(to_mono(wav), sample_rate, codec_rate)
+
+
+def _has_text(text: str | None) -> bool:
+    return bool(text and text.strip())
 
 
 def _as_request(r: SynthesisRequest | Mapping[str, Any]) -> SynthesisRequest:
