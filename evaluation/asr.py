@@ -8,6 +8,7 @@ faster-whisper model name (e.g. `large-v3`, which faster-whisper downloads on a 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,9 +79,15 @@ class TextNormalizer:
         return " ".join(self._normalize(text).split())
 
 
+# Whisper's normaliser deletes text inside brackets and parentheses (Whisper writes "(music)", "[noise]").
+# Right for a transcript, wrong for a script, where every word is meant to be spoken: LJ Speech has
+# "(which also was printed at Maintz ...)". So the reference keeps the words and loses only the brackets.
+_BRACKETS = re.compile(r"[()\[\]{}<>]")
+
+
 def text_word_errors(reference: str, hypothesis: str, normalizer: TextNormalizer) -> WordErrors:
-    """Normalise both texts, split on whitespace, align."""
-    return word_errors(normalizer(reference).split(), normalizer(hypothesis).split())
+    """Normalise both texts (bracketed words of the reference kept), split on whitespace, align."""
+    return word_errors(normalizer(_BRACKETS.sub(" ", reference)).split(), normalizer(hypothesis).split())
 
 
 def bundled_whisper_path() -> Path:

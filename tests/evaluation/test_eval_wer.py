@@ -42,3 +42,13 @@ def test_normaliser_ignores_case_punctuation_and_spelling():
                           "Author of the danger trail, fill up steels, etc.", norm)
     # "philip" -> "fill up": one substitution and one insertion over 8 reference words.
     assert (we.errors, we.ref_words) == (2, 8)
+
+
+def test_bracketed_words_of_the_reference_are_kept():
+    # Whisper's normaliser drops "(...)" as a non-speech annotation; in a script those words are spoken.
+    norm = TextNormalizer()
+    ref = "But the first Bible actually dated (which also was printed at Maintz) in fourteen sixty-two"
+    hyp = "but the first bible actually dated which also was printed at mainz in 1462"
+    we = text_word_errors(ref, hyp, norm)
+    assert (we.errors, we.ref_words) == (1, 14)  # Maintz/mainz; 1462 matches "fourteen sixty-two"
+    assert text_word_errors("hello", "hello (music)", norm).wer == 0.0  # a hypothesis annotation is dropped
