@@ -49,8 +49,12 @@ _RAW_FIELDS = {"text", "speaker", "duration", "sample_rate", "source"}
 @dataclass
 class TokenizeConfig:
     codec: str = "encodec_24khz"  # a `codec.base.load_codec` spec
-    batch_seconds: float = 120.0  # padded audio per codec forward (B * T_max); 0 = one clip per forward
+    # Padded audio per codec forward (B * T_max); 0 = one clip per forward. None: 8 s on CPU, 200 s on GPU.
+    # On CPU the convolutions at the audio rate dominate and already fill a core with one clip, while
+    # big batches spill out of cache: scripts/bench_tokenize.py measured batches of 30 s+ as slower there.
+    batch_seconds: float | None = None
     batch_frames: int | None = None  # the same bound in codec frames; overrides batch_seconds
+    max_padding: float = 0.1  # a batch closes before a clip shorter than (1 - max_padding) * its longest
     window_seconds: float = 1200.0  # decoded audio held at once and length-sorted
     long_clip_seconds: float = 60.0  # clips longer than this are encoded alone, in overlapping chunks
     device: str = "cpu"  # "cuda" picks cuda:LOCAL_RANK
@@ -80,6 +84,8 @@ class ShardSummary:
     frames: int = 0
     forwards: int = 0  # codec calls
     padding: float = 0.0  # share of padded samples in those calls
+    decode_seconds: float = 0.0  # reading, FLAC decoding, resampling
+    encode_seconds: float = 0.0  # codec forwards (including the copy of the codes back to the host)
     seconds: float = 0.0  # wall time for the shard
     rejects: list[dict] = field(default_factory=list)
 
@@ -175,18 +181,28 @@ class ShardTokenizer:
         clip.wav = resample(to_mono(wav), sr, self.codec.sample_rate)[0]
 
     # ---- encode ----------------------------------------------------------------------------------
-    def _batches(self, clips: list[_Clip]) -> Iterator[list[_Clip]]:
-        """Longest first; a batch grows while B * T_max stays within the budget."""
-        budget = self.cfg.batch_seconds * self.codec.sample_rate
+    def batch_samples(self) -> float:
+        """The padded-samples budget of one codec forward at the codec rate."""
         if self.cfg.batch_frames is not None:
-            budget = self.cfg.batch_frames * self.codec.hop_length
+            return self.cfg.batch_frames * self.codec.hop_length
+        seconds = self.cfg.batch_seconds
+        if seconds is None:
+            seconds = 8.0 if self.codec.device.type == "cpu" else 200.0
+        return seconds * self.codec.sample_rate
+
+    def _batches(self, clips: list[_Clip]) -> Iterator[list[_Clip]]:
+        """Longest first; a batch grows while B * T_max stays within the budget and no clip in it is
+        padded by more than `max_padding` of the longest."""
+        budget = self.batch_samples()
         long_limit = self.cfg.long_clip_seconds * self.codec.sample_rate
         batch: list[_Clip] = []
         for clip in sorted(clips, key=lambda c: -c.wav.shape[-1]):
             if clip.wav.shape[-1] > long_limit:
                 yield [clip]
                 continue
-            if batch and (len(batch) + 1) * batch[0].wav.shape[-1] > budget:
+            longest = batch[0].wav.shape[-1] if batch else 0
+            if batch and ((len(batch) + 1) * longest > budget
+                          or clip.wav.shape[-1] < (1 - self.cfg.max_padding) * longest):
                 yield batch
                 batch = []
             batch.append(clip)
@@ -209,6 +225,11 @@ class ShardTokenizer:
         summary.padding += float(wav.shape[-1] * len(batch) - lengths.sum())  # samples; normalised later
 
     def _encode_window(self, clips: list[_Clip], summary: ShardSummary, rejects: list[Reject]) -> None:
+        start = time.perf_counter()
+        self._encode_batches(clips, summary, rejects)
+        summary.encode_seconds += time.perf_counter() - start
+
+    def _encode_batches(self, clips: list[_Clip], summary: ShardSummary, rejects: list[Reject]) -> None:
         for batch in self._batches(clips):
             try:
                 self._encode(batch, summary)
@@ -218,7 +239,7 @@ class ShardTokenizer:
                     log.warning("cannot encode %s in %s: %r", batch[0].key, summary.input, exc)
                     continue
                 for clip in batch:
-                    self._encode_window([clip], summary, rejects)
+                    self._encode_batches([clip], summary, rejects)
             for clip in batch:
                 clip.wav = None  # free the audio as soon as it is encoded
 
@@ -258,6 +279,8 @@ class ShardTokenizer:
         summary.rejects = [asdict(r) for r in rejects]
         samples = [self._sample(c, name) for c in done]
         summary.seconds = round(time.perf_counter() - start, 3)
+        summary.decode_seconds = round(summary.seconds - summary.encode_seconds, 3)
+        summary.encode_seconds = round(summary.encode_seconds, 3)
         return summary, samples
 
     def _sample(self, clip: _Clip, shard: str) -> dict:
@@ -303,10 +326,12 @@ class RunSummary:
     rejected: int = 0
     audio_seconds: float = 0.0
     forwards: int = 0
+    encode_seconds: float = 0.0  # summed over workers
     seconds: float = 0.0  # wall time
 
     def add(self, s: ShardSummary) -> None:
         self.done += 1
+        self.encode_seconds += s.encode_seconds
         self.clips += s.clips
         self.written += s.written
         self.rejected += s.rejected

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import shutil
 import sys
@@ -32,7 +33,13 @@ from data_pipeline.batching import BatchingConfig, padding_fraction
 from data_pipeline.ingest import IngestConfig, ingest
 from data_pipeline.loader import LoaderConfig, TokenLoader
 from data_pipeline.records import TokenMeta
-from data_pipeline.tokenize import TokenizeConfig, token_sample, tokenize_shards, write_shard_atomically
+from data_pipeline.tokenize import (
+    SUMMARY_DIR,
+    TokenizeConfig,
+    token_sample,
+    tokenize_shards,
+    write_shard_atomically,
+)
 
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
 
@@ -72,27 +79,32 @@ def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
     codec.encode(torch.zeros(1, 1, codec.sample_rate, device=device))  # warm-up: kernels, allocator
     print(f"\n## tokenize: {summary.accepted} clips, {audio:.0f} s of real speech, {len(summary.shards)} raw "
           f"shards, codec {args.codec} on {args.device}")
-    print(f"{'threads':>7} {'mode':<22} {'forwards':>8} {'wall s':>8} {'audio s/s':>10} {'vs per-file':>11}")
+    print("wall = audio seconds per wall second; cpu = audio seconds per CPU second of this process (robust "
+          "to other load on a shared machine with 1 thread; with more threads it also counts spin-waits)")
+    print(f"{'threads':>7} {'mode':<20} {'forwards':>8} {'padding':>8} {'wall s':>7} {'wall':>6} "
+          f"{'ratio':>6} {'cpu s':>7} {'cpu':>6} {'ratio':>6} {'encode share':>12}")
+    modes = [("one file per forward", 0.0)] + [(f"batched {b:g} s", b) for b in args.batch_seconds]
     for threads in args.threads:
-        if args.device == "cpu":
+        if device.type == "cpu":
             torch.set_num_threads(threads)
-        base = None
-        for name, batch_seconds in (("one file per forward", 0.0), (f"batched ({args.batch_seconds:g} s)",
-                                                                    args.batch_seconds)):
+        base_wall = base_cpu = None
+        for name, batch_seconds in modes:
             out = work / f"tok-{threads}-{batch_seconds}"
             cfg = TokenizeConfig(codec=args.codec, batch_seconds=batch_seconds, device=args.device,
                                  progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run = tokenize_shards(work / "raw", out, cfg, codec=codec)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            wall = time.perf_counter() - start
-            speed = run.audio_seconds / wall
-            base = base or speed
-            print(f"{threads:>7} {name:<22} {run.forwards:>8} {wall:>8.1f} {speed:>10.1f} "
-                  f"{speed / base:>10.2f}x")
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            padding = [json.loads(p.read_text())["padding"] for p in (out / SUMMARY_DIR).glob("*.json")]
+            speed, cpu_speed = run.audio_seconds / wall, run.audio_seconds / cpu
+            base_wall, base_cpu = base_wall or speed, base_cpu or cpu_speed
+            print(f"{threads:>7} {name:<20} {run.forwards:>8} {np.mean(padding):>8.1%} {wall:>7.1f} "
+                  f"{speed:>6.1f} {speed / base_wall:>5.2f}x {cpu:>7.1f} {cpu_speed:>6.1f} "
+                  f"{cpu_speed / base_cpu:>5.2f}x {run.encode_seconds / wall:>12.0%}")
             shutil.rmtree(out)
 
 
@@ -140,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", default="encodec_24khz:random")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=150.0, help="audio to tokenize (default: %(default)s)")
-    p.add_argument("--batch-seconds", type=float, default=TokenizeConfig().batch_seconds)
+    p.add_argument("--batch-seconds", type=float, nargs="+", default=[8.0, 30.0, 120.0],
+                   help="padded-audio budgets of the batched runs (default: %(default)s)")
     p.add_argument("--shard-clips", type=int, default=1000, help="clips per raw shard (default: %(default)s)")
     p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
                    help="torch CPU thread counts to compare (default: all cores)")

@@ -2,7 +2,8 @@
 """Tokenize raw shards ({key}.flac + {key}.json) into token shards ({key}.codes.npy + {key}.json).
 
 Examples:
-  python scripts/tokenize_shards.py --input runs/demo/raw --output runs/demo/tokens --codec encodec_24khz:random
+  python scripts/tokenize_shards.py --input runs/demo/raw --output runs/demo/tokens \\
+      --codec encodec_24khz:random
   python scripts/tokenize_shards.py --input data/raw/libritts --output data/tok/libritts \\
       --codec encodec_24khz@6 --device cuda --batch-seconds 600
   torchrun --nproc_per_node 8 scripts/tokenize_shards.py --input ... --output ... --device cuda
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
@@ -33,28 +35,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: %(default)s)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--batch-seconds", type=float, default=None,
-                      help=f"padded audio per codec forward, seconds (default: {d.batch_seconds}); "
+                      help="padded audio per codec forward, seconds (default: 8 on CPU, 200 on GPU); "
                            "0 = one clip per forward")
     size.add_argument("--batch-frames", type=int, default=None,
                       help="padded audio per codec forward, in codec frames (instead of --batch-seconds)")
     p.add_argument("--window-seconds", type=float, default=d.window_seconds,
                    help="decoded audio held at once for length sorting (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N (default: cpu)")
+    p.add_argument("--device", default=d.device,
+                   help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N (default: cpu)")
     p.add_argument("--num-workers", type=int, default=d.num_workers,
                    help="tokenizer processes on this machine (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of a ':random' codec (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of a ':random' codec (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # the deepspeed launcher appends --local_rank=N (torchrun sets LOCAL_RANK instead)
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = TokenizeConfig(codec=args.codec, window_seconds=args.window_seconds, device=args.device,
                          num_workers=args.num_workers, seed=args.seed, progress=not args.quiet)
-    if args.batch_seconds is not None:
-        cfg.batch_seconds = args.batch_seconds
-    cfg.batch_frames = args.batch_frames
+    cfg.batch_seconds, cfg.batch_frames = args.batch_seconds, args.batch_frames
     run = tokenize_shards(args.input, args.output, cfg)
     speed = run.audio_seconds / run.seconds if run.seconds else 0.0
     print(f"shards   {run.shards} owned: {run.done} tokenized, {run.skipped} already done")

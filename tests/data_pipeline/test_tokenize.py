@@ -77,8 +77,10 @@ def arctic_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def arctic_tokens(tmp_path_factory, arctic_raw, tiny_codec_dir) -> Path:
     out = tmp_path_factory.mktemp("arctic") / "tokens"
-    run = tokenize_shards(arctic_raw, out, TokenizeConfig(codec=str(tiny_codec_dir), progress=False))
-    assert (run.shards, run.done, run.written, run.rejected) == (3, 3, 6, 0)
+    # both clips of a shard in one padded forward, so the batched path is what gets checked
+    cfg = TokenizeConfig(codec=str(tiny_codec_dir), batch_seconds=60, max_padding=0.9, progress=False)
+    run = tokenize_shards(arctic_raw, out, cfg)
+    assert (run.shards, run.done, run.written, run.rejected, run.forwards) == (3, 3, 6, 0, 3)
     return out
 
 
@@ -193,6 +195,8 @@ def test_cli_help(capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     assert "--batch-frames" in capsys.readouterr().out
+    args = cli.parse_args(["--input", "raw", "--output", "tok", "--local_rank=3"])  # as deepspeed launches it
+    assert args.local_rank == 3 and args.batch_seconds is None
 
 
 # ---- integration ---------------------------------------------------------------------------------
