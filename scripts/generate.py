@@ -17,11 +17,11 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
-from lm.synthesizer import DEFAULT_MODEL_DIR, SynthesisError, Synthesizer
+from codec.audio import AudioReadError, load_audio
+from lm.synthesizer import DEFAULT_MODEL_DIR, DecodeConfig, SynthesisError, Synthesizer
 
 log = logging.getLogger("generate")
 
@@ -36,13 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"exported model directory (default: {DEFAULT_MODEL_DIR})")
     p.add_argument("--prompt-text", default=None, help="transcript of the prompt: enables continuation mode")
     p.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=None)
-    p.add_argument("--max-seconds", type=float, default=None, help="cap on the audio generated per sentence")
+    d = DecodeConfig()
+    p.add_argument("--temperature", type=float, default=None, help=f"0 = greedy (default {d.temperature})")
+    p.add_argument("--top-k", type=int, default=None, help=f"0 = off (default {d.top_k})")
+    p.add_argument("--top-p", type=float, default=None, help=f"1 = off (default {d.top_p})")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help=f"> 1 discourages codes repeated in the last {d.repetition_window} frames "
+                        f"(default {d.repetition_penalty})")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help=f"cap on the audio generated per sentence (default {d.max_seconds})")
     p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter directory (from finetune)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the one-token decode step (CUDA graphs on GPU; pays off on long text)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is fastest for tiny models or "
                         "on a busy machine)")
@@ -50,17 +56,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_prompt(path: Path) -> tuple[np.ndarray, int]:
+def read_prompt(path: Path) -> tuple[torch.Tensor, int]:
     """The prompt as float32 [C, T] plus its sample rate; SynthesisError names the file and the reason."""
     if not path.is_file():
         raise SynthesisError(f"prompt audio not found: {path}")
     try:
-        wav, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
-    except Exception as e:  # soundfile raises several types for unreadable / unsupported files
-        raise SynthesisError(f"cannot read prompt audio {path}: {e}") from e
-    if wav.shape[0] == 0:
+        wav, sample_rate = load_audio(path)
+    except AudioReadError as e:
+        raise SynthesisError(f"cannot read prompt audio {path}: {e.reason}") from e
+    if wav.shape[-1] == 0:
         raise SynthesisError(f"prompt audio {path} is empty")
-    return np.ascontiguousarray(wav.T), int(sample_rate)
+    return wav, sample_rate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prompt, prompt_rate = read_prompt(args.prompt_audio)
         synth = Synthesizer.from_pretrained(args.checkpoint or DEFAULT_MODEL_DIR, device=args.device,
-                                            adapter=args.adapter)
+                                            adapter=args.adapter, compile_step=args.compile)
         result = synth.synthesize(args.text, prompt, prompt_rate, prompt_text=args.prompt_text,
                                   seed=args.seed, **decode)
     except SynthesisError as e:
