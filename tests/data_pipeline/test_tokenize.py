@@ -101,14 +101,19 @@ def test_token_shards_hold_every_clip_with_consistent_codes_and_metadata(arctic_
     assert [json.loads(p.read_text())["written"] for p in summaries] == [2, 2, 2]
 
 
-def test_batched_codes_match_one_clip_at_a_time(tmp_path, arctic_raw, arctic_tokens, tiny_codec_dir):
-    cfg = TokenizeConfig(codec=str(tiny_codec_dir), batch_seconds=0, progress=False)  # one clip per forward
-    run = tokenize_shards(arctic_raw, tmp_path / "per_clip", cfg)
-    assert run.forwards == 6
-    batched, per_clip = token_contents(arctic_tokens), token_contents(tmp_path / "per_clip")
+@pytest.mark.parametrize("variant,settings,forwards", [
+    ("one clip per forward, one clip per window", dict(batch_seconds=0, window_seconds=1), 6),
+    ("long-clip path (chunked encode_long)", dict(long_clip_seconds=1.0), 6),
+])
+def test_batched_codes_match_other_encoding_paths(tmp_path, arctic_raw, arctic_tokens, tiny_codec_dir,
+                                                  variant, settings, forwards):
+    cfg = TokenizeConfig(codec=str(tiny_codec_dir), progress=False, **settings)
+    run = tokenize_shards(arctic_raw, tmp_path / "other", cfg)
+    assert run.forwards == forwards, variant
+    batched, other = token_contents(arctic_tokens), token_contents(tmp_path / "other")
     same = total = 0
     for key, [(codes, _)] in batched.items():
-        [(ref, _)] = per_clip[key]
+        [(ref, _)] = other[key]
         assert codes.shape == ref.shape
         same, total = same + int((codes == ref).sum()), total + codes.size
     assert same / total >= 0.99  # padding never changes the codes (float noise may flip a rare argmin)
