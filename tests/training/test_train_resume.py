@@ -1,0 +1,125 @@
+"""Two CPU ranks (gloo) under the real `deepspeed` launcher, ZeRO-2: a run interrupted after a checkpoint
+(by a crash right after it, or by SIGTERM) and resumed computes the same losses, step for step, as the
+uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from training_helpers import FAST_OVERRIDES, ROOT
+
+from lm.train_state import latest_tag
+
+pytestmark = pytest.mark.integration
+
+TOTAL = 8  # the schedule's length: fixed, so a run stopped early has the same learning rates
+SETTINGS = [*FAST_OVERRIDES, "log.every=1", "eval_every=3", "eval_batches=4", "checkpoint_every=3",
+            "keep_checkpoints=5", "optim.lr=3e-3", "schedule.warmup_steps=2", f"schedule.total_steps={TOTAL}"]
+COMPARED = ("loss", "ar_loss", "nar_loss", "grad_norm", "lr")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _command(data: Path, out: Path, max_steps: int, resume: bool = False) -> list[str]:
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
+                "--master_port", str(_free_port())]
+    args = ["--data", str(data), "--out", str(out), "--preset", "tiny", "--deepspeed",
+            str(ROOT / "ds_configs" / "zero2.json"), "--max-steps", str(max_steps), *SETTINGS]
+    return [*launcher, str(ROOT / "scripts" / "train.py"), *args, *(["--resume"] if resume else [])]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _metrics(out: Path, split: str = "train") -> dict[int, dict]:
+    rows = (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r for r in rows if r["split"] == split}
+
+
+def _assert_same_steps(resumed: dict[int, dict], reference: dict[int, dict], steps: range) -> None:
+    assert sorted(resumed) == list(steps), f"resumed run logged steps {sorted(resumed)}"
+    for step in steps:
+        for key in COMPARED:
+            assert resumed[step][key] == pytest.approx(reference[step][key], rel=0, abs=1e-6), (step, key)
+
+
+@pytest.fixture(scope="module")
+def reference(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    _run(_command(token_dir, out, TOTAL))
+    return out
+
+
+def test_two_rank_run_trains_and_exports(reference: Path) -> None:
+    train = _metrics(reference)
+    assert sorted(train) == list(range(1, TOTAL + 1))
+    assert all(0 < train[s]["loss"] < 30 and train[s]["grad_norm"] > 0 for s in train)
+    assert sorted(_metrics(reference, "val")) == [3, 6]
+    assert latest_tag(reference / "checkpoints") == f"step_{TOTAL:08d}"
+    ckpt = reference / "checkpoints" / "step_00000003"
+    assert {p.name for p in ckpt.glob("train_state_rank*.pt")} == {"train_state_rank00000.pt",
+                                                                    "train_state_rank00001.pt"}
+    assert len(list(ckpt.glob("zero_pp_rank_*_optim_states.pt"))) == 2  # ZeRO-2 partitions
+    assert (reference / "export" / "model.safetensors").is_file()
+
+
+def test_resume_after_a_checkpoint_matches_the_uninterrupted_run(reference: Path, token_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    # the run "crashed" right after its step-3 checkpoint: only that checkpoint survives
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copytree(reference / "checkpoints" / "step_00000003", out / "checkpoints" / "step_00000003")
+    (out / "checkpoints" / "latest").write_text("step_00000003\n")
+    shutil.copy(reference / "tokenizer.model", out / "tokenizer.model")
+    proc = _run(_command(token_dir, out, TOTAL, resume=True))
+    assert "resumed from" in proc.stdout + proc.stderr
+    _assert_same_steps(_metrics(out), _metrics(reference), range(4, TOTAL + 1))
+    assert _metrics(out, "val")[6]["loss"] == pytest.approx(_metrics(reference, "val")[6]["loss"], abs=1e-6)
+
+
+def test_sigterm_checkpoints_and_the_resumed_run_matches(reference: Path, token_dir: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # a long run, stopped by SIGTERM to every process (as a cluster scheduler does) once step 1 is logged
+    proc = subprocess.Popen(_command(token_dir, out, 10_000), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines, deadline = [], time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if "step 1/10000" in line or time.monotonic() > deadline:
+            break
+    tree = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    psutil.wait_procs([p for p in tree if p is not proc], timeout=120)
+    proc.wait(timeout=60)
+    log_text = "".join(lines)
+    assert "SIGTERM: stopping after this step with a checkpoint" in log_text, log_text[-3000:]
+    stopped = latest_tag(out / "checkpoints")
+    assert stopped is not None, log_text[-3000:]
+    step = int(stopped.split("_")[1])
+    assert 1 <= step < TOTAL, f"stopped at step {step}; the comparison needs a stop before step {TOTAL}"
+    assert not (out / "export").exists()  # an interrupted run does not export
+    _run(_command(token_dir, out, TOTAL, resume=True))
+    # steps 1..step from the stopped run, step+1..TOTAL from the resumed one
+    _assert_same_steps(_metrics(out), _metrics(reference), range(1, TOTAL + 1))
