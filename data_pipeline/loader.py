@@ -258,9 +258,12 @@ class _TokenStream(IterableDataset):
 class TokenLoader:
     """Iterate `TTSBatch`es from token shards; `state_dict()` / `load_state_dict()` resume exactly.
 
-    Training (`infinite=True`): endless epochs, a new shard order per epoch from (seed, epoch).
-    Validation (`infinite=False`): each `iter()` is one pass over this rank's share, then stops.
-    Iterating again after a `break` continues from the current position.
+    Training (`infinite=True`): endless epochs, a new shard order per epoch from (seed, epoch); a
+    restored loader yields exactly the batches an uninterrupted one would have yielded next.
+    Validation (`infinite=False`): each `iter()` is one pass over this rank's share, then stops; a pass
+    resumed mid-way yields each remaining batch once, though with several workers the interleaving after
+    a worker has finished may differ. Iterating again after a `break` continues from the current position.
+    Ranks may get different numbers of batches per pass: aggregate validation metrics after the pass.
     """
 
     def __init__(self, config: LoaderConfig, text_encoder: TextEncoder):

@@ -76,6 +76,18 @@ def test_restored_loader_yields_exactly_the_next_batches(token_shards, text_enco
     assert restored.stats == loader.stats  # counters replay to the same values
 
 
+def test_validation_pass_resumed_mid_way_still_covers_everything_once(token_shards, text_encoder):
+    paths = token_shards(num_shards=4, per_shard=8)
+    cfg = LoaderConfig(shards=str(paths[0].parent), batching=BatchingConfig(**SMALL), infinite=False,
+                       num_workers=2)
+    loader = TokenLoader(cfg, text_encoder)
+    seen = Counter(k for batch in itertools.islice(iter(loader), 3) for k in batch.keys)
+    restored = TokenLoader(cfg, text_encoder)
+    restored.load_state_dict(loader.state_dict())
+    seen.update(all_keys(restored))
+    assert len(seen) == 32 and set(seen.values()) == {1}
+
+
 def test_epochs_reshuffle_and_cover_everything(token_shards, text_encoder):
     paths = token_shards(num_shards=4, per_shard=6)
     loader = build_loader(str(paths[0].parent), text_encoder, shuffle_buffer=8, **SMALL)
