@@ -31,7 +31,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def save_model(
-    model: TTSModel,
+    model: TTSModel | None,
     config: ModelConfig,
     directory: str | os.PathLike,
     metadata: dict | None = None,
@@ -39,7 +39,8 @@ def save_model(
 ) -> Path:
     """Write weights + config atomically (temporary names, then rename). Returns the directory.
 
-    state_dict overrides the model's own (e.g. the consolidated fp32 weights of a ZeRO-3 run).
+    state_dict overrides the model's own (e.g. the consolidated fp32 weights of a ZeRO-3 run); then model may
+    be None.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

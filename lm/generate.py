@@ -109,16 +109,17 @@ def decode_one_token(
     return ar.code_head(hidden[:, -1]).float()
 
 
-_compiled_decode = None
+_compiled_decode: dict[str, object] = {}
 
 
-def _decode_fn(compile_step: bool):
-    global _compiled_decode
+def _decode_fn(compile_step: bool, device: torch.device):
+    """decode_one_token, compiled once per device type when asked (CUDA graphs on GPU)."""
     if not compile_step:
         return decode_one_token
-    if _compiled_decode is None:
-        _compiled_decode = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
-    return _compiled_decode
+    if device.type not in _compiled_decode:
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        _compiled_decode[device.type] = torch.compile(decode_one_token, mode=mode, fullgraph=True)
+    return _compiled_decode[device.type]
 
 
 def recompute_logits(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
@@ -178,7 +179,7 @@ def generate_ar(
     if use_cache:
         ar.setup_cache(bsz, prefix_len + max_steps)
         logits = prefill(ar, tokens, pads)
-        step_fn = _decode_fn(compile_step)
+        step_fn = _decode_fn(compile_step, device)
     else:
         seq = torch.cat([tokens, tokens.new_zeros(bsz, max_steps)], dim=1)
         logits = recompute_logits(ar, tokens, pads)
@@ -204,10 +205,10 @@ def generate_ar(
         token = vocab.head_class_to_token(nxt)[:, None]
         if use_cache:
             input_pos = torch.tensor([prefix_len + t], device=device)
-            logits = step_fn(ar, token, input_pos, pads, None if compile_step else prefix_len + t + 1)
-            logits = (
-                logits.clone() if compile_step else logits
-            )  # CUDA-graph outputs are reused by the next call
+            if compile_step:  # whole-cache shapes; clone: CUDA-graph outputs are reused by the next call
+                logits = step_fn(ar, token, input_pos, pads, None).clone()
+            else:
+                logits = step_fn(ar, token, input_pos, pads, prefix_len + t + 1)
         else:
             seq[:, prefix_len + t] = token[:, 0]
             logits = recompute_logits(ar, seq[:, : prefix_len + t + 1], pads)

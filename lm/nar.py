@@ -60,28 +60,30 @@ class NARHead(nn.Module):
             nn.init.normal_(emb.weight, std=config.initializer_range)
 
     def sum_codes(self, codes: torch.Tensor, num_used: torch.Tensor | int) -> torch.Tensor:
-        """codes [B, Q, F] -> [B, F, hidden], the sum of the embeddings of codebooks q < num_used (per
-        row)."""
-        bsz, num_q, frames = codes.shape
+        """codes [B, Q, F] -> [B, F, hidden]: per row, the sum of the embeddings of codebooks q < num_used."""
+        bsz, num_q, _ = codes.shape
         size = self.config.codebook_size
         num_used = torch.as_tensor(num_used, device=codes.device).expand(bsz)
-        out = codes.new_zeros((bsz, frames, self.config.nar_hidden_size), dtype=self.code_embed.weight.dtype)
+        out = self.code_embed(codes[:, 0])  # codebook 1 is always used (num_used >= 1)
         # a loop over Q (<= 32) keeps memory at one [B, F, hidden] instead of [B, Q, F, hidden]
-        for q in range(num_q):
+        for q in range(1, num_q):
             keep = (q < num_used).to(out.dtype)[:, None, None]
             out = out + self.code_embed(codes[:, q] + q * size) * keep
         return out
 
     def forward(self, inp: NARInputs) -> torch.Tensor:
-        """-> logits [B, F, K] for codebook `inp.stage[b]` at every target frame."""
+        """-> logits [B, F, K] for codebook `inp.stage[b]` at every target frame.
+
+        Weights are only read through module calls (no `.weight` indexing), so DeepSpeed ZeRO-3 gathers them.
+        """
         text_len, prompt_len = inp.text_ids.shape[1], inp.prompt_codes.shape[2]
-        q_model = self.config.num_codebooks
+        q_model, size = self.config.num_codebooks, self.config.codebook_size
         if inp.prompt_codes.shape[1] != q_model or inp.target_codes.shape[1] != q_model:
             raise ValueError(
                 f"NAR expects {q_model} codebooks, got prompt {tuple(inp.prompt_codes.shape)} and "
                 f"target {tuple(inp.target_codes.shape)}"
             )
-        seg = self.segment_embed.weight
+        seg = self.segment_embed(torch.arange(3, device=inp.stage.device))  # [3, hidden]
         x = torch.cat(
             [
                 self.model.embed_tokens(inp.text_ids) + seg[TEXT],
@@ -100,14 +102,12 @@ class NARHead(nn.Module):
             dim=1,
         )  # [B, N]
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
-        mask = valid[
-            :, None, None, :
-        ]  # [B, 1, 1, N]: every query sees every real token (frames >= 1 per row)
+        # [B, 1, 1, N]: every query sees every real token (each row has >= 1 target frame, so no empty row)
+        mask = valid[:, None, None, :]
         hidden = self.model(
             inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=False
         ).last_hidden_state
         target = hidden[:, text_len + prompt_len :]  # [B, F, hidden]
-        tables = self.code_embed.weight.view(q_model, self.config.codebook_size, -1)[
-            inp.stage
-        ]  # [B, K, hidden]
-        return torch.einsum("bfd,bkd->bfk", target, tables)
+        # the classifier for codebook j is codebook j's input table (tied): rows j*K .. j*K + K-1
+        rows = inp.stage[:, None] * size + torch.arange(size, device=inp.stage.device)[None]
+        return torch.einsum("bfd,bkd->bfk", target, self.code_embed(rows))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import time
 
@@ -197,9 +198,14 @@ def main() -> None:
     args.dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
 
-    bandwidth = copy_bandwidth(device)
-    rows = [bench_preset(name, args, bandwidth, device) for name in args.presets]
+    load_before = os.getloadavg()[0]
+    rows = []
+    for name in args.presets:  # bandwidth re-measured next to each preset: a shared machine's load drifts
+        bandwidth = copy_bandwidth(device)
+        rows.append(bench_preset(name, args, bandwidth, device))
+        rows[-1]["bandwidth"] = bandwidth
     bench_codec(rows, args, device)
+    load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
 
     where = (
         torch.cuda.get_device_name(device)
@@ -207,24 +213,32 @@ def main() -> None:
         else f"cpu, {torch.get_num_threads()} threads"
     )
     print(
-        f"\n{where}, {args.dtype}, copy bandwidth {bandwidth / 1e9:.1f} GB/s, prefix = {args.text_len} text "
-        f"pieces + {args.prompt_frames} prompt frames, {args.frames} frames decoded, compile={args.compile}"
+        f"\n{where} ({load}), {args.dtype}, prefix = {args.text_len} text pieces + {args.prompt_frames} "
+        f"prompt frames, {args.frames} frames decoded, compile={args.compile}"
     )
-    header = (
-        f"{'preset':<7}{'params':>8}{'AR MB/step':>11}{'floor t/s':>10}{'KV t/s':>9}{'share':>7}"
-        f"{'recomp t/s':>11}{'method':>12}{'KV speedup':>11}{'prefill ms':>11}{'NAR s':>8}{'codec s':>8}"
-        f"{'RTF':>7}"
+    columns = [  # (title, width, format of one row)
+        ("preset", 7, lambda r: f"{r['preset']:<7}"),
+        ("params", 8, lambda r: f"{r['params_M']:7.1f}M"),
+        ("AR MB/step", 11, lambda r: f"{r['weight_MB']:11.1f}"),
+        ("copy GB/s", 10, lambda r: f"{r['bandwidth'] / 1e9:10.1f}"),
+        ("floor t/s", 10, lambda r: f"{r['floor_tps']:10.1f}"),
+        ("KV t/s", 9, lambda r: f"{r['kv_tps']:9.1f}"),
+        ("share", 7, lambda r: f"{r['share']:7.0%}"),
+        ("recomp t/s", 11, lambda r: f"{r['recompute_tps']:11.2f}"),
+        ("method", 12, lambda r: f"{r['method']:>12}"),
+        ("KV speedup", 11, lambda r: f"{r['speedup']:10.1f}x"),
+        ("prefill ms", 11, lambda r: f"{r['prefill_ms']:11.1f}"),
+        ("NAR s", 8, lambda r: f"{r['nar_s']:8.2f}"),
+        ("codec s", 8, lambda r: f"{r['codec_s']:8.2f}" if "codec_s" in r else f"{'n/a':>8}"),
+        ("RTF", 7, lambda r: f"{r['rtf']:7.2f}" if "rtf" in r else f"{'n/a':>7}"),
+    ]
+    header = "".join(
+        f"{title:<{width}}" if i == 0 else f"{title:>{width}}" for i, (title, width, _) in enumerate(columns)
     )
     print(header)
     print("-" * len(header))
     for r in rows:
-        codec_s = f"{r['codec_s']:8.2f}" if "codec_s" in r else f"{'n/a':>8}"
-        rtf = f"{r['rtf']:7.2f}" if "rtf" in r else f"{'n/a':>7}"
-        print(
-            f"{r['preset']:<7}{r['params_M']:7.1f}M{r['weight_MB']:11.1f}{r['floor_tps']:10.1f}{r['kv_tps']:9.1f}"
-            f"{r['share']:7.0%}{r['recompute_tps']:11.2f}{r['method']:>12}{r['speedup']:10.1f}x"
-            f"{r['prefill_ms']:11.1f}{r['nar_s']:8.2f}{codec_s}{rtf}"
-        )
+        print("".join(fmt(r) for _, _, fmt in columns))
     print("targets: small preset KV speedup >= 5x at 375 frames; share of the bandwidth floor >= 70%")
 
 
