@@ -8,8 +8,9 @@ faster-whisper model name (e.g. `large-v3`, which faster-whisper downloads on a 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,8 @@ class ASRConfig:
     compute_type: str | None = None  # None: float32 on CPU (tiny.en ships float16), float16 on CUDA
     beam_size: int = 5
     language: str = "en"
-    cpu_threads: int = 0  # 0: CTranslate2's default
+    # CTranslate2's own default is 4 threads, which oversubscribes a small machine and burns CPU spinning.
+    cpu_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
 
 
 class WhisperASR:

@@ -52,10 +52,25 @@ class GroundTruthSynthesizer:
         return {"temperature": 1.0, "top_k": 50, "max_seconds": 20.0}
 
 
-def test_synthesis_run_writes_three_reports(tmp_path, repo_list, scorers):
-    cases = read_list(repo_list, limit=2)
+def _clip(speech_dir, name):
+    folder = "cmu-arctic-sample" if name.startswith("cmu") else "ljspeech-sample"
+    return speech_dir / folder / name
+
+
+# Clips chosen to be cheap for DNSMOS, which repeats short audio past 9 s and scores every 1 s hop.
+LJ11 = ("LJ001-0011.wav", "it is of the first importance that the letter used should be fine in form;")
+AXB4 = ("cmu_arctic_us_axb_a0004.wav", "Lord, but I'm glad to see you again, Phil.")
+
+
+def test_synthesis_run_writes_three_reports(tmp_path, speech_dir, scorers):
+    lst = tmp_path / "two.lst"
+    lj_prompt = _clip(speech_dir, "LJ001-0004.wav")
+    axb_prompt = _clip(speech_dir, "cmu_arctic_us_axb_a0006.wav")
+    lst.write_text(f"lj|produced the block books|{lj_prompt}|{LJ11[1]}|{_clip(speech_dir, LJ11[0])}\n"
+                   f"axb|God bless 'em|{axb_prompt}|{AXB4[1]}|{_clip(speech_dir, AXB4[0])}\n")
+    cases = read_list(lst)
     synth = GroundTruthSynthesizer.from_cases(cases)
-    config = EvalConfig(list_path=repo_list, out_dir=tmp_path / "out", checkpoint=Path("ck"), seed=7, limit=2,
+    config = EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck"), seed=7,
                         batch_size=2, decode={"temperature": 0.6})
     summary = run_evaluation(config, synthesizer=synth, scorers=scorers)
 
@@ -74,7 +89,7 @@ def test_synthesis_run_writes_three_reports(tmp_path, repo_list, scorers):
     assert system["wer"] == pytest.approx(truth["wer"])
     assert system["sim"] == pytest.approx(truth["sim"], abs=1e-3)
     assert system["dnsmos_ovrl"] == pytest.approx(truth["dnsmos_ovrl"], abs=0.05)  # 16-bit wav round trip
-    assert system["wer"] < 0.2 and system["sim"] > 0.75
+    assert system["wer"] < 0.2 and system["sim"] > 0.6
     assert system["rtf"] == pytest.approx(0.25) and truth["rtf"] is None
     cfg = on_disk["config"]
     assert cfg["seed"] == 7
@@ -93,15 +108,14 @@ def test_synthesis_run_writes_three_reports(tmp_path, repo_list, scorers):
 
 
 def test_unreadable_prompt_is_logged_and_skipped_not_fatal(tmp_path, speech_dir, scorers, caplog):
-    clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
+    clip = _clip(speech_dir, LJ11[0])
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav")
     lst = tmp_path / "list.lst"
-    lst.write_text(f"bad|x|{broken}|Author of the danger trail, Philip Steels, etc.\n"
-                   f"good||{clip}|Author of the danger trail, Philip Steels, etc.|{clip}\n")
+    lst.write_text(f"bad|x|{broken}|{LJ11[1]}\ngood||{clip}|{LJ11[1]}|{clip}\n")
     synth = GroundTruthSynthesizer.from_cases(read_list(lst)[1:])
-    summary = run_evaluation(EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck")),
-                             synthesizer=synth, scorers=scorers)
+    summary = run_evaluation(EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck"),
+                                        score_ground_truth=False), synthesizer=synth, scorers=scorers)
     assert summary["num_cases"] == 2
     assert summary["system"]["n"] == 2 and summary["system"]["n_failed"] == 1
     assert summary["failed"][0]["id"] == "bad"
@@ -112,13 +126,11 @@ def test_unreadable_prompt_is_logged_and_skipped_not_fatal(tmp_path, speech_dir,
 
 
 def test_failing_and_silent_synthesis_are_recorded_per_case(tmp_path, speech_dir, scorers):
-    clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
+    clip = _clip(speech_dir, AXB4[0])
     lst = tmp_path / "list.lst"
-    lst.write_text(f"a||{clip}|Author of the danger trail, Philip Steels, etc.\n"
-                   f"b||{clip}|unknown text\nc||{clip}|four words said here\n")
+    lst.write_text(f"a||{clip}|{AXB4[1]}\nb||{clip}|unknown text\nc||{clip}|four words said here\n")
     # no recording for "unknown text": raises KeyError for case b only; case c returns no audio at all
-    synth = GroundTruthSynthesizer({"Author of the danger trail, Philip Steels, etc.": clip,
-                                    "four words said here": None})
+    synth = GroundTruthSynthesizer({AXB4[1]: clip, "four words said here": None})
     summary = run_evaluation(EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck"),
                                         batch_size=3, score_ground_truth=False, save_audio=False),
                              synthesizer=synth, scorers=scorers)
@@ -129,7 +141,9 @@ def test_failing_and_silent_synthesis_are_recorded_per_case(tmp_path, speech_dir
     # silence counts as all words deleted: it raises WER instead of dropping out of it
     assert system["counts"]["wer"] == 2 and system["wer_above_50"] == 1
     with open(tmp_path / "out" / "utterances.csv") as f:
-        errors_a = int(next(r for r in csv.DictReader(f) if r["id"] == "a")["errors"])
-    assert errors_a <= 2  # tiny.en hears "Philip" as "fill up"
-    assert system["wer"] == pytest.approx((errors_a + 4) / (8 + 4))
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    # normalised reference of a: "lord but i am glad to see you again phil"; c: 4 words, all deleted
+    assert (int(rows["a"]["ref_words"]), int(rows["c"]["ref_words"]), int(rows["c"]["errors"])) == (10, 4, 4)
+    assert int(rows["a"]["errors"]) <= 2
+    assert system["wer"] == pytest.approx((int(rows["a"]["errors"]) + 4) / (10 + 4))
     assert "ground_truth" not in summary
