@@ -157,9 +157,9 @@ def split_train_val(cfg: TrainConfig, world_size: int) -> tuple[list[str], list[
         return shards, []
     needed = world_size * max(1, data.num_workers)
     if len(shards) - data.val_shards < needed:
-        log.warning("only %d token shards: holding out %d for validation would leave fewer than %d for "
-                    "training (ranks x workers); validation is off (set data.val to a separate set)",
-                    len(shards), data.val_shards, needed)
+        log.warning("only %d token shard(s): holding out %d for validation would leave %d for training, "
+                    "fewer than ranks x workers = %d; validation is off (set data.val to a separate set)",
+                    len(shards), data.val_shards, max(0, len(shards) - data.val_shards), needed)
         return shards, []
     return shards[: -data.val_shards], shards[-data.val_shards :]
 
@@ -307,6 +307,7 @@ class Trainer:
             self._warn_config_changes(read_checkpoint_config(self.paths.checkpoints, tag))
         if self.rank == 0:
             dump_yaml(cfg, self.paths.config, header=_launch_header(out_dir, ds_config))
+            _truncate_metrics(self.paths.metrics, int(tag.split("_")[1]) if tag else 0)
 
         # identical initial weights on every rank; then per-rank streams for dropout and batch layouts
         torch.manual_seed(cfg.seed)
@@ -578,6 +579,14 @@ def _set_cpu_threads() -> None:
         return
     local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the step the run (re)starts from: a resumed run logs them again."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
 
 
 def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:

@@ -14,7 +14,14 @@ import torch
 import yaml
 
 from lm.deepspeed_setup import DeepSpeedConfigError, build_ds_config, load_ds_config, resolve_precision
-from lm.train_config import ConfigError, TrainConfig, config_diff, config_from_dict, resolve_config
+from lm.train_config import (
+    ConfigError,
+    TrainConfig,
+    config_diff,
+    config_from_dict,
+    load_yaml,
+    resolve_config,
+)
 from lm.train_state import rng_state, set_rng_state
 from lm.training import WarmupCosine, param_groups
 
@@ -146,3 +153,10 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> No
 
 def test_default_config_is_valid() -> None:
     assert resolve_config() == TrainConfig()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
+def test_shipped_yaml_configs_resolve(path: Path) -> None:
+    cfg = resolve_config(yaml_data=load_yaml(path))
+    assert cfg.preset in path.name  # each file is named after its preset
+    assert cfg.max_steps > cfg.schedule.warmup_steps
