@@ -246,22 +246,21 @@ def run_evaluation(config: EvalConfig, synthesizer: SynthesizerLike | None = Non
     scorers = scorers or Scorers.load(config.asr, config.device)
 
     rows: list[UttScore] = []
-    loaded = []  # (index, case, prompt, gt) for the cases whose audio could be read
-    for index, case in enumerate(cases):
-        try:
-            prompt, gt = _load_case_audio(case, need_ground_truth=config.codec_only)
-            loaded.append((index, case, prompt, gt))
-        except AudioError as exc:
-            log.error("skipping case %s: %s", case.id, exc)
-            rows.append(UttScore(case.id, SYSTEM, case.target_text, error=f"input: {exc}"))
-
-    progress = tqdm(total=len(loaded), desc="evaluate", unit="case")
-    for batch in _chunks(loaded, max(1, config.batch_size)):
-        if config.codec_only:
-            outputs = codec_round_trip(codec, [gt for _, _, _, gt in batch], config.device)
-        else:
-            outputs = synthesize_batches(synthesizer, [(i, c, p) for i, c, p, _ in batch], config)
-        for (_, case, prompt, gt), output in zip(batch, outputs, strict=True):
+    progress = tqdm(total=len(cases), desc="evaluate", unit="case")
+    # Audio is read, generated, scored and dropped one batch at a time, so memory does not grow with the list.
+    for batch in _chunks(list(enumerate(cases)), max(1, config.batch_size)):
+        loaded = []  # (index, case, prompt, gt) for the cases whose audio could be read
+        for index, case in batch:
+            try:
+                loaded.append((index, case, *_load_case_audio(case, need_ground_truth=config.codec_only)))
+            except AudioError as exc:
+                log.error("skipping case %s: %s", case.id, exc)
+                rows.append(UttScore(case.id, SYSTEM, case.target_text, error=f"input: {exc}"))
+                progress.update(1)
+        if not loaded:
+            continue
+        outputs = _produce(loaded, config, synthesizer, codec)
+        for (_, case, prompt, gt), output in zip(loaded, outputs, strict=True):
             rows.append(_score_system(scorers, case, prompt, gt, output, config, out))
             if gt is not None and config.score_ground_truth:
                 row = UttScore(case.id, GROUND_TRUTH, case.target_text, audio_path=str(case.ground_truth_wav))
@@ -278,11 +277,22 @@ def run_evaluation(config: EvalConfig, synthesizer: SynthesizerLike | None = Non
     return summary
 
 
+def _produce(loaded: list, config: EvalConfig, synthesizer, codec) -> list[Output | Exception]:
+    """System audio for one batch of loaded cases; a failure becomes per-case exceptions, never a crash."""
+    if not config.codec_only:
+        return synthesize_batches(synthesizer, [(i, c, p) for i, c, p, _ in loaded], config)
+    try:
+        return codec_round_trip(codec, [gt for _, _, _, gt in loaded], config.device)
+    except Exception as exc:  # e.g. out of memory on a long batch: lose this batch, not the run
+        log.error("codec round trip failed for %s: %s", [c.id for _, c, _, _ in loaded], exc)
+        return [RuntimeError(f"codec: {exc}") for _ in loaded]
+
+
 def _score_system(scorers: Scorers, case: EvalCase, prompt, gt, output: Output | Exception,
                   config: EvalConfig, out: Path) -> UttScore:
     row = UttScore(case.id, SYSTEM, case.target_text)
     if isinstance(output, Exception):
-        log.error("case %s: synthesis failed: %s", case.id, output)
+        log.error("case %s: no audio produced: %s", case.id, output)
         row.error = f"synthesis: {output}"
         return row
     row.rtf, row.first_audio_s = output.rtf, output.first_audio_s
@@ -294,7 +304,7 @@ def _score_system(scorers: Scorers, case: EvalCase, prompt, gt, output: Output |
         row.error = "empty audio"
         return row
     if config.save_audio:
-        path = out / "wavs" / f"{case.id}.wav"
+        path = out / "wavs" / f"{case.id.replace('/', '_')}.wav"
         save_audio(path, output.wav, output.sample_rate)
         row.audio_path = str(path)
     # PESQ / STOI only for a codec round trip: synthesised speech is not sample-aligned with the recording.
