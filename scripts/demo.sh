@@ -10,7 +10,7 @@ STEPS=${STEPS:-30}
 rm -rf "$RUN"
 $PY scripts/ingest.py --input tests/data/speech --format folder --output "$RUN/raw"
 $PY scripts/tokenize_shards.py --input "$RUN/raw" --output "$RUN/tokens" --codec "$CODEC"
-$PY scripts/train.py --data "$RUN/tokens" --out "$RUN/train" --preset tiny \
+$PY scripts/train.py --config configs/train_tiny_cpu.yaml --data "$RUN/tokens" --out "$RUN/train" \
     --deepspeed ds_configs/zero2.json --max-steps "$STEPS"
 $PY scripts/generate.py --checkpoint "$RUN/train/export" \
     --prompt-audio tests/data/speech/ljspeech-sample/LJ001-0002.wav \
