@@ -79,17 +79,25 @@ def frame_limits(text_lengths: torch.Tensor, sampling: SamplingConfig) -> tuple[
 
 
 # -- the two forward steps -----------------------------------------------------------------------------------
+def prefix_mask(pads: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prefix of `length` slots -> (mask [B, 1, P, P] bool, RoPE positions [B, P]).
+
+    Causal over real tokens; a pad query may see itself, so no softmax row is empty (an empty row is NaN, and
+    NaN values in the cache poison later steps even under a zero attention weight).
+    """
+    slots = torch.arange(length, device=pads.device)
+    causal = slots[None, :] <= slots[:, None]  # [P(query), P(key)]
+    real_key = slots[None, None, :] >= pads[:, None, None]  # [B, 1, P]
+    mask = (causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=pads.device)[None]
+    return mask[:, None], (slots[None] - pads[:, None]).clamp(min=0)
+
+
 def prefill(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
     """tokens [B, P] left-padded, pads [B] -> logits [B, V] of the last position; fills cache slots 0..P-1."""
     length = tokens.shape[1]
+    mask, rope_pos = prefix_mask(pads, length)
     slots = torch.arange(length, device=tokens.device)
-    rope_pos = (slots[None] - pads[:, None]).clamp(min=0)
-    causal = slots[None, :] <= slots[:, None]  # [P(query), P(key)]
-    real_key = slots[None, None, :] >= pads[:, None, None]  # [B, 1, P]
-    # a pad query may see itself, so no row of the softmax is empty (an empty row is NaN, and NaN values in
-    # the cache poison later steps even under a zero attention weight)
-    mask = (causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]
-    hidden = ar.forward_cached(tokens, slots, rope_pos, mask[:, None], kv_len=length)
+    hidden = ar.forward_cached(tokens, slots, rope_pos, mask, kv_len=length)
     return ar.code_head(hidden[:, -1]).float()
 
 
@@ -123,15 +131,10 @@ def _decode_fn(compile_step: bool, device: torch.device):
 
 
 def recompute_logits(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
-    """No cache: the full training forward over tokens [B, T] (left-padded) -> logits [B, V] of the last
-    position."""
-    length = tokens.shape[1]
-    slots = torch.arange(length, device=tokens.device)
-    causal = slots[None, :] <= slots[:, None]
-    real_key = slots[None, None, :] >= pads[:, None, None]
-    mask = (causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]
-    rope_pos = (slots[None] - pads[:, None]).clamp(min=0)
-    return ar(tokens, mask[:, None], rope_pos)[:, -1].float()
+    """No cache: the training forward over all of tokens [B, T] (left-padded) -> logits [B, V] of the last
+    position (the baseline the KV cache is measured against, and the reference it is tested against)."""
+    mask, rope_pos = prefix_mask(pads, tokens.shape[1])
+    return ar(tokens, mask, rope_pos)[:, -1].float()
 
 
 # -- AR loop -------------------------------------------------------------------------------------------------
