@@ -232,7 +232,7 @@ class Synthesizer:
         except (OSError, ValueError, RuntimeError) as e:  # bad JSON / weights / tokenizer, codec offline ...
             raise SynthesisError(f"cannot load the export {directory}: {e}") from e
         if adapter is not None:
-            model = _apply_adapter(model, Path(adapter))
+            model = _apply_adapter(model, Path(adapter), directory)
         defaults = DecodeConfig().updated({**metadata.get("decode", {}), **decode})
         log.info("loaded %s: %.1fM parameters, %d codebooks, codec %s at %d Hz, text vocab %d", directory,
                  model.num_parameters() / 1e6, config.num_codebooks, spec,
@@ -441,6 +441,14 @@ def _check_export_dir(directory: Path) -> None:
                              f"RUN/export, not the DeepSpeed checkpoint folder")
 
 
+def export_assets(checkpoint_dir: str | Path) -> tuple[Path, str]:
+    """(text tokenizer path, codec spec) of an export directory, resolved as `from_pretrained` does."""
+    directory = Path(checkpoint_dir).expanduser()
+    _check_export_dir(directory)
+    _, metadata = read_config(directory)
+    return _tokenizer_path(directory, metadata), _codec_spec(directory, metadata)
+
+
 def _first(metadata: dict, keys: tuple[str, ...]) -> Any:
     for key in keys:
         value = metadata.get(key)
@@ -480,14 +488,18 @@ def _codec_spec(directory: Path, metadata: dict) -> str:
     return str(local) if local.is_dir() else str(spec)
 
 
-def _apply_adapter(model: TTSModel, adapter: Path) -> TTSModel:
+def _apply_adapter(model: TTSModel, adapter: Path, base: Path | None = None) -> TTSModel:
+    """Inject a LoRA adapter; it must have been trained on this very base model (`lm.lora` checks)."""
     if not adapter.is_dir():
         raise SynthesisError(f"adapter directory {adapter} does not exist")
     try:
         from lm.lora import load_adapter
     except ImportError as e:
         raise SynthesisError(f"cannot apply adapter {adapter}: lm.lora is not available ({e})") from e
-    return load_adapter(model, adapter).eval()
+    try:
+        return load_adapter(model, adapter, base_name=str(base) if base is not None else None).eval()
+    except (OSError, ValueError) as e:  # wrong base model, missing / pickled weights, bad JSON
+        raise SynthesisError(str(e)) from e
 
 
 def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, codec_rate: int,
