@@ -54,6 +54,7 @@ class SynthJob:
     text: str
     rate: float  # espeak words/minute; flite duration stretch
     pitch: float  # espeak pitch 0..99; flite mean f0 in Hz
+    speaker: str = ""  # speaker label in transcripts.tsv; default "<engine>:<voice>"
 
 
 def read_sentences(path: str | Path) -> list[str]:
@@ -156,10 +157,55 @@ def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample
                                  unit="clip"):
             if seconds is None:
                 continue
-            rows.append((f"{job.key}.flac", f"{job.engine}:{job.voice}", job.text))
+            rows.append((f"{job.key}.flac", job.speaker or f"{job.engine}:{job.voice}", job.text))
             total += seconds
     with open(out_dir / "transcripts.tsv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(("file", "speaker", "transcript"))
         writer.writerows(rows)
     return len(rows), total
+
+
+@dataclass(frozen=True)
+class SynthSpeaker:
+    """A fixed synthetic voice: every clip it reads has the same engine settings, so it is one speaker."""
+
+    engine: str
+    voice: str
+    rate: float
+    pitch: float
+
+    @property
+    def name(self) -> str:
+        voice = self.voice.replace("+", "_")
+        return f"{self.engine.replace('-', '')}_{voice}_{int(self.rate)}_{int(self.pitch)}"
+
+
+# The TTS corpus voices: fixed settings per voice (a prompt of speaker X must predict more of speaker X).
+TTS_SPEAKERS = (
+    SynthSpeaker("flite", "slt", 1.0, 170.0),
+    SynthSpeaker("flite", "rms", 1.0, 100.0),
+    SynthSpeaker("flite", "awb", 1.0, 120.0),
+    SynthSpeaker("flite", "kal16", 1.0, 105.0),
+    SynthSpeaker("flite", "slt", 1.15, 200.0),
+    SynthSpeaker("flite", "rms", 0.9, 90.0),
+    SynthSpeaker("espeak-ng", "en-us", 165.0, 50.0),
+    SynthSpeaker("espeak-ng", "en-us+f3", 160.0, 60.0),
+    SynthSpeaker("espeak-ng", "en-gb+m3", 155.0, 40.0),
+    SynthSpeaker("espeak-ng", "en-gb-x-rp+f2", 170.0, 55.0),
+    SynthSpeaker("espeak-ng", "en-us+m7", 150.0, 35.0),
+    SynthSpeaker("espeak-ng", "en-gb-scotland+f4", 165.0, 65.0),
+)
+
+
+def plan_speaker_jobs(sentences: Sequence[str], speakers: Sequence[SynthSpeaker],
+                      seed: int) -> list[SynthJob]:
+    """Each sentence read once, by the speakers in turn over a seeded shuffle (balanced speakers)."""
+    order = list(range(len(sentences)))
+    random.Random(f"tts-{seed}").shuffle(order)
+    jobs = []
+    for i, idx in enumerate(order):
+        spk = speakers[i % len(speakers)]
+        jobs.append(SynthJob(f"{spk.name}_{idx:05d}", spk.engine, spk.voice, sentences[idx], spk.rate,
+                             spk.pitch, speaker=spk.name))
+    return jobs

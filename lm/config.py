@@ -92,6 +92,21 @@ PRESETS: dict[str, ModelConfig] = {
         nar_intermediate_size=128,
         max_position_embeddings=4096,
     ),
+    # ~10M total: the embedded default, trainable on a CPU in hours (AR ~5M + NAR ~4M, 4-8 codebooks)
+    "mini": ModelConfig(
+        text_vocab_size=512,
+        ar_hidden_size=256,
+        ar_num_layers=6,
+        ar_num_heads=4,
+        ar_num_kv_heads=4,
+        ar_intermediate_size=704,
+        nar_hidden_size=256,
+        nar_num_layers=4,
+        nar_num_heads=4,
+        nar_num_kv_heads=4,
+        nar_intermediate_size=704,
+        max_position_embeddings=2048,
+    ),
     # ~100M total (AR ~80M + NAR ~24M)
     "small": ModelConfig(),
     # ~400M total

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Recipe for the embedded default model (models/default): synthetic corpus -> ingest -> tokenize with our
+# codec -> mini preset on 4 codebooks -> export. Every stage skips or resumes finished work, so rerunning the
+# script after a kill continues where it stopped. CPU by default; on a GPU machine the same commands run there.
+#   apt-get install -y espeak-ng flite
+#   bash scripts/train_default.sh [MAX_SENTENCES] [train.py overrides, e.g. max_steps=8000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+RUN=${RUN:-runs/lm_default}
+CODEC=${CODEC:-models/codec_rvq16k}
+SENTENCES=${1:-8000}; shift $(( $# > 0 ? 1 : 0 ))
+mkdir -p "$RUN"
+
+$PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCES"
+[ -f data/tts_raw/.done ] || { $PY scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw \
+    --overwrite && touch data/tts_raw/.done; }
+$PY scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens --codec "$CODEC"
+$PY scripts/train.py --config configs/train_mini_cpu.yaml --data data/tts_tokens --out "$RUN/train" \
+    --deepspeed ds_configs/zero2.json --resume "$@"
+echo "export: $RUN/train/export (copy it to models/default with scripts/publish_default.py)"
