@@ -42,6 +42,8 @@ BASE_FILE = "base_model.json"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_WEIGHTS_FILE = "adapter_model.bin"
+_SAFETENSORS_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class AdapterError(ValueError):
@@ -57,8 +59,8 @@ class LoraSettings:
     """rank r, scaling alpha / r, dropout on the LoRA input; targets = projection names, parts = which
     Llama stacks (`ar` decoder, `nar` head) get them."""
 
-    rank: int = 16
-    alpha: float = 32.0
+    rank: int = 8
+    alpha: float = 16.0
     dropout: float = 0.05
     targets: tuple[str, ...] = DEFAULT_TARGETS
     parts: tuple[str, ...] = PARTS
@@ -132,6 +134,23 @@ def base_identity(model: TTSModel, checkpoint: str | os.PathLike | None = None,
             "train_step": meta.get("train_step"), "preset": meta.get("preset")}
 
 
+def stored_dtype(checkpoint_dir: str | os.PathLike) -> torch.dtype:
+    """The floating dtype an export stores its weights in (training exports fp32, models/default fp16):
+    adapters and merged exports are written in it, so their sizes compare like for like."""
+    from safetensors import safe_open
+
+    path = Path(checkpoint_dir) / MODEL_FILE
+    try:
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                dtype = _SAFETENSORS_FLOATS.get(f.get_slice(name).get_dtype())
+                if dtype is not None:
+                    return dtype
+    except Exception as err:  # safetensors raises its own error types for truncated / corrupt files
+        raise ValueError(f"{path}: cannot read safetensors ({err})") from err
+    return torch.float32
+
+
 def _refuse_adapted(model: TTSModel, what: str) -> None:
     if isinstance(model, PeftModel) or any("lora_" in name for name, _ in model.named_parameters()):
         raise AdapterError(f"cannot {what}: the model already carries LoRA layers (load a fresh base model)")
@@ -141,18 +160,23 @@ def _refuse_adapted(model: TTSModel, what: str) -> None:
 
 
 def save_adapter(peft_model: PeftModel, directory: str | os.PathLike, identity: dict[str, Any],
-                 state_dict: dict[str, torch.Tensor] | None = None, extra: dict | None = None) -> Path:
+                 state_dict: dict[str, torch.Tensor] | None = None, extra: dict | None = None,
+                 dtype: torch.dtype = torch.float32) -> Path:
     """Write the adapter directory atomically (built as DIR.tmp, then renamed over DIR).
 
     state_dict: the LoRA weights to write (e.g. fp32 masters gathered from a DeepSpeed engine); default:
-    the module's own. extra: more facts for base_model.json (e.g. the step and scores it was chosen at)."""
+    the module's own. dtype: what they are stored as (loading casts them to the model's dtype). extra: more
+    facts for base_model.json (e.g. the step and scores it was chosen at)."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    kwargs = {"state_dict": state_dict} if state_dict is not None else {}
-    peft_model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
-    payload = {**identity, "lora": _lora_summary(peft_model), **(extra or {})}
+    if state_dict is None:
+        state_dict = {n: p.detach() for n, p in peft_model.named_parameters() if "lora_" in n}
+    state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    peft_model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
+    stored = str(dtype).replace("torch.", "")
+    payload = {**identity, "lora": _lora_summary(peft_model), "stored_dtype": stored, **(extra or {})}
     (tmp / BASE_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     if directory.exists():
         shutil.rmtree(directory)
@@ -258,6 +282,8 @@ def merge_to_export(checkpoint_dir: str | os.PathLike, adapter_dir: str | os.Pat
         raise ValueError(f"--out {out_dir} is the base export itself: write the merged model elsewhere")
     config, metadata = read_config(checkpoint_dir)
     merged = merge_adapter(load_model(checkpoint_dir), adapter_dir, base_name=str(checkpoint_dir))
+    dtype = stored_dtype(checkpoint_dir)  # as the base stores it (models/default: fp16)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in merged.state_dict().items()}
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -268,7 +294,7 @@ def merge_to_export(checkpoint_dir: str | os.PathLike, adapter_dir: str | os.Pat
                                            "base_checkpoint": str(checkpoint_dir.resolve()),
                                            "base_fingerprint": identity.get("fingerprint"),
                                            "lora": identity.get("lora"), "step": identity.get("step")}}
-    save_model(merged, config, tmp, metadata=meta)
+    save_model(None, config, tmp, metadata=meta, state_dict=state)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

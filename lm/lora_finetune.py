@@ -39,6 +39,7 @@ from lm.deepspeed_setup import (
     zero_stage,
 )
 from lm.lora import (
+    DTYPES,
     CurvePoint,
     LoraSettings,
     attach_lora,
@@ -83,6 +84,7 @@ class FinetuneConfig:
     shuffle_buffer: int = 64
     seed: int = 1234
     precision: str = "auto"
+    adapter_dtype: str = "float32"  # how the adapter is stored: float32 | float16 | bfloat16
 
     def train_config(self) -> TrainConfig:
         """The settings `lm.deepspeed_setup.build_ds_config` reads (optimizer, clipping, accumulation)."""
@@ -212,7 +214,7 @@ class LoraFinetuner:
 
     def _save(self, state: dict[str, torch.Tensor], step: int, scores: dict) -> None:
         save_adapter(self.engine.module, self.adapter_dir, self.identity, state_dict=state,
-                     extra={"step": step, **scores})
+                     extra={"step": step, **scores}, dtype=DTYPES[self.cfg.adapter_dtype])
 
     def _write_curve(self) -> None:
         rows = "".join(json.dumps(json_safe(p.to_dict())) + "\n" for p in self.curve)

@@ -45,7 +45,15 @@ from evaluation.asr import ASRConfig, WhisperASR, text_word_errors  # noqa: E402
 from evaluation.audio import load_audio, save_audio  # noqa: E402
 from evaluation.speaker import SpeakerEncoder, cosine  # noqa: E402
 from lm.checkpoint import MODEL_FILE  # noqa: E402
-from lm.lora import DEFAULT_TARGETS, PARTS, LoraSettings, adapter_bytes, base_identity  # noqa: E402
+from lm.lora import (  # noqa: E402
+    DEFAULT_TARGETS,
+    DTYPES,
+    PARTS,
+    LoraSettings,
+    adapter_bytes,
+    base_identity,
+    stored_dtype,
+)
 from lm.lora_data import Clip, SpeakerData  # noqa: E402
 from lm.lora_finetune import FinetuneConfig, FinetuneResult, json_safe  # noqa: E402
 from lm.model import TTSModel  # noqa: E402
@@ -69,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="projections to adapt (default: all attention + MLP projections)")
     g.add_argument("--parts", nargs="+", default=list(lora.parts), choices=PARTS,
                    help="AR decoder and / or NAR head (default: both)")
+    g.add_argument("--adapter-dtype", default="auto", choices=["auto", *DTYPES],
+                   help="how the adapter is stored; auto: as the base model's weights (%(default)s)")
     g = p.add_argument_group("training")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (%(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (%(default)s)")
@@ -92,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--min-holdout", type=int, default=3, help="at least this many held out (%(default)s)")
     g.add_argument("--eval-sentences", type=int, default=6,
                    help="held-out sentences synthesised per evaluation (%(default)s)")
-    g.add_argument("--prompt-seconds", type=float, default=4.0,
+    g.add_argument("--prompt-seconds", type=float, default=3.0,
                    help="the prompt is the training clip closest to this length (%(default)s)")
     g.add_argument("--eval-max-seconds", type=float, default=None,
                    help="cap on each synthesised sentence (default: 1.5 x the longest held-out clip + 1 s)")
@@ -108,10 +118,13 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     lora = LoraSettings(rank=args.rank, alpha=args.alpha, dropout=args.dropout, targets=tuple(args.targets),
                         parts=tuple(args.parts))
     budget = args.max_minutes * 60 if args.max_minutes else None
+    dtype = args.adapter_dtype
+    if dtype == "auto":
+        dtype = str(stored_dtype(args.checkpoint)).replace("torch.", "")
     return FinetuneConfig(lora=lora, max_steps=args.max_steps, eval_every=args.eval_every,
                           patience=args.patience, wer_margin=args.wer_margin, min_delta=args.min_delta,
                           time_budget_s=budget, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
-                          batching=BatchingConfig(max_frames=args.max_frames))
+                          batching=BatchingConfig(max_frames=args.max_frames), adapter_dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -35,6 +35,7 @@ from lm.lora import (
     merge_to_export,
     save_adapter,
     select_best,
+    stored_dtype,
     tts_model,
 )
 from lm.lora_data import split_heldout
@@ -175,6 +176,30 @@ def test_merged_export_loads_through_lm_checkpoint(tmp_path, make_batch) -> None
     assert base_fingerprint(merged) != identity["fingerprint"]  # a merged model is another base
     with pytest.raises(ValueError, match="base export itself"):
         merge_to_export(export, tmp_path / "adapter", export)
+
+
+def test_an_fp16_base_gets_an_fp16_adapter_and_an_fp16_merged_export(tmp_path, make_batch) -> None:
+    export = _tiny_export(tmp_path / "export")
+    weights = load_file(export / "model.safetensors")  # stored as models/default is: fp16 on disk
+    save_file({k: v.half() for k, v in weights.items()}, export / "model.safetensors")
+    assert stored_dtype(export) == torch.float16
+    peft = attach_lora(load_model(export), SETTINGS)
+    identity = base_identity(load_model(export), export)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    save_adapter(peft, tmp_path / "adapter", identity, dtype=stored_dtype(export))
+    assert {v.dtype for v in load_file(tmp_path / "adapter" / WEIGHTS_FILE).values()} == {torch.float16}
+    batch = make_batch(peft.base_model.model.config, [4, 6], [7, 5], [3, 3], seed=2)
+    lm = peft.base_model.model.build_batch(batch, 0.0, torch.Generator().manual_seed(0))
+    loaded = load_adapter(load_model(export), tmp_path / "adapter")  # fp32 modules, fp16 files
+    for a, b in zip(logits(loaded, lm), logits(peft.eval(), lm), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-3)  # the adapter rounded to fp16, nothing else
+    merged = merge_to_export(export, tmp_path / "adapter", tmp_path / "merged")
+    assert stored_dtype(merged) == torch.float16
+    for a, b in zip(logits(load_model(merged), lm), logits(loaded, lm), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
 
 
 # ---- the wrong base model ----------------------------------------------------------------------------------
