@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +12,10 @@ import torch
 from data_pipeline.synthetic_speech import (
     ESPEAK_VARIANTS,
     FLITE_VOICES,
+    TTS_SPEAKERS,
     build_synthetic_folder,
     plan_jobs,
+    plan_speaker_jobs,
     read_sentences,
     trim_and_normalise,
 )
@@ -51,3 +55,39 @@ def test_missing_engine_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match="espeak-ng is not installed"):
         build_synthetic_folder(plan_jobs(SENTENCES, 1, "espeak-ng", 0), tmp_path)
+
+
+def test_speaker_plan_reads_each_sentence_once_with_balanced_fixed_voices() -> None:
+    jobs = plan_speaker_jobs(SENTENCES, TTS_SPEAKERS, seed=0)
+    assert sorted(j.text for j in jobs) == sorted(SENTENCES)
+    assert jobs == plan_speaker_jobs(SENTENCES, TTS_SPEAKERS, seed=0)
+    per_speaker: dict[str, set] = {}
+    for job in jobs:
+        per_speaker.setdefault(job.speaker, set()).add((job.engine, job.voice, job.rate, job.pitch))
+    assert len(per_speaker) == len(TTS_SPEAKERS) == len({s.name for s in TTS_SPEAKERS})
+    assert all(len(settings) == 1 for settings in per_speaker.values())  # one speaker = one fixed voice
+    counts = [sum(j.speaker == name for j in jobs) for name in per_speaker]
+    assert max(counts) - min(counts) <= 1
+
+
+def _build_tts_corpus_script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "build_tts_corpus.py"
+    spec = importlib.util.spec_from_file_location("build_tts_corpus_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tts_corpus_leaves_out_evaluation_texts_and_clips(tmp_path) -> None:
+    script = _build_tts_corpus_script()
+    sentences = tmp_path / "s.tsv"
+    sentences.write_text("A-1\tKeep this one.\nA-2\tThe Evaluation sentence!\n"
+                         "LJ001-0001\tA clip we evaluate.\nA-3\tthe prompt, text.\n")
+    lst = tmp_path / "eval.lst"
+    lst.write_text("case|The prompt text|p.wav|the evaluation sentence\n")
+    texts = script.evaluation_texts([str(lst)])
+    kept, dropped = script.read_corpus_sentences(sentences, texts, {"LJ001-0001"})
+    assert kept == ["Keep this one."] and dropped == 3
+    repo_lists = str(Path(__file__).resolve().parents[2] / "evaluation" / "lists" / "*.lst")
+    unseen = "Hereupon the Persians who had been left for the purpose at Babylon by the river side"
+    assert script.text_key(unseen) in script.evaluation_texts([repo_lists])  # unseen list: never trained on
