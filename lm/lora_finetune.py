@@ -14,12 +14,13 @@ generation reads weights outside module calls).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,8 @@ class LoraFinetuner:
         began = time.perf_counter()
         self.engine.eval()
         try:
-            scores = self.evaluate(self.tts, step)
+            with keep_trainable_storage(self.engine.module):
+                scores = self.evaluate(self.tts, step)
         finally:
             self.tts.ar.free_cache()
             self.engine.train()
@@ -255,6 +257,24 @@ class LoraFinetuner:
             self._checkpoint(step, _mean(window))
         return FinetuneResult(curve=self.curve, best=self.best, steps=step, stop_reason=reason,
                               adapter_dir=self.adapter_dir)
+
+
+@contextlib.contextmanager
+def keep_trainable_storage(module: torch.nn.Module) -> Iterator[None]:
+    """Rebind every trainable parameter to the storage it had before the block, if the block gave it new
+    storage with the same values. DeepSpeed ZeRO-1/2 keeps a trainable parameter's data as a view into its
+    flat buffer; generation may re-lay weights out for speed (`lm.generate.cpu_decode_layout` makes wide
+    Linears column-major, LoRA's B matrices included), which would detach the model from the optimizer's
+    updates and make the gradient unflattenable."""
+    saved = [(p, p.data) for p in module.parameters() if p.requires_grad]
+    try:
+        yield
+    finally:
+        for param, data in saved:
+            if param.data.data_ptr() != data.data_ptr() or param.data.stride() != data.stride():
+                if not torch.equal(param.data, data):
+                    raise RuntimeError("evaluation changed the values of a trainable parameter")
+                param.data = data
 
 
 def _mean(values: list[float]) -> float | None:
