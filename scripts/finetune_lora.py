@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -109,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--continuation", action="store_true",
                    help="give the prompt's transcript (continuation mode) instead of speaker-prompt mode")
     g.add_argument("--speaker", default="target", help="speaker name for the ingested clips")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per process for torch and the ASR (default %(default)s: on a shared "
+                        "2-core machine a second thread made both training and synthesis 5-20x slower)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
@@ -117,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     lora = LoraSettings(rank=args.rank, alpha=args.alpha, dropout=args.dropout, targets=tuple(args.targets),
                         parts=tuple(args.parts))
-    budget = args.max_minutes * 60 if args.max_minutes else None
+    budget = args.max_minutes * 60 if args.max_minutes else None  # run() deducts the time before training
     dtype = args.adapter_dtype
     if dtype == "auto":
         dtype = str(stored_dtype(args.checkpoint)).replace("torch.", "")
@@ -157,7 +161,8 @@ class HeldOutEvaluator:
         # one generation cap for every row (rows with different caps could not share an AR batch)
         self.max_seconds = max_seconds or 1.5 * max(c.duration for c in self.cases) + 1.0
         t0 = time.perf_counter()
-        self.asr, self.speaker = WhisperASR(ASRConfig()), SpeakerEncoder()
+        self.asr = WhisperASR(ASRConfig(cpu_threads=max(1, torch.get_num_threads())))
+        self.speaker = SpeakerEncoder()
         embeddings = np.stack([self.speaker.embed(*load_audio(c.path)) for c in data.heldout])
         self.centroid = embeddings.mean(0)
         self.ground_truth_sim = _leave_one_out_sim(embeddings)
@@ -227,6 +232,7 @@ def prepare(args: argparse.Namespace, base: Synthesizer, codec_spec: str, rank: 
 
     work = args.out / "data"
     if rank == 0:
+        shutil.rmtree(args.out / "samples", ignore_errors=True)  # audio of an earlier run in the same OUT
         prepare_speaker_data(args.data, work, base.codec, codec_spec, args.holdout, args.min_holdout,
                              args.seed, num_shards=world, speaker=args.speaker)
     dist.barrier()
@@ -271,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     rank, world, local_rank = init_distributed()
     _set_cpu_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = finetune_config(args)
     _, codec_spec = export_assets(args.checkpoint)
     base = Synthesizer.from_pretrained(args.checkpoint, device=training_device(local_rank))
@@ -280,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0 and cfg.eval_every > 0:
         evaluator = HeldOutEvaluator(base, data, args.out, args.eval_sentences, args.prompt_seconds,
                                      args.continuation, args.seed, args.eval_max_seconds)
+    if cfg.time_budget_s is not None:  # the budget covers the whole run: data preparation and loading too
+        cfg.time_budget_s -= time.perf_counter() - started
     torch.manual_seed(cfg.seed)
     trainer = LoraFinetuner(base.model, data.token_shards, base.tokenizer.encode, cfg, args.deepspeed,
                             args.out, identity, evaluate=evaluator)
