@@ -211,13 +211,18 @@ class ARDecoder(nn.Module):
         keys, values = cache.update(input_pos, k, v)
         if kv_len is not None:
             keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
-        if seq == 1 and heads != kv_heads:
-            # decode: fold the query heads of each KV group into the "sequence" axis, so SDPA reads every
+        if seq == 1:
+            # decode: fold the query heads of each KV group into the "sequence" axis, so attention reads every
             # cached key once instead of materialising repeat_kv copies ([B, H_kv, G, D] x [B, H_kv, S, D]).
-            group = heads // kv_heads
-            out = F.scaled_dot_product_attention(
-                q.reshape(bsz, kv_heads, group, dim), keys, values, attn_mask=mask, scale=attn.scaling
-            )
+            q = q.reshape(bsz, kv_heads, heads // kv_heads, dim)
+            if x.device.type == "cpu":
+                # two small matmuls + a softmax (which torch.compile fuses): SDPA's CPU flash kernel costs
+                # more per call than this whole attention (~8 % of a compiled ~100M-preset step, measured by
+                # scripts/bench_generate.py); the mask always keeps the current slot, so no row is empty
+                scores = torch.matmul(q, keys.transpose(-1, -2)) * attn.scaling
+                out = torch.matmul(scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), values)
+            else:
+                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
             out = out.reshape(bsz, heads, 1, dim)
         else:
             out = F.scaled_dot_product_attention(

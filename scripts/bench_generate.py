@@ -2,14 +2,20 @@
 """Generation speed: AR tokens/s with the static KV cache vs full recompute, NAR time, codec decode time
 + RTF, and the memory-bandwidth floor of one decode step, for several presets in one run.
 
-    python scripts/bench_generate.py                       # tiny + small, 375 frames, CPU
-    python scripts/bench_generate.py --presets small --frames 375 --device cuda --dtype bfloat16 --compile
+    python scripts/bench_generate.py                       # tiny + small, 375 frames, CPU, 1 thread
+    python scripts/bench_generate.py --compile             # the same with the compiled CPU decode step
+    python scripts/bench_generate.py --presets large --frames 375 --device cuda --dtype bfloat16 --compile
 
-Floor: a batch-1 decode step must read every AR weight once (the input embedding table only one row), so
-tokens/s <= copy bandwidth / weight bytes. Copy bandwidth is measured in the same run as bytes of a large
-tensor copy per second (the tensor size counted once). "share" = floor time / measured step time, where
-step, bare matrix-vector products and copy bandwidth are timed in alternation (medians of --rounds), so a
-shared machine's drifting load affects them alike.
+Floor: a batch-1 decode step must read every AR weight once (the input embedding table only one row, the
+code head included) plus the filled part of the KV cache, so tokens/s <= bandwidth / bytes per step.
+Bandwidth is the larger of two streaming rates measured in the same run: a large tensor copy counted the
+STREAM way (bytes read + bytes written) and a read-only reduction (sum) over a large tensor. "share" = floor
+time / measured step time, where the step, the bare matrix-vector products and the bandwidth are timed in
+alternation (medians of --rounds), so a shared machine's drifting load affects them alike.
+Clock: on the CPU with one thread the default is the thread's CPU time (time.thread_time), which a shared,
+oversubscribed machine does not inflate with time spent waiting for a core (memory-bandwidth contention
+from other processes still counts, in the step and the bandwidth alike); "KV wall t/s" gives the wall-clock
+rate of the same run. Several threads or a GPU: wall time.
 Full recompute is timed for real when it is short (--full-recompute forces it); otherwise it is timed at
 --recompute-samples evenly spaced sequence lengths and integrated over the generation (per-step cost is
 smooth in the length), which the table says in its "method" column.
@@ -28,11 +34,12 @@ import torch
 from lm.config import get_preset
 from lm.generate import (
     SamplingConfig,
-    decode_one_token,
+    decode_fn,
     generate_ar,
     generate_nar,
     prefill,
     recompute_logits,
+    static_decode_shapes,
 )
 from lm.model import TTSModel
 from lm.sampling import sample
@@ -46,35 +53,49 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# the clock every figure uses; main() switches it to time.thread_time for a single-threaded CPU run
+CLOCK = {"fn": time.perf_counter, "name": "wall"}
+
+
 def timed(fn, device: torch.device, reps: int = 1) -> tuple[float, object]:
-    """Median wall time of `reps` calls (seconds) and the last result."""
+    """Median time of `reps` calls (seconds, on CLOCK) and the last result."""
     times, out = [], None
     for _ in range(reps):
         sync(device)
-        start = time.perf_counter()
+        start = CLOCK["fn"]()
         out = fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK["fn"]() - start)
     return statistics.median(times), out
 
 
-def copy_bandwidth(device: torch.device, megabytes: int = 512, reps: int = 10) -> float:
-    """Bytes per second of dst.copy_(src) on a tensor far larger than the caches (size counted once)."""
+def stream_bandwidth(device: torch.device, megabytes: int = 256, reps: int = 4) -> tuple[float, float]:
+    """(copy, read) bytes per second on a tensor far larger than the caches: dst.copy_(src) counted as
+    bytes read + bytes written (STREAM's convention), and src.sum() (a pure read)."""
     src = torch.randn(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    seconds, _ = timed(lambda: [dst.copy_(src) for _ in range(reps)], device)
-    return reps * src.numel() * src.element_size() / seconds
+    size = src.numel() * src.element_size()
+    dst.copy_(src)
+    src.sum()
+    copy_s, _ = timed(lambda: [dst.copy_(src) for _ in range(reps)], device)
+    read_s, _ = timed(lambda: [src.sum() for _ in range(reps)], device)
+    return reps * 2 * size / copy_s, reps * size / read_s
 
 
-def ar_weight_bytes(model: TTSModel) -> int:
-    """Bytes a batch-1 decode step reads: every AR weight except the input embedding table."""
-    return sum(
+def step_bytes(model: TTSModel, filled_slots: int) -> tuple[int, int]:
+    """(weight bytes, KV-cache bytes) a batch-1 decode step reads: every AR weight (code head and norms
+    included) except the input embedding table, of which one row; K and V of every layer over the filled
+    slots."""
+    ar, config = model.ar, model.config
+    weights = sum(
         p.numel() * p.element_size()
-        for n, p in model.ar.named_parameters()
+        for n, p in ar.named_parameters()
         if not n.endswith("embed_tokens.weight")
     )
+    embed = ar.model.embed_tokens.weight
+    weights += embed.shape[1] * embed.element_size()
+    kv = 2 * config.ar_num_layers * config.ar_num_kv_heads * ar.head_dim * filled_slots * embed.element_size()
+    return weights, kv
 
 
 def linear_weights(model: TTSModel) -> list[torch.Tensor]:
@@ -83,10 +104,11 @@ def linear_weights(model: TTSModel) -> list[torch.Tensor]:
 
 
 def interleaved_step_costs(
-    model: TTSModel, prefix: int, frames: int, rounds: int, device: torch.device, steps: int = 20
+    model: TTSModel, prefix: int, frames: int, args: argparse.Namespace, device: torch.device, steps: int = 20
 ) -> dict[str, float]:
-    """Median seconds of one KV-cache decode step (+ sampling), of the bare matrix-vector products of one
-    step, and the copy bandwidth, measured in alternation so a drifting machine load hits all three alike."""
+    """Median seconds of one KV-cache decode step (+ sampling) at mid-generation, run exactly as generate_ar
+    runs it (compiled or not), of the bare matrix-vector products of one step, and the copy / read
+    bandwidths, measured in alternation so a drifting machine load hits them alike."""
     ar, vocab = model.ar, model.vocab
     slot = prefix + frames // 2
     token = torch.full((1, 1), vocab.audio_offset + 1, device=device)
@@ -97,31 +119,37 @@ def interleaved_step_costs(
         torch.full((1, 1), 50, device=device),
         torch.ones(1, 1, device=device),
     ]
+    step_fn = decode_fn(args.compile, device)
+    kv_len = None if static_decode_shapes(args.compile, device) else slot + 1
     weights = linear_weights(model)
     inputs = {w.shape[1]: torch.randn(1, 1, w.shape[1], device=device, dtype=w.dtype) for w in weights}
     gen = torch.Generator(device=device).manual_seed(0)
 
     def decode_steps():
         for _ in range(steps):
-            sample(decode_one_token(ar, token, pos, pads, slot + 1), *knobs, gen)
+            sample(step_fn(ar, token, pos, pads, kv_len), *knobs, gen)
 
     def matvec_steps():
         for _ in range(steps):
             for w in weights:
                 torch.nn.functional.linear(inputs[w.shape[1]], w)
 
-    step, matvec, bandwidth = [], [], []
+    step, matvec, copy, read = [], [], [], []
     with torch.inference_mode():
         decode_steps()
         matvec_steps()
-        for _ in range(rounds):
+        for _ in range(args.rounds):
             step.append(timed(decode_steps, device)[0] / steps)
             matvec.append(timed(matvec_steps, device)[0] / steps)
-            bandwidth.append(copy_bandwidth(device, megabytes=256, reps=4))
+            rates = stream_bandwidth(device)
+            copy.append(rates[0])
+            read.append(rates[1])
     return {
         "step_s": statistics.median(step),
         "matvec_s": statistics.median(matvec),
-        "bandwidth": statistics.median(bandwidth),
+        "copy_bw": statistics.median(copy),
+        "read_bw": statistics.median(read),
+        "filled_slots": slot + 1,
     }
 
 
@@ -144,7 +172,9 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
 
     for _ in range(2 if args.compile else 1):
         cached(warm)
+    wall_start = time.perf_counter()
     t_cached, result = timed(cached, device)
+    wall_cached = time.perf_counter() - wall_start
     assert int(result.lengths[0]) == frames, "the benchmark must decode exactly --frames frames"
     tokens, pads = pad_left([prompt])
     tokens, pads = tokens.to(device), pads.to(device)
@@ -152,7 +182,7 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
         model.ar.setup_cache(1, tokens.shape[1] + frames + 1)
         t_prefill, _ = timed(lambda: prefill(model.ar, tokens, pads), device, reps=3)
     decode_tps = (frames - 1) / (t_cached - t_prefill)  # steps after prefill; the first frame comes from it
-    costs = interleaved_step_costs(model, tokens.shape[1], frames, args.rounds, device)
+    costs = interleaved_step_costs(model, tokens.shape[1], frames, args, device)
 
     # full recompute baseline
     prefix = tokens.shape[1]
@@ -187,19 +217,23 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
         generate_nar(model, *nar_args[:4], result.codes[:, :8], result.lengths.clamp(max=8))  # warm-up
         t_nar, codes = timed(lambda: generate_nar(model, *nar_args), device)
 
-    weight_bytes = ar_weight_bytes(model)
-    floor_s = weight_bytes / costs["bandwidth"]
+    weight_bytes, kv_bytes = step_bytes(model, costs["filled_slots"])
+    bandwidth = max(costs["copy_bw"], costs["read_bw"])
+    floor_s = (weight_bytes + kv_bytes) / bandwidth
     row = {
         "preset": name,
         "params_M": model.num_parameters() / 1e6,
-        "weight_MB": weight_bytes / 1e6,
-        "bandwidth": costs["bandwidth"],
+        "step_MB": (weight_bytes + kv_bytes) / 1e6,
+        "kv_MB": kv_bytes / 1e6,
+        "copy_bw": costs["copy_bw"],
+        "read_bw": costs["read_bw"],
         "floor_tps": 1.0 / floor_s,
         "step_tps": 1.0 / costs["step_s"],
         "share": floor_s / costs["step_s"],
         "matvec_share": costs["matvec_s"] / costs["step_s"],
         "kv_tps": decode_tps,
         "kv_total_s": t_cached,
+        "kv_wall_s": wall_cached,
         "prefill_ms": t_prefill * 1e3,
         "recompute_tps": frames / t_recompute,
         "method": method,
@@ -251,15 +285,34 @@ def main() -> None:
     parser.add_argument("--full-recompute", action="store_true", help="time the whole recompute run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile decode_one_token (GPU)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step (as generate.py --compile)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default); 1 suits batch-1 decoding on a shared machine",
+    )
+    parser.add_argument(
+        "--clock",
+        default="auto",
+        choices=["auto", "cpu", "wall"],
+        help="auto: thread CPU time on a 1-thread CPU run, else wall time",
+    )
     parser.add_argument("--codec", default="encodec_24khz:random")
+    parser.add_argument("--note", default="", help="printed under the table (e.g. what else runs here)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
+    single = device.type == "cpu" and torch.get_num_threads() == 1
+    if args.clock == "cpu" and not single:
+        parser.error("--clock cpu needs --device cpu --threads 1 (a thread's CPU time misses other threads)")
+    if args.clock == "cpu" or (args.clock == "auto" and single):
+        CLOCK.update(fn=time.thread_time, name="thread CPU time")
 
     load_before = os.getloadavg()[0]
     rows = []
@@ -275,21 +328,25 @@ def main() -> None:
     )
     print(
         f"\n{where} ({load}), {args.dtype}, prefix = {args.text_len} text pieces + {args.prompt_frames} "
-        f"prompt frames, {args.frames} frames decoded, compile={args.compile}"
+        f"prompt frames, {args.frames} frames decoded, compile={args.compile}, clock: {CLOCK['name']}"
     )
     columns = [  # (title, width, format of one row)
         ("preset", 7, lambda r: f"{r['preset']:<7}"),
         ("params", 8, lambda r: f"{r['params_M']:7.1f}M"),
-        ("AR MB/step", 11, lambda r: f"{r['weight_MB']:11.1f}"),
-        ("copy GB/s", 10, lambda r: f"{r['bandwidth'] / 1e9:10.1f}"),
+        ("MB/step", 8, lambda r: f"{r['step_MB']:8.1f}"),
+        ("KV MB", 6, lambda r: f"{r['kv_MB']:6.1f}"),
+        ("copy GB/s", 10, lambda r: f"{r['copy_bw'] / 1e9:10.1f}"),
+        ("read GB/s", 10, lambda r: f"{r['read_bw'] / 1e9:10.1f}"),
         ("floor t/s", 10, lambda r: f"{r['floor_tps']:10.1f}"),
         ("step t/s", 9, lambda r: f"{r['step_tps']:9.1f}"),
-        ("share", 7, lambda r: f"{r['share']:7.0%}"),
+        ("share", 6, lambda r: f"{r['share']:6.0%}"),
         ("matvec", 7, lambda r: f"{r['matvec_share']:7.0%}"),
         ("KV t/s", 8, lambda r: f"{r['kv_tps']:8.1f}"),
         ("recomp t/s", 11, lambda r: f"{r['recompute_tps']:11.2f}"),
-        ("method", 12, lambda r: f"{r['method']:>12}"),
-        ("KV speedup", 11, lambda r: f"{r['speedup']:10.1f}x"),
+        ("method", 10, lambda r: f"{r['method']:>10}"),
+        ("speedup", 8, lambda r: f"{r['speedup']:7.1f}x"),
+        ("KV s", 7, lambda r: f"{r['kv_total_s']:7.2f}"),
+        ("wall s", 7, lambda r: f"{r['kv_wall_s']:7.2f}"),
         ("prefill ms", 11, lambda r: f"{r['prefill_ms']:11.1f}"),
         ("NAR s", 8, lambda r: f"{r['nar_s']:8.2f}"),
         ("codec s", 8, lambda r: f"{r['codec_s']:8.2f}" if "codec_s" in r else f"{'n/a':>8}"),
@@ -303,12 +360,16 @@ def main() -> None:
     for r in rows:
         print("".join(fmt(r) for _, _, fmt in columns))
     print(
-        "floor = AR weight bytes / copy bandwidth; step t/s = one KV decode step + sampling at "
+        "MB/step = AR weights read by one batch-1 step (code head included, one embedding row) + the KV "
+        "cache filled at mid-generation (KV MB); copy = STREAM-style (bytes read + written), read = sum over "
+        "a large tensor; floor = MB/step / max(copy, read); step t/s = one KV decode step + sampling at "
         "mid-generation; share = floor time / step time; matvec = share of the step spent in its bare "
-        "matrix-vector products; "
-        "KV t/s = end-to-end generate_ar after prefill; KV speedup = recompute time / KV time for the "
-        "whole utterance (prefill included)"
+        "matrix-vector products; KV t/s = end-to-end generate_ar after prefill; speedup = recompute time / "
+        "KV time for the whole utterance (prefill included); KV s / wall s = that cached run on the clock / "
+        "on the wall; RTF = (KV s + NAR s + codec s) / audio seconds"
     )
+    if args.note:
+        print(f"note: {args.note}")
     print("targets: small preset KV speedup >= 5x at 375 frames; share of the bandwidth floor >= 70%")
 
 
