@@ -152,18 +152,22 @@ def cache_slots(needed: int, compile_step: bool, limit: int, bucket: int = 1024)
 
 
 def cpu_decode_layout(ar: ARDecoder) -> None:
-    """Keep every wide Linear weight (out_features > in_features: q/gate/up projections, code head) in
-    column-major memory on the CPU. Values, shapes and parameter objects stay the same (only strides
+    """Keep every wide Linear weight (out_features > in_features: the MLP's gate/up projections, the code
+    head) in column-major memory on the CPU. Values, shapes and parameter objects stay the same (only strides
     change), so LoRA wrappers, optimizers and `lm.checkpoint.save_model` (which saves `.contiguous()`) are
     unaffected. Why: at batch 1 every step is a matrix-vector product per Linear, and MKL reads a wide
     [out, in] weight ~10-30 % faster when `x @ W.T` needs no transpose (measured by scripts/bench_generate.py
-    on an AVX2 EPYC). Idempotent; skips ZeRO-3 partitioned parameters."""
+    on an AVX2 EPYC). Idempotent. Left alone: a weight that is a view into a larger buffer (DeepSpeed
+    ZeRO-1/2 keeps trainable parameters as views into its flat buffer; new storage would detach them from
+    the optimizer) and ZeRO-3 partitioned parameters."""
     for module in ar.modules():
         if not isinstance(module, torch.nn.Linear) or module.out_features <= module.in_features:
             continue
         weight = module.weight
         if weight.device.type != "cpu" or hasattr(weight, "ds_id") or weight.t().is_contiguous():
             continue
+        if weight.untyped_storage().nbytes() != weight.numel() * weight.element_size():
+            continue  # a view into a larger buffer
         # outside inference mode: the new storage must stay usable by autograd (training after generation)
         with torch.inference_mode(False), torch.no_grad():
             weight.data = weight.data.t().contiguous().t()

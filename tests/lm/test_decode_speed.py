@@ -72,3 +72,17 @@ def test_compiled_cache_slots_are_bucketed():
     assert cache_slots(1025, compile_step=True, limit=4096) == 2048
     assert cache_slots(3000, compile_step=True, limit=2500) == 3000  # never below what is needed
     assert cache_slots(2100, compile_step=True, limit=2500) == 2500
+
+
+def test_cpu_layout_leaves_views_into_flat_buffers_alone(tiny_model):
+    """DeepSpeed ZeRO-1/2 keeps trainable weights as views into one flat buffer: re-laying one out would
+    give it new storage that the optimizer no longer updates."""
+    name, linear = _wide_linears(tiny_model)[0]
+    flat = torch.zeros(linear.weight.numel() + 10)
+    flat[: linear.weight.numel()] = linear.weight.detach().reshape(-1)
+    with torch.no_grad():
+        linear.weight.data = flat[: linear.weight.numel()].view_as(linear.weight)
+    cpu_decode_layout(tiny_model.ar)
+    assert linear.weight.data_ptr() == flat.data_ptr(), f"{name} left its flat buffer"
+    others = [m for n, m in _wide_linears(tiny_model) if n != name]
+    assert others and all(m.weight.t().is_contiguous() for m in others)
