@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import deepspeed.comm
 import pytest
 import torch
 import torch.distributed as dist
@@ -42,7 +43,8 @@ def trained(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         result = train(cfg, out, ROOT / "ds_configs" / "zero2.json")
         yield result, out
         if dist.is_initialized():
-            dist.destroy_process_group()
+            # through DeepSpeed, which then drops its cached groups (stale ones break a later engine)
+            deepspeed.comm.destroy_process_group()
 
 
 def _free_port() -> int:

@@ -19,7 +19,8 @@ from training_helpers import FAST_OVERRIDES, ROOT
 
 from lm.train_state import latest_tag
 
-pytestmark = pytest.mark.integration
+# four runs of the real launcher with two ranks: about 100 CPU seconds, mostly 3 processes importing torch etc.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOTAL = 8  # the schedule's length: fixed, so a run stopped early has the same learning rates
 SETTINGS = [*FAST_OVERRIDES, "log.every=1", "eval_every=3", "eval_batches=4", "checkpoint_every=3",
