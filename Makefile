@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-fast lint clean
+.PHONY: env demo test test-slow test-all test-fast lint clean
 
 env: $(STAMP)
 
@@ -17,11 +17,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+# The default suite: pyproject's addopts leave out tests marked `slow` (under 10 minutes on 2 CPU cores).
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Only the `slow` end-to-end tests (two-rank DeepSpeed resume / SIGTERM); CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+# Everything in one run (an empty marker expression selects every test).
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
