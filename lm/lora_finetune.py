@@ -136,7 +136,7 @@ class LoraFinetuner:
         self.curve: list[CurvePoint] = []
         self.best = 0
         self.start = time.perf_counter()
-        self.last_eval_s = 0.0
+        self.last_eval_s = self.last_step_s = 0.0
 
     @property
     def adapter_dir(self) -> Path:
@@ -224,10 +224,11 @@ class LoraFinetuner:
         (self.out / CURVE_MD).write_text(curve_markdown(self.curve, self.best))
 
     def _out_of_time(self) -> bool:
+        """Whether one more step and then the last evaluation (20 % slack: evaluations vary) would overrun."""
         budget = self.cfg.time_budget_s
         if self.rank != 0 or budget is None:
             return False
-        return time.perf_counter() - self.start + self.last_eval_s >= budget
+        return time.perf_counter() - self.start + self.last_step_s + 1.2 * self.last_eval_s >= budget
 
     # -- the loop
     def run(self) -> FinetuneResult:
@@ -244,7 +245,9 @@ class LoraFinetuner:
                 log.warning("time budget of %.0f s reached at step %d", cfg.time_budget_s, step)
                 reason = "time_budget"
                 break
+            began = time.perf_counter()
             window.append(self._train_step(batches))
+            self.last_step_s = time.perf_counter() - began
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1]:.3f}", refresh=False)

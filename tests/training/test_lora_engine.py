@@ -67,23 +67,29 @@ class GeneratingEvaluator:
         return {"sim": self.sims[len(self.gaps) - 1], "wer": 0.1}
 
 
-def test_evaluations_mid_training_keep_the_model_on_the_optimizer_and_keep_the_best(world_of_one,
-                                                                                    tmp_path) -> None:
+def make_trainer(tmp_path: Path, evaluator: GeneratingEvaluator, **changes) -> LoraFinetuner:
     shards = write_token_shards(tmp_path / "tokens", num_shards=1, per_shard=12)
     tokenizer = TextTokenizer.train([t for _, t in transcripts()], tmp_path / "text.model", vocab_size=400)
     config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size, num_codebooks=NUM_CODEBOOKS)
     torch.manual_seed(0)
     model = TTSModel(config)
-    identity = base_identity(model, "tiny")
-    evaluator = GeneratingEvaluator()
     cfg = FinetuneConfig(lora=LoraSettings(rank=4, alpha=8.0, dropout=0.0), max_steps=10, eval_every=2,
                          patience=2, lr=1e-2, warmup_steps=1, seed=3,
                          batching=BatchingConfig(max_frames=700, max_seconds=2.0, prompt_min_seconds=0.4,
                                                  prompt_max_seconds=0.8))
+    for key, value in changes.items():
+        setattr(cfg, key, value)
     trainer = LoraFinetuner(model, [str(s) for s in shards], tokenizer.encode, cfg,
-                            ROOT / "ds_configs" / "zero2.json", tmp_path / "out", identity, evaluator)
+                            ROOT / "ds_configs" / "zero2.json", tmp_path / "out",
+                            base_identity(model, "tiny"), evaluator)
     evaluator.trainer = trainer
-    result = trainer.run()
+    return trainer
+
+
+def test_evaluations_mid_training_keep_the_model_on_the_optimizer_and_keep_the_best(world_of_one,
+                                                                                    tmp_path) -> None:
+    evaluator = GeneratingEvaluator()
+    result = make_trainer(tmp_path, evaluator).run()
 
     # evaluations at 0, 2, 4, 6, 8; SIM peaked at step 4, and two evaluations brought nothing better
     assert [p.step for p in result.curve] == [0, 2, 4, 6, 8]
@@ -103,3 +109,10 @@ def test_evaluations_mid_training_keep_the_model_on_the_optimizer_and_keep_the_b
     rows = [json.loads(line) for line in (tmp_path / "out" / "curve.jsonl").read_text().splitlines()]
     assert [r["sim"] for r in rows] == [0.50, 0.60, 0.70, 0.65, 0.64]
     assert Path(tmp_path / "out" / "curve.md").read_text().count("| * |") == 1
+
+
+def test_a_spent_time_budget_stops_training_with_the_baseline_kept(world_of_one, tmp_path) -> None:
+    evaluator = GeneratingEvaluator()
+    result = make_trainer(tmp_path, evaluator, time_budget_s=1e-3).run()
+    assert (result.stop_reason, result.steps, [p.step for p in result.curve]) == ("time_budget", 0, [0])
+    assert json.loads((tmp_path / "out" / "adapter" / "base_model.json").read_text())["step"] == 0
