@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
 CODEC=${CODEC:-models/codec_rvq16k}
-SENTENCES=${1:-8000}; shift $(( $# > 0 ? 1 : 0 ))
+SENTENCES=${1:-5400}; shift $(( $# > 0 ? 1 : 0 ))
 mkdir -p "$RUN"
 
 $PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCES"
