@@ -28,7 +28,8 @@ from lm.export import export_inference_dir
 from lm.lora import CurvePoint, select_best
 from lm.model import TTSModel
 
-pytestmark = pytest.mark.integration
+# a minute or more on 2 CPU cores (Whisper + resemblyzer loading, two DeepSpeed processes): `make test-slow`
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NUM_CLIPS = 8  # the shortest LJ clips: 5 to train on, 3 held out
 FAST = ["--rank", "4", "--alpha", "8", "--max-frames", "400", "--prompt-seconds", "2", "--seed", "3"]
