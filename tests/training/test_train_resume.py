@@ -19,7 +19,7 @@ from training_helpers import FAST_OVERRIDES, ROOT
 
 from lm.train_state import latest_tag
 
-# four runs of the real launcher with two ranks: about 100 CPU seconds, mostly 3 processes importing torch etc.
+# four runs of the real launcher with two ranks: ~100 CPU seconds, mostly 3 processes importing torch etc.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOTAL = 8  # the schedule's length: fixed, so a run stopped early has the same learning rates
