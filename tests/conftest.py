@@ -1,4 +1,4 @@
-"""Suite-wide settings: one compute thread per process.
+"""Suite-wide settings: one compute thread per process, and no DeepSpeed state leaking between modules.
 
 The tests run tiny models, which gain nothing from intra-op threads; on a busy 2-core machine OpenMP
 threads spin-wait for a core and slow a step down 10x or more. The environment variable reaches every
@@ -8,9 +8,23 @@ subprocess the tests start (DeepSpeed ranks, the CLIs); set OMP_NUM_THREADS your
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402 - after OMP_NUM_THREADS, which torch reads when it starts
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _deepspeed_drops_destroyed_groups():
+    """DeepSpeed caches its process groups. A module that ran an engine in this process and destroyed the
+    world with torch.distributed.destroy_process_group() leaves them cached, and the next module's engine
+    fails with "Group ... is not registered". deepspeed.comm.destroy_process_group() releases them; this
+    does the same release for modules that tore down through torch."""
+    yield
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None and not torch.distributed.is_initialized():
+        groups._release_process_group_references(group=None)  # None: the world is gone
