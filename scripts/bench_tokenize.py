@@ -1,16 +1,18 @@
 #!/usr/bin/env python
 """Benchmark: tokenize throughput (batched vs one file at a time) and loader padding (buckets vs none).
 
-  python scripts/bench_tokenize.py                       # CPU, random 24 kHz EnCodec, ~150 s of real speech
+  python scripts/bench_tokenize.py                       # CPU: our RVQ codec + random 24 kHz EnCodec, 150 s
   python scripts/bench_tokenize.py --device cuda --seconds 600
   python scripts/bench_tokenize.py --threads 1 2        # also compare torch thread counts
 
 Part 1 builds a corpus from the real clips in tests/data/speech (replicated up to --seconds), ingests it
-into raw shards, and tokenizes the same shards twice with the same codec instance: once with one codec
-forward per file (`batch_seconds=0`) and once with length-sorted padded batches. Both are measured in the
-same run and the table prints the ratio. Part 2 runs the loader over token shards of --utterances
-utterances with LibriTTS-like lengths (log-normal, median ~5 s) and reports the padding fraction of the
-batches with length buckets and without.
+into raw shards, and tokenizes the same shards with each codec (one instance per codec): once with one
+codec forward per file (`batch_seconds=0`) and once per --batch-seconds with length-sorted padded batches,
+all in the same run; the table prints the ratios. A second table gives each codec's encode cost per audio
+second against the batch size on equal-length clips (no padding, no I/O): where it is flat, the codec is
+compute-bound at batch 1 and batching cannot pay (it only amortises per-call overhead).
+Part 2 runs the loader over token shards of --utterances utterances with LibriTTS-like lengths
+(log-normal, median ~5 s) and reports the padding fraction of the batches with length buckets and without.
 """
 
 from __future__ import annotations
@@ -75,37 +77,75 @@ def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
     summary = ingest(corpus, work / "raw", IngestConfig(workers=0, shard_max_count=args.shard_clips),
                      progress=False)
     device = torch.device(args.device)
-    codec = load_codec(args.codec, device=device)
-    codec.encode(torch.zeros(1, 1, codec.sample_rate, device=device))  # warm-up: kernels, allocator
     print(f"\n## tokenize: {summary.accepted} clips, {audio:.0f} s of real speech, {len(summary.shards)} raw "
-          f"shards, codec {args.codec} on {args.device}")
+          f"shards, on {args.device}; every row runs data_pipeline.tokenize.tokenize_shards (what "
+          "scripts/tokenize_shards.py runs) on the same shards with the same codec instance")
     print("wall = audio seconds per wall second; cpu = audio seconds per CPU second of this process (robust "
-          "to other load on a shared machine with 1 thread; with more threads it also counts spin-waits)")
-    print(f"{'threads':>7} {'mode':<20} {'forwards':>8} {'padding':>8} {'wall s':>7} {'wall':>6} "
-          f"{'ratio':>6} {'cpu s':>7} {'cpu':>6} {'ratio':>6} {'encode share':>12}")
+          "to other load on a shared machine with 1 thread; with more threads it also counts spin-waits); "
+          "ratio = against the one-file-per-forward row of the same codec and thread count")
+    print(f"{'codec':<22} {'threads':>7} {'mode':<20} {'forwards':>8} {'padding':>8} {'wall s':>7} "
+          f"{'wall':>6} {'ratio':>6} {'cpu s':>7} {'cpu':>6} {'ratio':>6} {'encode share':>12}")
     modes = [("one file per forward", 0.0)] + [(f"batched {b:g} s", b) for b in args.batch_seconds]
-    for threads in args.threads:
-        if device.type == "cpu":
-            torch.set_num_threads(threads)
-        base_wall = base_cpu = None
-        for name, batch_seconds in modes:
-            out = work / f"tok-{threads}-{batch_seconds}"
-            cfg = TokenizeConfig(codec=args.codec, batch_seconds=batch_seconds, device=args.device,
-                                 progress=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter(), time.process_time()
-            run = tokenize_shards(work / "raw", out, cfg, codec=codec)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            padding = [json.loads(p.read_text())["padding"] for p in (out / SUMMARY_DIR).glob("*.json")]
-            speed, cpu_speed = run.audio_seconds / wall, run.audio_seconds / cpu
-            base_wall, base_cpu = base_wall or speed, base_cpu or cpu_speed
-            print(f"{threads:>7} {name:<20} {run.forwards:>8} {np.mean(padding):>8.1%} {wall:>7.1f} "
-                  f"{speed:>6.1f} {speed / base_wall:>5.2f}x {cpu:>7.1f} {cpu_speed:>6.1f} "
-                  f"{cpu_speed / base_cpu:>5.2f}x {run.encode_seconds / wall:>12.0%}")
-            shutil.rmtree(out)
+    for spec in args.codec:
+        codec = load_codec(spec, device=device)
+        codec.encode(torch.zeros(1, 1, codec.sample_rate, device=device))  # warm-up: kernels, allocator
+        for threads in args.threads:
+            if device.type == "cpu":
+                torch.set_num_threads(threads)
+            base_wall = base_cpu = None
+            for name, batch_seconds in modes:
+                out = work / f"tok-{threads}-{batch_seconds}"
+                cfg = TokenizeConfig(codec=spec, batch_seconds=batch_seconds, device=args.device,
+                                     progress=False)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                wall, cpu = time.perf_counter(), time.process_time()
+                run = tokenize_shards(work / "raw", out, cfg, codec=codec)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                padding = [json.loads(p.read_text())["padding"] for p in (out / SUMMARY_DIR).glob("*.json")]
+                speed, cpu_speed = run.audio_seconds / wall, run.audio_seconds / cpu
+                base_wall, base_cpu = base_wall or speed, base_cpu or cpu_speed
+                print(f"{spec[-22:]:<22} {threads:>7} {name:<20} {run.forwards:>8} {np.mean(padding):>8.1%} "
+                      f"{wall:>7.1f} {speed:>6.1f} {speed / base_wall:>5.2f}x {cpu:>7.1f} {cpu_speed:>6.1f} "
+                      f"{cpu_speed / base_cpu:>5.2f}x {run.encode_seconds / wall:>12.0%}")
+                shutil.rmtree(out)
+
+
+def bench_batch_scaling(args: argparse.Namespace) -> None:
+    """CPU (or GPU) seconds of codec.encode per audio second for B equal-length clips of --clip-seconds."""
+    device = torch.device(args.device)
+    print(f"\n## codec encode cost vs batch size: {args.clip_seconds:g} s clips of noise at the codec rate, "
+          f"ms of {'CPU' if device.type == 'cpu' else 'wall'} time per audio second (median of 3 interleaved "
+          "rounds)")
+    sizes = [1, 2, 4, 8, 16]
+    columns = " ".join(f"{f'B={b}':>7}" for b in sizes)
+    print(f"{'codec':<22} {'threads':>7} {columns} {'B=16 / B=1':>10}")
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    for spec in args.codec:
+        codec = load_codec(spec, device=device)
+        for threads in args.threads:
+            if device.type == "cpu":
+                torch.set_num_threads(threads)
+            wavs = [0.1 * torch.randn(b, 1, int(args.clip_seconds * codec.sample_rate), device=device)
+                    for b in sizes]
+            for wav in wavs:  # warm-up of every shape first: allocator growth, kernel choice
+                codec.encode(wav)
+            times: list[list[float]] = [[] for _ in sizes]
+            for _ in range(3):  # rounds over all sizes, so a drifting machine load hits every size alike
+                for i, wav in enumerate(wavs):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    start = clock()
+                    codec.encode(wav)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    times[i].append(clock() - start)
+            costs = [1e3 * float(np.median(t)) / (b * args.clip_seconds)
+                     for t, b in zip(times, sizes, strict=True)]
+            print(f"{spec[-22:]:<22} {threads:>7} " + " ".join(f"{c:>7.1f}" for c in costs)
+                  + f" {costs[-1] / costs[0]:>9.2f}x")
 
 
 def write_length_shards(out: Path, utterances: int, per_shard: int, seed: int) -> None:
@@ -149,7 +189,8 @@ def bench_padding(args: argparse.Namespace, work: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--codec", default="encodec_24khz:random")
+    p.add_argument("--codec", nargs="+", default=["models/codec_rvq16k", "encodec_24khz:random"],
+                   help="codec specs, each measured in the same table (default: %(default)s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=150.0, help="audio to tokenize (default: %(default)s)")
     p.add_argument("--batch-seconds", type=float, nargs="+", default=[8.0, 30.0, 120.0],
@@ -160,13 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--utterances", type=int, default=20000,
                    help="for the padding part (default: %(default)s)")
     p.add_argument("--max-frames", type=int, default=BatchingConfig().max_frames)
+    p.add_argument("--clip-seconds", type=float, default=5.0, help="clip length of the batch-size table")
     p.add_argument("--skip-tokenize", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-padding", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
         if not args.skip_tokenize:
             bench_tokenize(args, Path(tmp))
+        if not args.skip_scaling:
+            bench_batch_scaling(args)
         if not args.skip_padding:
             bench_padding(args, Path(tmp))
     return 0
