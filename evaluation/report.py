@@ -98,6 +98,8 @@ def write_markdown(summary: dict, path: str | Path) -> None:
               f"- seed: {cfg.get('seed')} ({cfg.get('seed_rule', '')})"]
     if "checkpoint" in cfg:
         parts.append(f"- checkpoint: `{cfg['checkpoint']}`")
+        if cfg.get("adapter"):
+            parts.append(f"- LoRA adapter: `{cfg['adapter']}`")
         parts.append(f"- decode config: `{cfg.get('decode_config')}`")
     if "codec" in cfg:
         parts.append(f"- codec: `{cfg['codec']}`")

@@ -53,6 +53,7 @@ class EvalConfig:
     list_path: Path
     out_dir: Path
     checkpoint: Path | None = None
+    adapter: Path | None = None  # LoRA adapter the synthesizer was loaded with (recorded, not loaded here)
     codec_only: bool = False
     codec: str | None = None
     seed: int = 1234  # case i is synthesised with seed + i, so a case's output does not depend on --limit
@@ -349,6 +350,7 @@ def _describe_run(config: EvalConfig, synthesizer, codec, scorers: Scorers) -> d
                               "codebook_size": codec.codebook_size}
     else:
         described["checkpoint"] = str(config.checkpoint) if config.checkpoint else None
+        described["adapter"] = str(config.adapter) if config.adapter else None
         # The synthesizer's own defaults, with this run's overrides on top: what was actually decoded with.
         described["decode_config"] = {**synthesizer.decode_config(), **config.decode}
         described["decode_overrides"] = dict(config.decode)

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     }.items() if v is not None}
     decode.update(parse_decode(args.decode))
     config = EvalConfig(
-        list_path=args.list, out_dir=args.out, checkpoint=args.checkpoint, codec_only=args.codec_only,
+        list_path=args.list, out_dir=args.out, checkpoint=args.checkpoint, adapter=args.adapter,
+        codec_only=args.codec_only,
         codec=args.codec, seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
         use_prompt_text=not args.no_prompt_text, score_ground_truth=not args.no_ground_truth,
         save_audio=not args.no_save_audio, decode=decode,

@@ -71,7 +71,7 @@ def test_synthesis_run_writes_three_reports(tmp_path, speech_dir, scorers):
     cases = read_list(lst)
     synth = GroundTruthSynthesizer.from_cases(cases)
     config = EvalConfig(list_path=lst, out_dir=tmp_path / "out", checkpoint=Path("ck"), seed=7,
-                        batch_size=2, decode={"temperature": 0.6})
+                        adapter=Path("lora_dir"), batch_size=2, decode={"temperature": 0.6})
     summary = run_evaluation(config, synthesizer=synth, scorers=scorers)
 
     # the synthesizer got the case's text, prompt, transcript, a per-case seed and the decode overrides
@@ -93,6 +93,8 @@ def test_synthesis_run_writes_three_reports(tmp_path, speech_dir, scorers):
     assert system["rtf"] == pytest.approx(0.25) and truth["rtf"] is None
     cfg = on_disk["config"]
     assert cfg["seed"] == 7
+    assert cfg["adapter"] == "lora_dir"
+    assert "- LoRA adapter: `lora_dir`" in (tmp_path / "out" / "report.md").read_text()
     assert cfg["decode_config"] == {"temperature": 0.6, "top_k": 50, "max_seconds": 20.0}
     assert cfg["metrics"]["asr"]["model"].endswith("model")
 

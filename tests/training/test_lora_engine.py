@@ -9,6 +9,7 @@ import json
 import socket
 from pathlib import Path
 
+import deepspeed
 import pytest
 import torch
 import torch.distributed as dist
@@ -42,7 +43,8 @@ def world_of_one():
         init_distributed()
         yield
         if dist.is_initialized():
-            dist.destroy_process_group()
+            # through DeepSpeed, which then drops its cached groups (stale ones break a later engine)
+            deepspeed.comm.destroy_process_group()
 
 
 class GeneratingEvaluator:
