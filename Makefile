@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-slow test-all test-fast lint clean
+.PHONY: env demo demo-pipeline test test-slow test-all test-fast lint clean
 
 env: $(STAMP)
 
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e '.[dev,eval]'
 	touch $(STAMP)
 
+# Voice cloning with the embedded default model (models/default); the pipeline demo when there is none.
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# The whole pipeline on the bundled speech: ingest -> tokenize -> 30 tiny training steps -> generate.
+demo-pipeline: $(STAMP)
+	DEMO=pipeline bash scripts/demo.sh
 
 # The default suite: pyproject's addopts leave out tests marked `slow` (under 10 minutes on 2 CPU cores).
 test: $(STAMP)
