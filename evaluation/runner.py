@@ -55,6 +55,7 @@ class EvalConfig:
     checkpoint: Path | None = None
     adapter: Path | None = None  # LoRA adapter the synthesizer was loaded with (recorded, not loaded here)
     codec_only: bool = False
+    codec_codebooks: int | None = None  # codec-only: decode with the first N codebooks (None: all)
     codec: str | None = None
     seed: int = 1234  # case i is synthesised with seed + i, so a case's output does not depend on --limit
     limit: int | None = None
@@ -193,8 +194,11 @@ def _as_output(result: Any) -> Output:
 
 
 @torch.inference_mode()
-def codec_round_trip(codec, refs: list[tuple[np.ndarray, int]], device: str = "cpu") -> list[Output]:
-    """Encode + decode a batch of real clips through `codec`; RTF = batch wall time / batch audio time."""
+def codec_round_trip(codec, refs: list[tuple[np.ndarray, int]], device: str = "cpu",
+                     num_codebooks: int | None = None) -> list[Output]:
+    """Encode + decode a batch of real clips through `codec`, with its first `num_codebooks` levels (all when
+    None: a TTS model that predicts fewer levels can sound at best like this); RTF = batch wall time / batch
+    audio time."""
     rate = codec.sample_rate
     wavs = [resample(w, r, rate) for w, r in refs]
     lengths = torch.tensor([len(w) for w in wavs])
@@ -203,7 +207,7 @@ def codec_round_trip(codec, refs: list[tuple[np.ndarray, int]], device: str = "c
         batch[b, 0, : len(w)] = torch.from_numpy(w)
     t0 = time.perf_counter()
     encoded = codec.encode(batch.to(device), lengths.to(device), rate)
-    decoded = codec.decode(encoded.codes).float().cpu()  # [B, 1, T']
+    decoded = codec.decode(encoded.codes[:, :num_codebooks]).float().cpu()  # [B, 1, T']
     elapsed = time.perf_counter() - t0
     rtf = elapsed / (float(lengths.sum()) / rate)
     # Decoded audio is padded to whole frames and past each clip's end; cut it back to the input length.
@@ -283,7 +287,8 @@ def _produce(loaded: list, config: EvalConfig, synthesizer, codec) -> list[Outpu
     if not config.codec_only:
         return synthesize_batches(synthesizer, [(i, c, p) for i, c, p, _ in loaded], config)
     try:
-        return codec_round_trip(codec, [gt for _, _, _, gt in loaded], config.device)
+        return codec_round_trip(codec, [gt for _, _, _, gt in loaded], config.device,
+                                    config.codec_codebooks)
     except Exception as exc:  # e.g. out of memory on a long batch: lose this batch, not the run
         log.error("codec round trip failed for %s: %s", [c.id for _, c, _, _ in loaded], exc)
         return [RuntimeError(f"codec: {exc}") for _ in loaded]
@@ -347,6 +352,7 @@ def _describe_run(config: EvalConfig, synthesizer, codec, scorers: Scorers) -> d
     if config.codec_only:
         described["codec"] = {"spec": config.codec, "sample_rate": codec.sample_rate,
                               "frame_rate": codec.frame_rate, "num_codebooks": codec.num_codebooks,
+                              "decoded_codebooks": config.codec_codebooks or codec.num_codebooks,
                               "codebook_size": codec.codebook_size}
     else:
         described["checkpoint"] = str(config.checkpoint) if config.checkpoint else None

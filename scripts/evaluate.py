@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codec-only", action="store_true",
                    help="evaluate a codec round trip of the ground truth")
     p.add_argument("--codec", default=None, help="codec spec for --codec-only, e.g. encodec_24khz:random")
+    p.add_argument("--codebooks", type=int, default=None,
+                   help="--codec-only: decode with the first N codebooks (a model that predicts N levels)")
     p.add_argument("--seed", type=int, default=1234, help="base seed; case i uses seed + i")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--batch-size", type=int, default=1, help="cases per synthesize_batch / codec call")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     decode.update(parse_decode(args.decode))
     config = EvalConfig(
         list_path=args.list, out_dir=args.out, checkpoint=args.checkpoint, adapter=args.adapter,
-        codec_only=args.codec_only,
+        codec_only=args.codec_only, codec_codebooks=args.codebooks,
         codec=args.codec, seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
         use_prompt_text=not args.no_prompt_text, score_ground_truth=not args.no_ground_truth,
         save_audio=not args.no_save_audio, decode=decode,
