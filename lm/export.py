@@ -60,6 +60,11 @@ def export_inference_dir(
     shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
     meta = {**(metadata or {}), "codec": codec_ref, "codec_source": codec_spec,
             "text_tokenizer": TOKENIZER_FILE}
+    if train_config is not None:
+        # speaker-prompt mode: the model never saw a prompt longer than training's; a longer one is out of
+        # distribution (and slower), so the synthesizer keeps only that many seconds by default
+        decode = meta.setdefault("decode", {})
+        decode.setdefault("max_prompt_seconds", train_config.data.batching.prompt_max_seconds)
     # save_model reads only the state dict passed (the consolidated fp32 weights), not a module
     save_model(None, model_config, tmp, metadata=meta, state_dict=state_dict)
     if train_config is not None:

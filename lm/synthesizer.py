@@ -72,7 +72,9 @@ class DecodeConfig:
     max_seconds: float = 20.0
     max_chars: int = 200  # sentence pieces longer than this are cut at clauses / spaces
     pause_seconds: float = 0.2  # silence between sentence pieces
-    max_prompt_seconds: float = 15.0  # speaker-prompt mode keeps the last seconds of a longer prompt
+    # speaker-prompt mode keeps the last seconds of a longer prompt; exports of a training run set this to
+    # the longest prompt the model was trained with (config.json metadata.decode)
+    max_prompt_seconds: float = 15.0
     decode_context_seconds: float = 1.0  # continuation mode: prompt audio decoded before the target, then cut
     batch_size: int = 8  # rows (sentence pieces) per AR batch in synthesize_batch
     # length limits per text piece (sentencepiece token), in seconds so they hold for any codec frame rate.

@@ -272,3 +272,20 @@ def test_generate_script_end_to_end(export_dir, tmp_path) -> None:
     assert rate == 24000 and wav.ndim == 1 and np.isfinite(wav).all()
     frames = math.ceil(0.3 * 75)  # two pieces, each capped by --max-seconds
     assert len(wav) == 2 * frames * 320 + int(0.2 * 24000)
+
+
+def test_export_of_a_training_run_caps_speaker_prompts_at_the_trained_length(tmp_path) -> None:
+    """A model trained on 1-3 s speaker prompts gets at most 3 s of a longer prompt by default."""
+    from lm.train_config import TrainConfig
+
+    plain = build_tiny_export(tmp_path / "plain")
+    trained = TrainConfig()
+    trained.data.batching.prompt_max_seconds = 2.5
+    tokenizer = plain.with_name(plain.name + "-text.model")
+    config = get_preset("tiny", text_vocab_size=TextTokenizer.load(tokenizer).vocab_size)
+    export = export_inference_dir(tmp_path / "trained", config, TTSModel(config).state_dict(), tokenizer,
+                                  CODEC_SPEC, train_config=trained)
+    assert Synthesizer.from_pretrained(export).decode_config()["max_prompt_seconds"] == 2.5
+    overridden = Synthesizer.from_pretrained(export, max_prompt_seconds=6)
+    assert overridden.decode_config()["max_prompt_seconds"] == 6
+    assert Synthesizer.from_pretrained(plain).decode_config()["max_prompt_seconds"] == 15.0
