@@ -185,10 +185,29 @@ def stored_float_dtype(codec_dir: str | Path) -> torch.dtype:
     return torch.float32
 
 
+def uses_discriminator(cfg: DecoderFinetuneConfig) -> bool:
+    """With both GAN weights at 0 this is a plain spectral (mel + waveform) fine-tune: no discriminator."""
+    return cfg.adv_weight > 0 or cfg.fm_weight > 0
+
+
 def _decoder_lr(cfg: DecoderFinetuneConfig, step: int) -> float:
-    if step < cfg.disc_warmup_steps:
+    warmup_end = cfg.disc_warmup_steps if uses_discriminator(cfg) else 0
+    if step < warmup_end:
         return 0.0
-    return cfg.lr * min(1.0, (step - cfg.disc_warmup_steps + 1) / max(1, cfg.warmup_steps))
+    return cfg.lr * min(1.0, (step - warmup_end + 1) / max(1, cfg.warmup_steps))
+
+
+def _discriminator_step(disc: torch.nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                        fake: torch.Tensor, grad_clip: float) -> tuple[list, float]:
+    """One hinge update of the discriminator -> (real-audio feature maps, loss)."""
+    real_logits, real_features = disc(real)
+    fake_logits, _ = disc(fake.detach())
+    loss = discriminator_loss(real_logits, fake_logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(disc.parameters(), grad_clip)
+    optimizer.step()
+    return real_features, loss.item()
 
 
 def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
@@ -267,22 +286,19 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
         train_decoder = lr > 0
         with torch.set_grad_enabled(train_decoder):
             fake = codec.decoder(quantized)[..., : wav.shape[-1]]
-        # discriminator step; its real-audio features (pre-update, detached) serve feature matching below
-        real_logits, real_features = disc(wav)
-        fake_logits, _ = disc(fake.detach())
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-        optimizers["discriminator"].step()
-        parts = {"d_loss": d_loss.item()}
+        parts: dict[str, torch.Tensor | float] = {}
+        if uses_discriminator(cfg):
+            # its real-audio features (pre-update, detached) serve feature matching below
+            real_features, parts["d_loss"] = _discriminator_step(disc, optimizers["discriminator"], wav, fake,
+                                                                 cfg.grad_clip)
         if train_decoder:
-            fake_logits, fake_features = disc(fake)
-            parts |= {"mel": mel_loss(fake, wav), "wave_l1": torch.nn.functional.l1_loss(fake, wav),
-                      "adv": generator_adversarial_loss(fake_logits),
-                      "fm": feature_matching_loss(real_features, fake_features)}
-            g_loss = (cfg.mel_weight * parts["mel"] + cfg.wave_weight * parts["wave_l1"]
-                      + cfg.adv_weight * parts["adv"] + cfg.fm_weight * parts["fm"])
+            parts |= {"mel": mel_loss(fake, wav), "wave_l1": torch.nn.functional.l1_loss(fake, wav)}
+            g_loss = cfg.mel_weight * parts["mel"] + cfg.wave_weight * parts["wave_l1"]
+            if uses_discriminator(cfg):
+                fake_logits, fake_features = disc(fake)
+                parts |= {"adv": generator_adversarial_loss(fake_logits),
+                          "fm": feature_matching_loss(real_features, fake_features)}
+                g_loss = g_loss + cfg.adv_weight * parts["adv"] + cfg.fm_weight * parts["fm"]
             optimizers["decoder"].zero_grad(set_to_none=True)
             g_loss.backward()
             parts["g_grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

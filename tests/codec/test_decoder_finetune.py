@@ -95,3 +95,13 @@ def test_rejects_a_codec_that_is_not_an_rvq_codec(tmp_path):
     with pytest.raises(TypeError, match="needs an RVQCodec"):
         finetune_decoder(DecoderFinetuneConfig(codec="encodec_24khz:random", data=[str(ARCTIC_DIR)],
                                                out=str(tmp_path), device="cpu"))
+
+
+def test_zero_gan_weights_train_the_decoder_on_spectral_losses_alone(tiny_codec_dir, tmp_path):
+    cfg = _config(tiny_codec_dir, tmp_path / "run", max_steps=2)
+    cfg.adv_weight = cfg.fm_weight = 0.0
+    finetune_decoder(cfg)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in logs if "mel" in r]
+    assert trained and trained[0]["step"] == 2 and trained[0]["lr"] > 0  # no discriminator warm-up
+    assert not any("d_loss" in r or "adv" in r for r in logs)
