@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -64,6 +65,9 @@ class DecoderFinetuneConfig:
     disc_lr: float = 1e-4
     betas: tuple[float, float] = (0.8, 0.99)
     warmup_steps: int = 100  # decoder LR warm-up, counted from the end of the discriminator warm-up
+    # then cosine down to lr * min_lr_ratio at max_steps: at a constant LR the evaluation curve wobbles from
+    # one checkpoint to the next; the decay makes the last checkpoint the one to take
+    min_lr_ratio: float = 0.1
     disc_warmup_steps: int = 200
     codebook_choices: tuple[int, ...] = (4, 8)
     mel_weight: float = 15.0
@@ -194,7 +198,10 @@ def _decoder_lr(cfg: DecoderFinetuneConfig, step: int) -> float:
     warmup_end = cfg.disc_warmup_steps if uses_discriminator(cfg) else 0
     if step < warmup_end:
         return 0.0
-    return cfg.lr * min(1.0, (step - warmup_end + 1) / max(1, cfg.warmup_steps))
+    warm = min(1.0, (step - warmup_end + 1) / max(1, cfg.warmup_steps))
+    progress = (step - warmup_end) / max(1, cfg.max_steps - warmup_end)
+    cosine = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * cosine
 
 
 def _discriminator_step(disc: torch.nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--segment-seconds", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay to lr * this at --max-steps")
     p.add_argument("--disc-lr", type=float, default=1e-4)
     p.add_argument("--disc-warmup-steps", type=int, default=200)
     p.add_argument("--codebooks", type=int, nargs="+", default=[4, 8],
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = DecoderFinetuneConfig(
         codec=args.codec, data=args.data, out=args.out, eval_data=args.eval_data, max_steps=args.max_steps,
-        batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr, disc_lr=args.disc_lr,
+        batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio, disc_lr=args.disc_lr,
         disc_warmup_steps=args.disc_warmup_steps, codebook_choices=tuple(args.codebooks),
         mel_weight=args.mel_weight, adv_weight=args.adv_weight, fm_weight=args.fm_weight,
         log_every=args.log_every, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
