@@ -39,7 +39,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline.loader import LoaderConfig, TokenLoader
-from data_pipeline.records import META_EXT
+from data_pipeline.records import META_EXT, TTSBatch
 from data_pipeline.sharding import expand_shards
 from data_pipeline.text import TextTokenizer, iter_transcripts
 from lm.config import ModelConfig
@@ -464,14 +464,21 @@ class Trainer:
             return None
         start = time.perf_counter()
         loader = TokenLoader(self._loader_config(self.val_urls, infinite=False), self.tokenizer.encode)
+        raw = list(islice(loader, self.cfg.eval_batches))
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        built = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
-                 for b in islice(loader, self.cfg.eval_batches)]
+        built = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator) for b in raw]
+        # the same batches with each row given another row's transcript (same layout draws): the AR loss
+        # gap says how much the model reads the text; ~0 means an audio LM that has not aligned yet
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        other_text = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
+                      for b in _rolled_texts(raw)]
         mine = built[self.rank :: self.world_size]
-        sums = torch.zeros(5, dtype=torch.float64)
+        sums = torch.zeros(7, dtype=torch.float64)
         self.engine.eval()
         for lm in mine:
-            sums += self._eval_sums(lm)
+            sums[:5] += self._eval_sums(lm)
+        for lm in other_text[self.rank :: self.world_size]:
+            sums[5:] += self._eval_sums(lm)[:2]
         if self.zero_stage == 3 and built:
             # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards
             most = torch.tensor([len(mine)], device=self.device)
@@ -481,7 +488,7 @@ class Trainer:
         self.engine.train()
         sums = sums.to(self.device)
         dist.all_reduce(sums)
-        ar_sum, ar_n, nar_sum, nar_n, batches = sums.cpu().tolist()
+        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n = sums.cpu().tolist()
         if ar_n == 0:
             log.warning("validation shards %s gave no batch", self.val_urls)
             return None
@@ -489,10 +496,14 @@ class Trainer:
         if nar_n:
             metrics["nar_loss"] = nar_sum / nar_n
         metrics["loss"] = metrics["ar_loss"] + self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
+        if wrong_n:
+            metrics["ar_loss_other_text"] = wrong_sum / wrong_n
+            metrics["text_gap"] = metrics["ar_loss_other_text"] - metrics["ar_loss"]
         if self.rank == 0:
-            log.info("validation step %d | loss %.4f (ar %.4f%s) | %d batches | %.1f s", self.step,
-                     metrics["loss"], metrics["ar_loss"],
-                     f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "", batches,
+            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s | %d batches | %.1f s",
+                     self.step, metrics["loss"], metrics["ar_loss"],
+                     f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "",
+                     f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a", batches,
                      metrics["seconds"])
             self._record("val", metrics)
         return metrics
@@ -593,3 +604,23 @@ def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
     return ("# resolved training config; rerun or continue with:\n"
             f"#   deepspeed scripts/train.py --out {out_dir} --deepspeed {ds_config} --config "
             f"{Path(out_dir) / 'train_config.yaml'} --resume")
+
+
+def _rolled_texts(batches: list[TTSBatch]) -> list[TTSBatch]:
+    """The batches with every row's transcript moved to the next row (across batch borders, so batches of
+    one row work too); fewer than two rows in all -> []."""
+    rows = [(b.text_ids[i, : int(b.text_lengths[i])], b.texts[i] if b.texts else "")
+            for b in batches for i in range(len(b.keys))]
+    if len(rows) < 2:
+        return []
+    rows = rows[-1:] + rows[:-1]
+    out, start = [], 0
+    for b in batches:
+        mine, start = rows[start : start + len(b.keys)], start + len(b.keys)
+        lengths = torch.tensor([len(ids) for ids, _ in mine], dtype=b.text_lengths.dtype)
+        ids = torch.zeros(len(mine), int(lengths.max()), dtype=b.text_ids.dtype)
+        for i, (row, _) in enumerate(mine):
+            ids[i, : len(row)] = row
+        out.append(dataclasses.replace(b, text_ids=ids, text_lengths=lengths,
+                                       texts=[t for _, t in mine] if b.texts else b.texts))
+    return out

@@ -3,6 +3,7 @@ without DeepSpeed and computes the engine's logits; checkpoints holding a pickle
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[
     assert (config.num_codebooks, config.codebook_size) == (2, 1024)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # train at steps 2 and 4, validation at 4
+    val = json.loads(lines[-1])
+    assert val["split"] == "val"
+    # the same batches read with another row's transcript: an untrained model barely notices (|gap| small)
+    assert val["text_gap"] == pytest.approx(val["ar_loss_other_text"] - val["ar_loss"])
+    assert abs(val["text_gap"]) < 0.5
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
 
 
@@ -127,3 +133,25 @@ def test_pickle_payload_in_a_deepspeed_file_is_refused(trained: tuple[TrainResul
     # the payload really is live: the unsafe loader DeepSpeed uses by default would have run it
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_validation_text_swap_moves_every_transcript_to_the_next_row() -> None:
+    from data_pipeline.records import TTSBatch
+    from lm.training import _rolled_texts
+
+    def batch(texts: list[list[int]]) -> TTSBatch:
+        ids = torch.zeros(len(texts), max(map(len, texts)), dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids[i, : len(t)] = torch.tensor(t)
+        n = len(texts)
+        return TTSBatch(keys=[str(t) for t in texts], speakers=[""] * n, text_ids=ids,
+                        text_lengths=torch.tensor([len(t) for t in texts]), codes=torch.zeros(n, 1, 2),
+                        frame_lengths=torch.full((n,), 2), prompt_codes=torch.zeros(n, 1, 1),
+                        prompt_lengths=torch.ones(n), texts=[f"t{t[0]}" for t in texts])
+
+    rolled = _rolled_texts([batch([[1, 1, 1]]), batch([[2], [3, 3]])])  # batches of one row work too
+    rows = [(b.text_ids[i, : int(b.text_lengths[i])].tolist(), b.texts[i]) for b in rolled
+            for i in range(len(b.keys))]
+    assert rows == [([3, 3], "t3"), ([1, 1, 1], "t1"), ([2], "t2")]
+    assert [b.keys for b in rolled] == [["[1, 1, 1]"], ["[2]", "[3, 3]"]]  # audio stays where it was
+    assert _rolled_texts([batch([[5]])]) == []
