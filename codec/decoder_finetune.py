@@ -44,7 +44,7 @@ from codec.discriminator import (
 )
 from codec.losses import MultiScaleMelLoss
 from codec.rvq_codec import RVQCodec
-from codec.trainer import AudioPool, load_eval_clips, parse_source, pick_device, stoi_available
+from codec.trainer import AudioPool, load_eval_clips, parse_source, pick_device, stoi_available, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,7 @@ def _save(directory: Path, codec: RVQCodec, disc: torch.nn.Module, optimizers: d
                 "rng": {"torch": torch.get_rng_state(), "data": gen.get_state().cpu(),
                         "python": list(random.getstate()[1])}}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, directory)
 
 
 def _load(directory: Path, codec: RVQCodec, disc: torch.nn.Module, optimizers: dict,
@@ -273,7 +268,7 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
             log.info("eval step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in last.items()))
 
     def checkpoint_and_export() -> None:
-        run_state = {"step": step, "codec": cfg.codec, "config": _jsonable(asdict(cfg))}
+        run_state = {"step": step, "codec": cfg.codec, "config": asdict(cfg)}  # json writes tuples as lists
         _save(ckpt_dir, codec, disc, optimizers, run_state, gen)
         codec.save_pretrained(out / "export", dtype=export_dtype)
         (out / "export" / "training.json").write_text(json.dumps({**run_state, **last}, indent=2) + "\n")
@@ -341,10 +336,3 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
         checkpoint_and_export()
     return {"step": step, **last}
 
-
-def _jsonable(d):
-    if isinstance(d, dict):
-        return {k: _jsonable(v) for k, v in d.items()}
-    if isinstance(d, tuple | list):
-        return [_jsonable(v) for v in d]
-    return d

@@ -216,6 +216,11 @@ def save_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Opt
         rng["cuda"] = torch.cuda.get_rng_state()
     torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    swap_in(tmp, directory)
+
+
+def swap_in(tmp: Path, directory: Path) -> None:
+    """Replace `directory` with the fully written `tmp` (the old one is removed only after the rename)."""
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
