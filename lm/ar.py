@@ -117,10 +117,68 @@ class ARDecoder(nn.Module):
     ) -> torch.Tensor:
         """input_ids [B, S] -> code-head logits [B, S, V]; attention_mask [B, S] (padding) or [B, 1, S, S]
         bool."""
-        hidden = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        return self.code_head(hidden)
+        return self.forward_with_attention(input_ids, attention_mask, position_ids)[0]
+
+    def forward_with_attention(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        attention_layer: int | None = None,
+        attention_heads: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward`, plus the causal attention probabilities [B, attention_heads, S, S] of the first
+        `attention_heads` heads of layer `attention_layer` (None: no probabilities, the plain forward).
+
+        SDPA never materialises its probabilities, so they are recomputed from that layer's input with the
+        layer's own projections and RoPE: the same numbers, and gradients reach the same weights (the
+        guided-attention loss in `lm/losses.py` trains them)."""
+        want = attention_layer is not None and attention_heads > 0
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=want,
+        )
+        logits = self.code_head(out.last_hidden_state)
+        if not want:
+            return logits, None
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(
+                input_ids
+            )
+        probs = self._attention_probs(
+            out.hidden_states[attention_layer], attention_layer, attention_heads, position_ids, attention_mask
+        )
+        return logits, probs
+
+    def _attention_probs(
+        self,
+        layer_input: torch.Tensor,
+        layer_index: int,
+        num_heads: int,
+        position_ids: torch.Tensor,
+        key_padding: torch.Tensor | None,
+    ) -> torch.Tensor:
+        layer = self.model.layers[layer_index]
+        attn = layer.self_attn
+        bsz, seq, _ = layer_input.shape
+        heads, kv_heads, dim = self.config.ar_num_heads, self.config.ar_num_kv_heads, self.head_dim
+        h = layer.input_layernorm(layer_input)
+        q = attn.q_proj(h).view(bsz, seq, heads, dim).transpose(1, 2)[:, :num_heads]
+        k = attn.k_proj(h).view(bsz, seq, kv_heads, dim).transpose(1, 2)
+        k = k.repeat_interleave(heads // kv_heads, dim=1)[:, :num_heads]  # query head i reads kv head i // G
+        cos, sin = self.model.rotary_emb(h, position_ids)
+        cos, sin = cos[:, None], sin[:, None]
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * attn.scaling
+        allowed = torch.ones(seq, seq, dtype=torch.bool, device=h.device).tril()[None, None]
+        if key_padding is not None and key_padding.dim() == 2:
+            allowed = allowed & key_padding.bool()[:, None, None, :]
+        # padded query rows keep their own slot so no row is all -inf (they are masked out of the loss)
+        allowed = allowed | torch.eye(seq, dtype=torch.bool, device=h.device)[None, None]
+        return scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
 
     # -- generation over the static cache --------------------------------------------------------------------
     def setup_cache(self, max_batch_size: int, max_seq_len: int, dtype: torch.dtype | None = None) -> None:

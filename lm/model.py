@@ -23,6 +23,7 @@ class TTSOutput:
 
     ar_logits: torch.Tensor
     nar_logits: torch.Tensor | None
+    guided_attention: torch.Tensor | None = None  # [B, H, S, S] probs of the guided AR heads (training)
 
 
 class TTSModel(nn.Module):
@@ -34,10 +35,16 @@ class TTSModel(nn.Module):
         # a single-codebook codec has nothing for the NAR to fill
         self.nar = NARHead(config) if config.num_codebooks > 1 else None
 
-    def forward(self, batch: LMBatch) -> TTSOutput:
-        ar_logits = self.ar(batch.input_ids, batch.attention_mask, batch.position_ids)
+    def forward(
+        self, batch: LMBatch, attention_layer: int | None = None, attention_heads: int = 0
+    ) -> TTSOutput:
+        """`attention_layer` / `attention_heads`: also return the attention probabilities of the first
+        `attention_heads` heads of that AR layer (for the guided-attention loss)."""
+        ar_logits, probs = self.ar.forward_with_attention(
+            batch.input_ids, batch.attention_mask, batch.position_ids, attention_layer, attention_heads
+        )
         nar_logits = self.nar(batch.nar) if self.nar is not None and batch.nar is not None else None
-        return TTSOutput(ar_logits=ar_logits, nar_logits=nar_logits)
+        return TTSOutput(ar_logits=ar_logits, nar_logits=nar_logits, guided_attention=probs)
 
     def build_batch(
         self, batch: TTSBatch, continuation_prob: float = 0.25, generator: torch.Generator | None = None

@@ -69,6 +69,17 @@ class LogConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Guided attention (DC-TTS) on a few AR heads: pushes them to read the transcript near the diagonal, so a
+    small model learns to read its text in far fewer steps. weight 0 disables it (no extra compute)."""
+
+    weight: float = 0.0
+    layer: int = 2  # AR layer (0-based) whose first `heads` heads are guided
+    heads: int = 2
+    sigma: float = 0.2  # width of the diagonal band, as a fraction of the utterance
+
+
+@dataclass
 class TrainConfig:
     preset: str = "tiny"
     model: ModelConfig = field(default_factory=lambda: get_preset("tiny"))
@@ -82,6 +93,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     activation_checkpointing: bool = False
     nar_weight: float = 1.0
+    align: AlignConfig = field(default_factory=AlignConfig)
     precision: str = "auto"  # auto (bf16 on a GPU that supports it, else fp32) | bf16 | fp32
     seed: int = 1234
     eval_every: int = 500  # steps between validation passes; 0 disables
@@ -284,6 +296,13 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.continuation_prob must be in [0, 1], got {cfg.data.continuation_prob}")
     if cfg.schedule.total_steps is not None and cfg.schedule.total_steps < 1:
         raise ConfigError(f"schedule.total_steps must be >= 1, got {cfg.schedule.total_steps}")
+    if cfg.align.weight < 0 or cfg.align.sigma <= 0:
+        raise ConfigError(f"align.weight must be >= 0 and align.sigma > 0, got {cfg.align}")
+    if cfg.align.weight > 0 and not (
+        0 <= cfg.align.layer < cfg.model.ar_num_layers and 1 <= cfg.align.heads <= cfg.model.ar_num_heads
+    ):
+        raise ConfigError(f"align.layer must be in [0, {cfg.model.ar_num_layers}) and align.heads in "
+                          f"[1, {cfg.model.ar_num_heads}] for this model, got {cfg.align}")
     if cfg.eval_batches < 1:
         raise ConfigError(f"eval_batches must be >= 1, got {cfg.eval_batches}")
 

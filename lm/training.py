@@ -391,8 +391,7 @@ class Trainer:
             window.frames += int(batch.frame_lengths.sum())
             window.flops += self.flops(lm)
             lm = lm.to(self.device)
-            out = self.engine(lm)
-            losses = tts_loss(out, lm, cfg.nar_weight)
+            losses = self._losses(lm)
             self.engine.backward(losses.loss)
             self.engine.step()
             window.add(losses.metrics)
@@ -402,6 +401,13 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         window.seconds += time.perf_counter() - start
+
+    def _losses(self, lm: LMBatch):
+        align = self.cfg.align
+        if align.weight <= 0:
+            return tts_loss(self.engine(lm), lm, self.cfg.nar_weight)
+        out = self.engine(lm, attention_layer=align.layer, attention_heads=align.heads)
+        return tts_loss(out, lm, self.cfg.nar_weight, align.weight, align.sigma)
 
     def _lr(self) -> float:
         return float(self.engine.get_lr()[0])
@@ -437,6 +443,7 @@ class Trainer:
             parts = [f"step {self.step}/{self.cfg.max_steps}",
                      f"loss {metrics['loss']:.4f} (ar {metrics['ar_loss']:.4f}"
                      + (f", nar {metrics['nar_loss']:.4f})" if "nar_loss" in metrics else ")"),
+                     *([f"align {metrics['align_loss']:.3f}"] if "align_loss" in metrics else []),
                      f"lr {lr:.2e}", f"gnorm {metrics['grad_norm']:.3f}",
                      f"{_fmt_count(metrics['tokens_per_s'])} tok/s",
                      f"{metrics['seconds_per_step']:.2f} s/step"]
@@ -473,12 +480,14 @@ class Trainer:
         other_text = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
                       for b in _rolled_texts(raw)]
         mine = built[self.rank :: self.world_size]
-        sums = torch.zeros(7, dtype=torch.float64)
+        sums = torch.zeros(8, dtype=torch.float64)
         self.engine.eval()
         for lm in mine:
-            sums[:5] += self._eval_sums(lm)
+            values = self._eval_sums(lm)
+            sums[:5] += values[:5]
+            sums[7] += values[5]
         for lm in other_text[self.rank :: self.world_size]:
-            sums[5:] += self._eval_sums(lm)[:2]
+            sums[5:7] += self._eval_sums(lm)[:2]
         if self.zero_stage == 3 and built:
             # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards
             most = torch.tensor([len(mine)], device=self.device)
@@ -488,7 +497,7 @@ class Trainer:
         self.engine.train()
         sums = sums.to(self.device)
         dist.all_reduce(sums)
-        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n = sums.cpu().tolist()
+        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n, align_sum = sums.cpu().tolist()
         if ar_n == 0:
             log.warning("validation shards %s gave no batch", self.val_urls)
             return None
@@ -496,25 +505,29 @@ class Trainer:
         if nar_n:
             metrics["nar_loss"] = nar_sum / nar_n
         metrics["loss"] = metrics["ar_loss"] + self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
+        if self.cfg.align.weight > 0 and batches:
+            metrics["align_loss"] = align_sum / batches  # mean over batches (the loss is a per-batch mean)
         if wrong_n:
             metrics["ar_loss_other_text"] = wrong_sum / wrong_n
             metrics["text_gap"] = metrics["ar_loss_other_text"] - metrics["ar_loss"]
         if self.rank == 0:
-            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s | %d batches | %.1f s",
+            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s%s | %d batches | %.1f s",
                      self.step, metrics["loss"], metrics["ar_loss"],
                      f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "",
-                     f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a", batches,
+                     f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a",
+                     f" | align {metrics['align_loss']:.3f}" if "align_loss" in metrics else "", batches,
                      metrics["seconds"])
             self._record("val", metrics)
         return metrics
 
     def _eval_sums(self, lm: LMBatch) -> torch.Tensor:
         lm = lm.to(self.device)
-        losses = tts_loss(self.engine(lm), lm, self.cfg.nar_weight)
+        losses = self._losses(lm)
         ar_n = float((lm.labels != IGNORE_INDEX).sum())
         nar_n = float((lm.nar.labels != IGNORE_INDEX).sum()) if lm.nar is not None else 0.0
-        return torch.tensor([float(losses.ar_loss) * ar_n, ar_n, float(losses.nar_loss) * nar_n, nar_n, 1.0],
-                            dtype=torch.float64)
+        align = float(losses.metrics.get("align_loss", 0.0))
+        return torch.tensor([float(losses.ar_loss) * ar_n, ar_n, float(losses.nar_loss) * nar_n, nar_n, 1.0,
+                             align], dtype=torch.float64)
 
     # -- checkpoints, signals, export
     def save(self) -> Path:

@@ -35,7 +35,8 @@ def trained(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     out = tmp_path_factory.mktemp("run") / "run"
     cfg = resolve_config(flags={"preset": "tiny", "max_steps": 4, "data": {"train": str(token_dir)}},
                          overrides=[*FAST_OVERRIDES, "log.every=2", "eval_every=4", "eval_batches=4",
-                                    "checkpoint_every=2", "optim.lr=3e-3", "schedule.warmup_steps=1"])
+                                    "checkpoint_every=2", "optim.lr=3e-3", "schedule.warmup_steps=1",
+                                    "align.weight=1.0", "align.layer=1"])
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                            "MASTER_PORT": "0"}.items():
@@ -73,6 +74,10 @@ def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[
     # the same batches read with another row's transcript: an untrained model barely notices (|gap| small)
     assert val["text_gap"] == pytest.approx(val["ar_loss_other_text"] - val["ar_loss"])
     assert abs(val["text_gap"]) < 0.5
+    # the guided-attention loss ran through the DeepSpeed engine and was logged in [0, 1]
+    train_lines = [json.loads(line) for line in lines[:2]]
+    assert all(0.0 < m["align_loss"] <= 1.0 for m in [*train_lines, val])
+    assert train_lines[1]["loss"] > train_lines[1]["ar_loss"] + train_lines[1]["nar_loss"]
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
 
 
