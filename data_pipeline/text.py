@@ -7,6 +7,11 @@ model never have to learn that "$5" is read "five dollars". Case and punctuation
 ``TextTokenizer`` wraps a sentencepiece model trained with ``byte_fallback``: a character that is not in the
 vocabulary is encoded as its UTF-8 bytes, so no input is ever out of vocabulary. Ids are sentencepiece's own;
 the LM maps them into its token space (lm/vocab.py), data_pipeline never sees the LM vocabulary.
+
+With a front end (``frontend="espeak-ng:en-us"``, data_pipeline/phonemes.py) the pieces are learnt on, and
+encode, the IPA of the normalised text. The front end is recorded inside the sentencepiece model as one extra
+piece (``<frontend:espeak-ng:en-us>``), so every copy of the single ``.model`` file (run dir, export, adapter
+merge) encodes the same way with no side file to lose.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import re
 import tarfile
 import unicodedata
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sentencepiece as spm
+from tqdm import tqdm
 
+from data_pipeline.phonemes import Phonemizer, parse_frontend
 from data_pipeline.records import META_EXT
 from data_pipeline.sources import MANIFEST_EXTENSIONS, read_manifest
 
@@ -336,8 +344,16 @@ def normalize_text(text: str) -> str:
 # ----------------------------------------------------------------------------------------------- tokenizer
 
 
+_FRONTEND_PIECE = re.compile(r"^<frontend:(.+)>$")
+
+
+def frontend_piece(frontend: str) -> str:
+    return f"<frontend:{frontend}>"
+
+
 class TextTokenizer:
-    """Sentencepiece tokenizer with byte fallback; ``encode`` normalises first unless ``normalize=False``.
+    """Sentencepiece tokenizer with byte fallback; ``encode`` normalises first unless ``normalize=False``,
+    then phonemises when the model was trained with a front end.
 
     Special ids: only ``<unk>`` (id 0), which byte fallback never emits; bos / eos / pad are the LM's.
     """
@@ -346,6 +362,23 @@ class TextTokenizer:
         self._proto = bytes(model_proto)
         self.sp = spm.SentencePieceProcessor(model_proto=self._proto)
         self.normalize = normalize
+        self.frontend = self._recorded_frontend()
+        self._phonemize = Phonemizer(parse_frontend(self.frontend)) if self.frontend else None
+
+    def _recorded_frontend(self) -> str | None:
+        # sentencepiece puts <unk> and user-defined symbols before the byte pieces and the learnt ones, so a
+        # learnt piece that happens to read "<frontend:...>" is never taken for the marker.
+        for i in range(self.sp.get_piece_size()):
+            if self.sp.is_byte(i):
+                break
+            match = _FRONTEND_PIECE.match(self.sp.id_to_piece(i))
+            if match:
+                return match.group(1)
+        return None
+
+    def _prepare(self, text: str) -> str:
+        text = normalize_text(text) if self.normalize else text
+        return self._phonemize(text) if self._phonemize else text
 
     # -- building
     @classmethod
@@ -359,8 +392,10 @@ class TextTokenizer:
         normalize: bool = True,
         max_sentences: int = 5_000_000,
         num_threads: int = 2,
+        frontend: str | None = None,
     ) -> TextTokenizer:
-        """Train on transcripts (normalised first when ``normalize``); save to ``out_path`` when given.
+        """Train on transcripts (normalised first when ``normalize``, then phonemised by ``frontend``, e.g.
+        "espeak-ng:en-us"); save to ``out_path`` when given.
 
         A ``vocab_size`` larger than the corpus supports is lowered to the largest possible value (with a
         warning) so tiny corpora work; one below the 256 byte pieces + characters + <unk> raises ValueError.
@@ -368,6 +403,10 @@ class TextTokenizer:
         sentences = [t for t in ((normalize_text(x) if normalize else x) for x in texts) if t.strip()]
         if not sentences:
             raise ValueError("no text to train the tokenizer on")
+        extra: dict = {}
+        if frontend:
+            sentences = _phonemize_all(Phonemizer(parse_frontend(frontend)), sentences)
+            extra["user_defined_symbols"] = [frontend_piece(frontend)]
         options = dict(
             model_type=model_type,
             byte_fallback=True,
@@ -384,6 +423,7 @@ class TextTokenizer:
             max_sentence_length=1 << 16,
             num_threads=num_threads,
             minloglevel=2,
+            **extra,
         )
         proto = cls._train_proto(sentences, vocab_size, options)
         tok = cls(proto, normalize=normalize)
@@ -452,10 +492,10 @@ class TextTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Text -> sentencepiece ids (no bos/eos)."""
-        return self.sp.encode(normalize_text(text) if self.normalize else text)
+        return self.sp.encode(self._prepare(text))
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode([normalize_text(t) if self.normalize else t for t in texts])
+        return self.sp.encode([self._prepare(t) for t in texts])
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
@@ -465,6 +505,13 @@ class TextTokenizer:
 
     def model_proto(self) -> bytes:
         return self._proto
+
+
+def _phonemize_all(phonemize: Phonemizer, sentences: list[str]) -> list[str]:
+    """Phonemise a corpus with a few espeak-ng processes at a time (they run outside the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(tqdm(pool.map(phonemize, sentences, chunksize=16), total=len(sentences),
+                         desc="phonemise", unit="sentence", mininterval=5, disable=len(sentences) < 500))
 
 
 # ----------------------------------------------------------------------------------------------- corpora

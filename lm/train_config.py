@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from data_pipeline.batching import BatchingConfig
+from data_pipeline.phonemes import parse_frontend
 from lm.config import PRESETS, ModelConfig, get_preset
 
 
@@ -43,6 +44,8 @@ class DataConfig:
 class TokenizerConfig:
     path: str | None = None  # an existing sentencepiece model; None: train one on the training shards
     vocab_size: int = 4096  # for training; lowered automatically when the corpus is too small
+    # "espeak-ng:en-us": pieces over espeak-ng's IPA of the text (data_pipeline/phonemes.py); None: spelling
+    frontend: str | None = None
 
 
 @dataclass
@@ -305,6 +308,11 @@ def validate(cfg: TrainConfig) -> None:
                           f"[1, {cfg.model.ar_num_heads}] for this model, got {cfg.align}")
     if cfg.eval_batches < 1:
         raise ConfigError(f"eval_batches must be >= 1, got {cfg.eval_batches}")
+    if cfg.tokenizer.frontend:
+        try:
+            parse_frontend(cfg.tokenizer.frontend)
+        except ValueError as e:
+            raise ConfigError(f"tokenizer.frontend: {e}") from e
 
 
 def config_from_dict(data: dict) -> TrainConfig:

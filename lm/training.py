@@ -178,11 +178,16 @@ def prepare_tokenizer(cfg: TrainConfig, paths: RunPaths, train_urls: list[str], 
                                  f"with scripts/train_text_tokenizer.py and pass tokenizer.path=FILE")
             texts = (t for url in train_urls for t in iter_transcripts(url))
             start = time.perf_counter()
-            tok = TextTokenizer.train(texts, out_path=paths.tokenizer, vocab_size=cfg.tokenizer.vocab_size)
+            tok = TextTokenizer.train(texts, out_path=paths.tokenizer, vocab_size=cfg.tokenizer.vocab_size,
+                                      frontend=cfg.tokenizer.frontend)
             log.info("trained a %d-piece text tokenizer on %d shards in %.1f s -> %s", tok.vocab_size,
                      len(train_urls), time.perf_counter() - start, paths.tokenizer)
     dist.barrier()
-    return TextTokenizer.load(paths.tokenizer)
+    tok = TextTokenizer.load(paths.tokenizer)
+    if cfg.tokenizer.frontend and tok.frontend != cfg.tokenizer.frontend:
+        raise ValueError(f"tokenizer.frontend={cfg.tokenizer.frontend!r}, but {paths.tokenizer} was built "
+                         f"with front end {tok.frontend!r}: start a new run directory")
+    return tok
 
 
 def model_config_for(cfg: TrainConfig, tokenizer: TextTokenizer, info: ShardInfo) -> ModelConfig:

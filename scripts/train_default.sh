@@ -14,6 +14,7 @@ mkdir -p "$RUN"
 
 $PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCES"
 [ -f data/tts_raw/.done ] || { $PY scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw \
+    --shard-max-count 250 \
     --overwrite && touch data/tts_raw/.done; }
 $PY scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens --codec "$CODEC"
 $PY scripts/train.py --config configs/train_mini_cpu.yaml --data data/tts_tokens --out "$RUN/train" \

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-sentences", type=int, default=5_000_000, help="sample at most this many (%(default)s)"
     )
     p.add_argument("--no-normalize", action="store_true", help="train on the raw transcripts")
+    p.add_argument("--frontend", default=None,
+                   help="'espeak-ng:VOICE' (e.g. espeak-ng:en-us): pieces over the IPA of the text, recorded "
+                        "in the model so every user of the file phonemises the same way (default: spelling)")
     p.add_argument("--threads", type=int, default=2, help="(%(default)s)")
     return p.parse_args(argv)
 
@@ -58,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             normalize=not args.no_normalize,
             max_sentences=args.max_sentences,
             num_threads=args.threads,
+            frontend=args.frontend,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # RuntimeError: PhonemizerError
         log.error("%s", e)
         return 2
     path = tok.save(args.output)

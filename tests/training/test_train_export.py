@@ -13,11 +13,12 @@ import torch
 import torch.distributed as dist
 from training_helpers import FAST_OVERRIDES, ROOT
 
+from data_pipeline.text import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.deepspeed_setup import UnsafeCheckpointError, safe_torch_load
 from lm.train_config import resolve_config
 from lm.train_state import latest_tag, load_checkpoint, state_file
-from lm.training import TrainResult, train
+from lm.training import RunPaths, TrainResult, prepare_tokenizer, train
 
 
 class Payload:
@@ -36,7 +37,8 @@ def trained(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     cfg = resolve_config(flags={"preset": "tiny", "max_steps": 4, "data": {"train": str(token_dir)}},
                          overrides=[*FAST_OVERRIDES, "log.every=2", "eval_every=4", "eval_batches=4",
                                     "checkpoint_every=2", "optim.lr=3e-3", "schedule.warmup_steps=1",
-                                    "align.weight=1.0", "align.layer=1"])
+                                    "align.weight=1.0", "align.layer=1",
+                                    "tokenizer.frontend=espeak-ng:en-us"])
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                            "MASTER_PORT": "0"}.items():
@@ -79,6 +81,16 @@ def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[
     assert all(0.0 < m["align_loss"] <= 1.0 for m in [*train_lines, val])
     assert train_lines[1]["loss"] > train_lines[1]["ar_loss"] + train_lines[1]["nar_loss"]
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
+
+
+def test_the_phoneme_frontend_travels_with_the_run(trained: tuple[TrainResult, Path]) -> None:
+    _, out = trained
+    exported = TextTokenizer.load(out / "export" / "tokenizer.model")
+    assert exported.frontend == "espeak-ng:en-us"
+    assert "ˈ" in exported.decode(exported.encode("The cat sat."))  # IPA stress marks, not spelling
+    other = resolve_config(overrides=["tokenizer.frontend=espeak-ng:en-gb"])
+    with pytest.raises(ValueError, match="start a new run directory"):
+        prepare_tokenizer(other, RunPaths(out), [], rank=0)
 
 
 def test_export_loads_without_deepspeed_and_matches_the_engine(trained: tuple[TrainResult, Path],
