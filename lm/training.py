@@ -485,14 +485,16 @@ class Trainer:
         other_text = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
                       for b in _rolled_texts(raw)]
         mine = built[self.rank :: self.world_size]
-        sums = torch.zeros(8, dtype=torch.float64)
+        sums = torch.zeros(10, dtype=torch.float64)
         self.engine.eval()
         for lm in mine:
             values = self._eval_sums(lm)
             sums[:5] += values[:5]
             sums[7] += values[5]
         for lm in other_text[self.rank :: self.world_size]:
-            sums[5:7] += self._eval_sums(lm)[:2]
+            values = self._eval_sums(lm)
+            sums[5:7] += values[:2]
+            sums[8:10] += values[2:4]
         if self.zero_stage == 3 and built:
             # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards
             most = torch.tensor([len(mine)], device=self.device)
@@ -502,7 +504,9 @@ class Trainer:
         self.engine.train()
         sums = sums.to(self.device)
         dist.all_reduce(sums)
-        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n, align_sum = sums.cpu().tolist()
+        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n, align_sum, nar_wrong_sum, nar_wrong_n = (
+            sums.cpu().tolist()
+        )
         if ar_n == 0:
             log.warning("validation shards %s gave no batch", self.val_urls)
             return None
@@ -515,11 +519,15 @@ class Trainer:
         if wrong_n:
             metrics["ar_loss_other_text"] = wrong_sum / wrong_n
             metrics["text_gap"] = metrics["ar_loss_other_text"] - metrics["ar_loss"]
+        if nar_n and nar_wrong_n:  # the same question for the NAR, which reads the text too
+            metrics["nar_loss_other_text"] = nar_wrong_sum / nar_wrong_n
+            metrics["nar_text_gap"] = metrics["nar_loss_other_text"] - metrics["nar_loss"]
         if self.rank == 0:
-            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s%s | %d batches | %.1f s",
+            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s%s%s | %d batches | %.1f s",
                      self.step, metrics["loss"], metrics["ar_loss"],
                      f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "",
                      f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a",
+                     f" (nar {metrics['nar_text_gap']:.3f})" if "nar_text_gap" in metrics else "",
                      f" | align {metrics['align_loss']:.3f}" if "align_loss" in metrics else "", batches,
                      metrics["seconds"])
             self._record("val", metrics)

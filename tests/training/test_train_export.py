@@ -76,6 +76,9 @@ def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[
     # the same batches read with another row's transcript: an untrained model barely notices (|gap| small)
     assert val["text_gap"] == pytest.approx(val["ar_loss_other_text"] - val["ar_loss"])
     assert abs(val["text_gap"]) < 0.5
+    assert val["nar_text_gap"] == pytest.approx(val["nar_loss_other_text"] - val["nar_loss"])
+    assert val["nar_loss_other_text"] != val["nar_loss"]  # the NAR was really fed the other texts
+    assert abs(val["nar_text_gap"]) < 0.5
     # the guided-attention loss ran through the DeepSpeed engine and was logged in [0, 1]
     train_lines = [json.loads(line) for line in lines[:2]]
     assert all(0.0 < m["align_loss"] <= 1.0 for m in [*train_lines, val])
