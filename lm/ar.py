@@ -105,19 +105,49 @@ class ARDecoder(nn.Module):
         )
         self.code_head = nn.Linear(config.ar_hidden_size, self.vocab.num_head_classes, bias=False)
         nn.init.normal_(self.code_head.weight, std=config.initializer_range)
+        # ar_codebooks > 1: codebooks 2.. ride on the codebook-1 token stream with a delay (lm/sequence.py);
+        # each has its own input table (summed into the token's embedding) and its own head
+        delayed = config.ar_codebooks - 1
+        self.delayed_embeds = nn.ModuleList(
+            nn.Embedding(config.codebook_size, config.ar_hidden_size) for _ in range(delayed)
+        )
+        self.delayed_heads = nn.ModuleList(
+            nn.Linear(config.ar_hidden_size, config.codebook_size, bias=False) for _ in range(delayed)
+        )
+        for module in (*self.delayed_embeds, *self.delayed_heads):
+            nn.init.normal_(module.weight, std=config.initializer_range)
         self.head_dim = config.ar_hidden_size // config.ar_num_heads
         self.kv_caches: nn.ModuleList | None = None
 
     # -- training / full recompute (stock HF path) -----------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, delayed_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, S] (+ delayed_ids [B, S, R], NO_CODE = -1 where a slot carries none)
+        -> [B, S, hidden]."""
+        x = self.model.embed_tokens(input_ids)
+        if delayed_ids is None:
+            return x
+        for r, table in enumerate(self.delayed_embeds):
+            ids = delayed_ids[..., r]
+            x = x + table(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1).to(x.dtype)
+        return x
+
+    def delayed_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """hidden [..., hidden] -> logits [..., R, K] of the delayed codebooks (None: ar_codebooks = 1)."""
+        if not len(self.delayed_heads):
+            return None
+        return torch.stack([head(hidden) for head in self.delayed_heads], dim=-2)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        delayed_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, S] -> code-head logits [B, S, V]; attention_mask [B, S] (padding) or [B, 1, S, S]
         bool."""
-        return self.forward_with_attention(input_ids, attention_mask, position_ids)[0]
+        out = self.forward_with_attention(input_ids, attention_mask, position_ids, delayed_ids=delayed_ids)
+        return out[0]
 
     def forward_with_attention(
         self,
@@ -126,24 +156,27 @@ class ARDecoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_layer: int | None = None,
         attention_heads: int = 0,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`forward`, plus the causal attention probabilities [B, attention_heads, S, S] of the first
-        `attention_heads` heads of layer `attention_layer` (None: no probabilities, the plain forward).
+        delayed_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """-> (code-head logits [B, S, V], attention probabilities, delayed-codebook logits [B, S, R, K] or
+        None). The probabilities [B, attention_heads, S, S] are those of the first `attention_heads` heads of
+        layer `attention_layer` (None: no probabilities, the plain forward).
 
         SDPA never materialises its probabilities, so they are recomputed from that layer's input with the
         layer's own projections and RoPE: the same numbers, and gradients reach the same weights (the
         guided-attention loss in `lm/losses.py` trains them)."""
         want = attention_layer is not None and attention_heads > 0
         out = self.model(
-            input_ids=input_ids,
+            inputs_embeds=self.embed(input_ids, delayed_ids),
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=False,
             output_hidden_states=want,
         )
         logits = self.code_head(out.last_hidden_state)
+        delayed = self.delayed_logits(out.last_hidden_state)
         if not want:
-            return logits, None
+            return logits, None, delayed
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(
                 input_ids
@@ -151,7 +184,7 @@ class ARDecoder(nn.Module):
         probs = self._attention_probs(
             out.hidden_states[attention_layer], attention_layer, attention_heads, position_ids, attention_mask
         )
-        return logits, probs
+        return logits, probs, delayed
 
     def _attention_probs(
         self,
@@ -226,16 +259,17 @@ class ARDecoder(nn.Module):
         rope_pos: torch.Tensor,
         mask: torch.Tensor,
         kv_len: int | None = None,
+        delayed_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run T new tokens against the cache and write their K/V into slots `input_pos`.
 
-        tokens [B, T]; input_pos [T] cache slots; rope_pos [B, T] RoPE positions (slot minus left padding);
-        mask [B, 1, T, S'] bool (True = attend) over the first S' = kv_len slots (all slots when kv_len is
-        None). Returns hidden states after the final norm [B, T, hidden].
+        tokens [B, T] (+ delayed_ids [B, T, R]); input_pos [T] cache slots; rope_pos [B, T] RoPE positions
+        (slot minus left padding); mask [B, 1, T, S'] bool (True = attend) over the first S' = kv_len slots
+        (all slots when kv_len is None). Returns hidden states after the final norm [B, T, hidden].
         """
         if self.kv_caches is None:
             raise RuntimeError("call setup_cache() before forward_cached()")
-        x = self.model.embed_tokens(tokens)
+        x = self.embed(tokens, delayed_ids)
         cos, sin = self.rope_cos[rope_pos][:, None], self.rope_sin[rope_pos][:, None]  # [B, 1, T, D]
         shape, eps = (x.shape[-1],), self.config.rms_norm_eps
         # F.rms_norm / F.silu equal LlamaRMSNorm / LlamaMLP bit for bit (tested) with fewer Python-level ops;

@@ -17,13 +17,18 @@ class ModelConfig:
         specials)
     num_codebooks:    Q, codebooks per frame produced by the codec
     codebook_size:    K, codes per codebook
+    ar_codebooks:     codebooks the AR predicts per frame (1 or 2). With 2 the AR also predicts codebook 2
+        with a one-frame delay (MusicGen's delay pattern, see lm/sequence.py) and the NAR fills 3..Q. Why:
+        on our own codec codebook 1 alone resynthesises at 84 % WER and codebooks 1+2 at 26 %, so a codebook-1
+        target holds little of what the text says and the AR learns to ignore the text.
     ar_*:             the Llama AR decoder over <specials, text pieces, codebook-1 codes>
-    nar_*:            the bidirectional NAR head that fills codebooks 2..Q
+    nar_*:            the bidirectional NAR head that fills codebooks ar_codebooks+1..Q
     """
 
     text_vocab_size: int = 4096
     num_codebooks: int = 8
     codebook_size: int = 1024
+    ar_codebooks: int = 1
     # AR decoder (transformers Llama)
     ar_hidden_size: int = 768
     ar_num_layers: int = 12
@@ -60,6 +65,12 @@ class ModelConfig:
                 raise ValueError(f"{prefix} head dim {hidden // heads} must be even for RoPE")
         if self.num_codebooks < 1 or self.codebook_size < 2 or self.text_vocab_size < 1:
             raise ValueError(f"invalid token sizes in {self}")
+        # more than 2 would need extra decode steps after <eos> to flush the later delayed codebooks
+        if self.ar_codebooks not in (1, 2) or self.ar_codebooks > self.num_codebooks:
+            raise ValueError(
+                f"ar_codebooks={self.ar_codebooks}: must be 1 or 2 and at most "
+                f"num_codebooks={self.num_codebooks}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

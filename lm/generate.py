@@ -5,7 +5,7 @@ decoder; then Q-1 NAR passes.
   decode_one_token(ar, token, input_pos, pads) -> logits of the next position (the only compile target)
   generate_ar(model, prompts, text_lengths, ...) batched rows that stop independently (`finished` masks), a
                                               length guard tied to the text length, a minimum length
-  generate_nar(model, ...)                    codebooks 2..Q, one bidirectional pass each
+  generate_nar(model, ...)                    codebooks ar_codebooks+1..Q, one bidirectional pass each
   generate(model, requests, ...)              both, from `TTSRequest`s (what the Synthesizer calls)
 
 Rows of a batch are left-padded so they all end at the same cache slot; each row's RoPE positions start at 0
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lm.ar import ARDecoder
 from lm.model import TTSModel
 from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
-from lm.sequence import inference_prompt, nar_inputs, pad_left
+from lm.sequence import NO_CODE, inference_delayed, inference_prompt, nar_inputs, pad_left
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class ARResult:
     lengths: torch.Tensor  # [B] frames before <eos>
     hit_length_guard: torch.Tensor  # [B] bool: stopped by the guard, not by <eos>
     steps: int  # decode steps run (the longest row)
+    delayed_codes: torch.Tensor | None = None  # [B, R, F] codebooks 2..R+1 (ar_codebooks > 1), 0 past lengths
 
 
 def frame_limits(text_lengths: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,19 +93,33 @@ def prefix_mask(pads: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Te
     return mask[:, None], (slots[None] - pads[:, None]).clamp(min=0)
 
 
-def prefill(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
-    """tokens [B, P] left-padded, pads [B] -> logits [B, V] of the last position; fills cache slots 0..P-1."""
+def _heads(ar: ARDecoder, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Last position's hidden [B, hidden] -> (code-head logits [B, V], delayed-codebook logits [B, R, K])."""
+    delayed = ar.delayed_logits(hidden)
+    return ar.code_head(hidden).float(), delayed.float() if delayed is not None else None
+
+
+def prefill(
+    ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor, delayed_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """tokens [B, P] left-padded (+ delayed_ids [B, P, R]), pads [B] -> the logits of the last position
+    (see `_heads`); fills cache slots 0..P-1."""
     length = tokens.shape[1]
     mask, rope_pos = prefix_mask(pads, length)
     slots = torch.arange(length, device=tokens.device)
-    hidden = ar.forward_cached(tokens, slots, rope_pos, mask, kv_len=length)
-    return ar.code_head(hidden[:, -1]).float()
+    hidden = ar.forward_cached(tokens, slots, rope_pos, mask, kv_len=length, delayed_ids=delayed_ids)
+    return _heads(ar, hidden[:, -1])
 
 
 def decode_one_token(
-    ar: ARDecoder, token: torch.Tensor, input_pos: torch.Tensor, pads: torch.Tensor, kv_len: int | None = None
-) -> torch.Tensor:
-    """token [B, 1] written at cache slot input_pos [1] -> logits [B, V].
+    ar: ARDecoder,
+    token: torch.Tensor,
+    input_pos: torch.Tensor,
+    pads: torch.Tensor,
+    kv_len: int | None = None,
+    delayed_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """token [B, 1] (+ delayed_ids [B, 1, R]) written at cache slot input_pos [1] -> logits (see `_heads`).
 
     kv_len=None attends over the whole static cache (fixed shapes: what torch.compile / CUDA graphs want);
     an int attends over the first kv_len slots only (eager CPU: no time spent on empty slots).
@@ -113,8 +128,10 @@ def decode_one_token(
     slots = torch.arange(width, device=token.device)
     mask = (slots[None] >= pads[:, None]) & (slots[None] <= input_pos)  # [B, S]
     rope_pos = input_pos[None] - pads[:, None]  # [B, 1]
-    hidden = ar.forward_cached(token, input_pos, rope_pos, mask[:, None, None], kv_len=kv_len)
-    return ar.code_head(hidden[:, -1]).float()
+    hidden = ar.forward_cached(
+        token, input_pos, rope_pos, mask[:, None, None], kv_len=kv_len, delayed_ids=delayed_ids
+    )
+    return _heads(ar, hidden[:, -1])
 
 
 _compiled_decode: dict[str, object] = {}
@@ -173,11 +190,15 @@ def cpu_decode_layout(ar: ARDecoder) -> None:
             weight.data = weight.data.t().contiguous().t()
 
 
-def recompute_logits(ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
-    """No cache: the training forward over all of tokens [B, T] (left-padded) -> logits [B, V] of the last
-    position (the baseline the KV cache is measured against, and the reference it is tested against)."""
+def recompute_logits(
+    ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor, delayed_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """No cache: the training forward over all of tokens [B, T] (left-padded) -> the logits of the last
+    position, as `prefill` returns them (the baseline the KV cache is measured against, and the reference it
+    is tested against)."""
     mask, rope_pos = prefix_mask(pads, tokens.shape[1])
-    return ar(tokens, mask, rope_pos)[:, -1].float()
+    logits, _, delayed = ar.forward_with_attention(tokens, mask, rope_pos, delayed_ids=delayed_ids)
+    return logits[:, -1].float(), delayed[:, -1].float() if delayed is not None else None
 
 
 # -- AR loop -------------------------------------------------------------------------------------------------
@@ -191,10 +212,15 @@ def generate_ar(
     use_cache: bool = True,
     compile_step: bool = False,
     progress: bool = False,
+    delayed_prefixes: list[torch.Tensor] | None = None,
+    first_delayed: torch.Tensor | None = None,
 ) -> ARResult:
-    """Generate codebook 1 for a batch of AR prefixes (from `lm.sequence.inference_prompt`).
+    """Generate codebook 1 (and, when ar_codebooks > 1, the delayed codebooks) for a batch of AR prefixes
+    (from `lm.sequence.inference_prompt`).
 
     text_lengths [B]: target text pieces per row (drives the length guard and minimum length).
+    delayed_prefixes [P_b, R] / first_delayed [B, R]: the prefixes' delayed codes and those that ride on the
+    first generated token (`lm.sequence.inference_delayed`); required when ar_codebooks > 1.
     use_cache=False recomputes the whole sequence every step (the baseline the KV cache is measured against).
     compile_step=True compiles `decode_one_token` (GPU: static shapes over the whole cache and CUDA graphs;
     CPU: fused kernels with a dynamic kv_len, see `decode_fn`).
@@ -206,6 +232,15 @@ def generate_ar(
     tokens, pads = pad_left([p.to("cpu") for p in prompts])
     tokens, pads = tokens.to(device), pads.to(device)
     prefix_len = tokens.shape[1]
+    num_delayed = ar.config.ar_codebooks - 1
+    delayed_ids = None
+    if num_delayed:
+        if delayed_prefixes is None or first_delayed is None:
+            raise ValueError("this model predicts delayed codebooks: pass delayed_prefixes and first_delayed")
+        delayed_ids = torch.full((bsz, prefix_len, num_delayed), NO_CODE, dtype=torch.long)
+        for b, d in enumerate(delayed_prefixes):
+            delayed_ids[b, prefix_len - d.shape[0] :] = d.cpu()
+        delayed_ids, pending = delayed_ids.to(device), first_delayed.to(device).long()
     min_len, guard = (t.to(device) for t in frame_limits(text_lengths.cpu(), sampling))
     max_steps = int(guard.max()) + 1  # +1: the step that emits the forced <eos>
 
@@ -216,6 +251,7 @@ def generate_ar(
     penalty = as_row_tensor(sampling.repetition_penalty, dtype=torch.float32, **row)
 
     out = torch.zeros(bsz, max_steps, dtype=torch.long, device=device)
+    delayed_out = torch.zeros(bsz, num_delayed, max_steps, dtype=torch.long, device=device)
     lengths = torch.zeros(bsz, dtype=torch.long, device=device)
     finished = torch.zeros(bsz, dtype=torch.bool, device=device)
     hit_guard = torch.zeros(bsz, dtype=torch.bool, device=device)
@@ -230,11 +266,14 @@ def generate_ar(
         ar.setup_cache(
             bsz, cache_slots(prefix_len + max_steps, compile_step, ar.config.max_position_embeddings)
         )
-        logits = prefill(ar, tokens, pads)
+        logits, delayed_logits = prefill(ar, tokens, pads, delayed_ids)
         step_fn = decode_fn(compile_step, device)
     else:
         seq = torch.cat([tokens, tokens.new_zeros(bsz, max_steps)], dim=1)
-        logits = recompute_logits(ar, tokens, pads)
+        if num_delayed:
+            empty = delayed_ids.new_full((bsz, max_steps, num_delayed), NO_CODE)
+            delayed_seq = torch.cat([delayed_ids, empty], dim=1)
+        logits, delayed_logits = recompute_logits(ar, tokens, pads, delayed_ids)
     check_every = 1 if device.type == "cpu" else 8  # a host sync per step would starve the GPU
     steps = 0
     for t in tqdm(range(max_steps), disable=not progress, desc="AR decode", leave=False):
@@ -246,6 +285,14 @@ def generate_ar(
         nxt = torch.where(forced, eos, nxt)
         hit_guard |= forced & ~finished
         is_eos = nxt == eos
+        if num_delayed:
+            # this step's delayed codes belong to frame t - 1 (the last frame when it emits <eos>); at t = 0
+            # the slot carries what the prefix dictates instead (the prompt's last code, or none)
+            per_codebook = delayed_logits.unbind(1)
+            sampled = torch.stack([sample(x, temperature, top_k, top_p, generator) for x in per_codebook], 1)
+            if t > 0:
+                delayed_out[:, :, t - 1] = torch.where(finished[:, None], 0, sampled)
+                pending = sampled
         lengths = torch.where(is_eos & ~finished, t, lengths)
         finished |= is_eos
         out[:, t] = torch.where(finished, 0, nxt)
@@ -255,18 +302,32 @@ def generate_ar(
         if window > 0 and t >= window:
             counts.scatter_add_(1, out[:, t - window, None], -torch.ones_like(counts[:, :1]))
         token = vocab.head_class_to_token(nxt)[:, None]
+        step_delayed = pending[:, None] if num_delayed else None  # [B, 1, R]
         if use_cache:
             input_pos = torch.tensor([prefix_len + t], device=device)
             if static:  # whole-cache shapes; clone: CUDA-graph outputs are reused by the next call
-                logits = step_fn(ar, token, input_pos, pads, None).clone()
+                logits, delayed_logits = step_fn(ar, token, input_pos, pads, None, step_delayed)
+                logits = logits.clone()
+                delayed_logits = delayed_logits.clone() if delayed_logits is not None else None
             else:
-                logits = step_fn(ar, token, input_pos, pads, prefix_len + t + 1)
+                logits, delayed_logits = step_fn(ar, token, input_pos, pads, prefix_len + t + 1, step_delayed)
         else:
             seq[:, prefix_len + t] = token[:, 0]
-            logits = recompute_logits(ar, seq[:, : prefix_len + t + 1], pads)
+            if num_delayed:
+                delayed_seq[:, prefix_len + t] = pending
+            logits, delayed_logits = recompute_logits(
+                ar, seq[:, : prefix_len + t + 1], pads,
+                delayed_seq[:, : prefix_len + t + 1] if num_delayed else None,
+            )
     lengths = torch.where(finished, lengths, steps)
     width = int(lengths.max())
-    return ARResult(codes=out[:, :width], lengths=lengths, hit_length_guard=hit_guard, steps=steps)
+    return ARResult(
+        codes=out[:, :width],
+        lengths=lengths,
+        hit_length_guard=hit_guard,
+        steps=steps,
+        delayed_codes=delayed_out[:, :, :width] if num_delayed else None,
+    )
 
 
 # -- NAR -----------------------------------------------------------------------------------------------------
@@ -282,17 +343,20 @@ def generate_nar(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Fill codebooks 2..Q: text_ids [B, L], prompt_codes [B, Q, Fp], first_codes [B, F] -> [B, Q, F]."""
-    num_q, bsz, frames = model.config.num_codebooks, first_codes.shape[0], first_codes.shape[1]
+    """Fill codebooks A+1..Q: text_ids [B, L], prompt_codes [B, Q, Fp], first_codes [B, F] (A = 1) or
+    [B, A, F] (the AR's codebooks) -> [B, Q, F]."""
+    if first_codes.dim() == 2:
+        first_codes = first_codes[:, None]
+    num_q, bsz, num_first, frames = model.config.num_codebooks, *first_codes.shape
     device = first_codes.device
     codes = torch.zeros(bsz, num_q, frames, dtype=torch.long, device=device)
-    codes[:, 0] = first_codes
+    codes[:, :num_first] = first_codes
     valid = torch.arange(frames, device=device)[None] < frame_lengths[:, None]
     row = {"batch_size": bsz * frames, "device": device}
     temp = as_row_tensor(temperature, dtype=torch.float32, **row)
     no_k = as_row_tensor(0, dtype=torch.long, **row)
     no_p = as_row_tensor(1.0, dtype=torch.float32, **row)
-    for stage in range(1, num_q):
+    for stage in range(num_first, num_q):
         inp = nar_inputs(
             text_ids,
             text_lengths,
@@ -363,14 +427,33 @@ def generate(
     device = model.ar.code_head.weight.device
     prompts = [inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids) for r in requests]
     text_lengths = torch.tensor([r.text_ids.numel() for r in requests])
+    num_ar = model.config.ar_codebooks
+    delayed_prefixes = first_delayed = None
+    if num_ar > 1:
+        delayed = [
+            inference_delayed(r.text_ids, r.prompt_codes[1:num_ar], r.prompt_text_ids) for r in requests
+        ]
+        delayed_prefixes = [d[0] for d in delayed]
+        first_delayed = torch.stack([d[1] for d in delayed])
     ar_out = generate_ar(
-        model, prompts, text_lengths, sampling, generator, compile_step=compile_step, progress=progress
+        model,
+        prompts,
+        text_lengths,
+        sampling,
+        generator,
+        compile_step=compile_step,
+        progress=progress,
+        delayed_prefixes=delayed_prefixes,
+        first_delayed=first_delayed,
     )
+    ar_codes = ar_out.codes[:, None]
+    if ar_out.delayed_codes is not None:
+        ar_codes = torch.cat([ar_codes, ar_out.delayed_codes], dim=1)  # [B, A, F]
     if bool(ar_out.hit_length_guard.any()):
         rows = ar_out.hit_length_guard.nonzero().flatten().tolist()
         log.warning("rows %s hit the length guard without emitting <eos> (output truncated)", rows)
     if model.nar is None:
-        return GenerationResult(ar_out.codes[:, None], ar_out.lengths, ar_out.hit_length_guard)
+        return GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard)
 
     bsz = len(requests)
     text_ids = torch.zeros(bsz, int(text_lengths.max()), dtype=torch.long)
@@ -385,7 +468,7 @@ def generate(
         text_lengths.to(device),
         prompt_codes.to(device),
         prompt_lengths.to(device),
-        ar_out.codes,
+        ar_codes,
         ar_out.lengths,
         sampling.nar_temperature,
         generator,

@@ -41,16 +41,25 @@ def tts_loss(
     align_weight: float = 0.0,
     align_sigma: float = 0.2,
 ) -> LossOutput:
-    """loss = AR CE (codebook 1 + <eos> of the target) + nar_weight * NAR CE (one sampled codebook j >= 2)
-    + align_weight * guided-attention loss (when the output carries guided attention probabilities)."""
+    """loss = AR CE (codebook 1 + <eos> of the target) [+ AR CE of the delayed codebooks, when the AR predicts
+    more than one] + nar_weight * NAR CE (one sampled codebook j >= ar_codebooks + 1) + align_weight *
+    guided-attention loss (when the output carries guided attention probabilities).
+
+    `ar_loss` stays the codebook-1 CE, so it compares across ar_codebooks settings; the delayed codebooks are
+    logged as `ar_delayed_loss` and added to the AR part of the loss with weight 1."""
     ar_loss, ar_acc = _cross_entropy(output.ar_logits, batch.labels)
     metrics = {"ar_loss": ar_loss.detach(), "ar_acc": ar_acc.detach()}
+    ar_total = ar_loss
+    if output.delayed_logits is not None and batch.delayed_labels is not None:
+        delayed_loss, delayed_acc = _cross_entropy(output.delayed_logits, batch.delayed_labels)
+        metrics.update(ar_delayed_loss=delayed_loss.detach(), ar_delayed_acc=delayed_acc.detach())
+        ar_total = ar_loss + delayed_loss
     if output.nar_logits is not None and batch.nar is not None:
         nar_loss, nar_acc = _cross_entropy(output.nar_logits, batch.nar.labels)
         metrics.update(nar_loss=nar_loss.detach(), nar_acc=nar_acc.detach())
     else:
         nar_loss = ar_loss.new_zeros(())
-    loss = ar_loss + nar_weight * nar_loss
+    loss = ar_total + nar_weight * nar_loss
     if output.guided_attention is not None:
         align_loss = guided_attention_loss(output.guided_attention, batch, align_sigma)
         metrics["align_loss"] = align_loss.detach()

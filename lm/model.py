@@ -24,6 +24,7 @@ class TTSOutput:
     ar_logits: torch.Tensor
     nar_logits: torch.Tensor | None
     guided_attention: torch.Tensor | None = None  # [B, H, S, S] probs of the guided AR heads (training)
+    delayed_logits: torch.Tensor | None = None  # [B, S, R, K] AR codebooks 2..R+1 (see delayed_labels)
 
 
 class TTSModel(nn.Module):
@@ -32,19 +33,26 @@ class TTSModel(nn.Module):
         self.config = config
         self.vocab = Vocab.from_config(config)
         self.ar = ARDecoder(config)
-        # a single-codebook codec has nothing for the NAR to fill
-        self.nar = NARHead(config) if config.num_codebooks > 1 else None
+        # nothing for the NAR to fill when the AR predicts every codebook
+        self.nar = NARHead(config) if config.num_codebooks > config.ar_codebooks else None
 
     def forward(
         self, batch: LMBatch, attention_layer: int | None = None, attention_heads: int = 0
     ) -> TTSOutput:
         """`attention_layer` / `attention_heads`: also return the attention probabilities of the first
         `attention_heads` heads of that AR layer (for the guided-attention loss)."""
-        ar_logits, probs = self.ar.forward_with_attention(
-            batch.input_ids, batch.attention_mask, batch.position_ids, attention_layer, attention_heads
+        ar_logits, probs, delayed = self.ar.forward_with_attention(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.position_ids,
+            attention_layer,
+            attention_heads,
+            delayed_ids=batch.delayed_ids,
         )
         nar_logits = self.nar(batch.nar) if self.nar is not None and batch.nar is not None else None
-        return TTSOutput(ar_logits=ar_logits, nar_logits=nar_logits, guided_attention=probs)
+        return TTSOutput(
+            ar_logits=ar_logits, nar_logits=nar_logits, guided_attention=probs, delayed_logits=delayed
+        )
 
     def build_batch(
         self, batch: TTSBatch, continuation_prob: float = 0.25, generator: torch.Generator | None = None
@@ -57,6 +65,7 @@ class TTSModel(nn.Module):
             self.config.max_position_embeddings,
             continuation_prob=continuation_prob,
             generator=generator,
+            ar_codebooks=self.config.ar_codebooks,
         )
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:

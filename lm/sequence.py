@@ -17,11 +17,20 @@ training prefix token for token (tested). `continuation_prob` picks the mode per
 Labels are pre-shifted: `labels[b, i]` is the code-head class (code or <eos>) of token `i + 1`, or
 IGNORE_INDEX, so logits at position i line up with labels at position i and the loss never shifts.
 
-NAR inputs (`NARInputs`) are the target's text pieces, the full prompt codes (all Q codebooks), the target
-codes and the codebook index `stage` to predict (1..Q-1, zero-based); the NAR sums embeddings of target
-codebooks below `stage` and predicts codebook `stage` for every target frame at once.
+Delay pattern (ar_codebooks = 2, MusicGen): codebook 2 rides on the codebook-1 token stream one slot late. An
+audio segment whose codebook-1 tokens sit at slots s .. s+F-1 puts codebook 2 of frame f on slot s+f+1 (the
+last one on the token right after the segment: </prompt>, <eos>, or in continuation inference the first
+generated slot). `delayed_ids [S, R]` hold those codes (NO_CODE where a slot carries none) and are embedded
+and summed into the token's embedding; `delayed_labels` are pre-shifted the same way as `labels`, so one
+position predicts codebook 1 of frame f and codebook 2 of frame f-1, which it already conditions on codebook
+1 of frame f-1. The step that emits <eos> also emits the last frame's codebook 2, so no step is added.
 
-Shape letters: B batch, S AR tokens, L text pieces, Q codebooks, F target frames, Fp prompt frames.
+NAR inputs (`NARInputs`) are the target's text pieces, the full prompt codes (all Q codebooks), the target
+codes and the codebook index `stage` to predict (ar_codebooks..Q-1, zero-based); the NAR sums embeddings of
+target codebooks below `stage` and predicts codebook `stage` for every target frame at once.
+
+Shape letters: B batch, S AR tokens, L text pieces, Q codebooks, F target frames, Fp prompt frames, R delayed
+codebooks (ar_codebooks - 1).
 """
 
 from __future__ import annotations
@@ -33,9 +42,64 @@ import torch
 from data_pipeline.records import TTSBatch
 from lm.vocab import AUDIO, BOS, END_PROMPT, END_TEXT, EOS, IGNORE_INDEX, PAD, PROMPT, Vocab
 
+NO_CODE = -1  # a delayed_ids slot that carries no code (adds no embedding)
+
 
 def _tokens(*ids: int) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
+
+
+def audio_start(text_len: int) -> int:
+    """Slot of the first audio token in every layout: after <bos> text </text> and <prompt> or <audio>."""
+    return text_len + 3
+
+
+# -- delayed codebooks (ar_codebooks > 1) ----------------------------------------------------------------
+def place_delayed(delayed: torch.Tensor, start: int, codes: torch.Tensor) -> None:
+    """Write codebooks 2.. of a segment whose codebook-1 tokens start at slot `start` into delayed [S, R]:
+    codebook r+2 of frame f goes to slot start + f + r + 1 (what falls past S is dropped)."""
+    for r in range(codes.shape[0]):
+        first = start + r + 1
+        n = max(0, min(codes.shape[1], delayed.shape[0] - first))
+        delayed[first : first + n, r] = codes[r, :n]
+
+
+def delayed_training_inputs(
+    num_tokens: int,
+    target_start: int,
+    target_rest: torch.Tensor,
+    prompt_rest: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """delayed_ids [S, R] and pre-shifted delayed_labels [S, R] of one training sequence.
+
+    target_rest [R, F] / prompt_rest [R, Fp]: codebooks 2..R+1 of the target / of the speaker prompt (None in
+    continuation mode, where the prompt is part of the target)."""
+    delayed = torch.full((num_tokens, target_rest.shape[0]), NO_CODE, dtype=torch.long)
+    if prompt_rest is not None:
+        place_delayed(delayed, target_start - prompt_rest.shape[1] - 2, prompt_rest)  # </prompt> <audio>
+    place_delayed(delayed, target_start, target_rest.long())
+    labels = torch.full_like(delayed, IGNORE_INDEX)
+    following = delayed[target_start:]
+    labels[target_start - 1 : -1] = torch.where(following >= 0, following, IGNORE_INDEX)
+    return delayed, labels
+
+
+def inference_delayed(
+    text_ids: torch.Tensor, prompt_rest: torch.Tensor, prompt_text_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The delayed_ids [P, R] of `inference_prompt`'s prefix and those of the first generated slot [R].
+
+    In continuation mode the prompt's last codebook-2 code rides on the first generated token (exactly as in
+    training, where prompt and target are one utterance); in speaker-prompt mode that slot carries none."""
+    text_len = text_ids.numel() + (0 if prompt_text_ids is None else prompt_text_ids.numel())
+    frames, num_rest = prompt_rest.shape[1], prompt_rest.shape[0]
+    # speaker prompt: ... <prompt> prompt </prompt> <audio>; continuation: ... <audio> prompt
+    prefix_len = audio_start(text_len) + frames + (2 if prompt_text_ids is None else 0)
+    delayed = torch.full((prefix_len + 1, num_rest), NO_CODE, dtype=torch.long)
+    place_delayed(delayed, audio_start(text_len), prompt_rest.long().cpu())
+    if prompt_text_ids is None:
+        delayed[-1] = NO_CODE  # the first target frame has no predecessor
+    return delayed[:-1], delayed[-1]
 
 
 # -- per-example AR layouts ----------------------------------------------------------------------------------
@@ -122,7 +186,7 @@ class NARInputs:
     prompt_codes [B, Q, Fp] (0-padded), prompt_lengths [B]
     target_codes [B, Q, F]: codebooks below `stage` are read; the rest is ignored
     frame_lengths [B]
-    stage [B] codebook index to predict, 1..Q-1 (zero-based)
+    stage [B] codebook index to predict, ar_codebooks..Q-1 (zero-based)
     labels [B, F] target_codes[b, stage[b]] with IGNORE_INDEX on padding (training; None at inference)
     """
 
@@ -145,7 +209,8 @@ class LMBatch:
 
     input_ids [B, S], attention_mask [B, S] bool, position_ids [B, S], labels [B, S] (pre-shifted head
     classes), target_start [B] index of the first target frame token, continuation [B] bool mode per example,
-    nar: NARInputs (None when the codec has a single codebook).
+    nar: NARInputs (None when the AR predicts every codebook),
+    delayed_ids / delayed_labels [B, S, R]: the AR's delayed codebooks (None when ar_codebooks = 1).
     """
 
     keys: list[str]
@@ -156,6 +221,8 @@ class LMBatch:
     target_start: torch.Tensor
     continuation: torch.Tensor
     nar: NARInputs | None
+    delayed_ids: torch.Tensor | None = None
+    delayed_labels: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> LMBatch:
         return LMBatch(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
@@ -223,30 +290,40 @@ def build_lm_batch(
     max_positions: int,
     continuation_prob: float = 0.25,
     generator: torch.Generator | None = None,
+    ar_codebooks: int = 1,
 ) -> LMBatch:
     """TTSBatch (from the loader) -> LMBatch (model inputs + labels), on CPU.
 
     Each example is laid out in continuation mode with probability `continuation_prob`, else in speaker-prompt
-    mode; the NAR codebook to train is drawn uniformly from 1..Q-1 per example. Both draws use `generator`,
-    so a seeded generator makes batches reproducible. Codecs with more codebooks than the model are truncated
-    to the first `num_codebooks` (residual VQ is coarse-to-fine, so that is the lower-bitrate code).
+    mode; the NAR codebook to train is drawn uniformly from ar_codebooks..Q-1 per example. Both draws use
+    `generator`, so a seeded generator makes batches reproducible. Codecs with more codebooks than the model
+    are truncated to the first `num_codebooks` (residual VQ is coarse-to-fine, so that is the lower-bitrate
+    code).
     """
     batch = batch.to("cpu")
     _check_batch(batch, vocab, num_codebooks, max_positions)
     bsz = len(batch.keys)
     continuation = torch.rand(bsz, generator=generator) < continuation_prob
-    seqs, labels, starts = [], [], []
+    seqs, labels, starts, delayed = [], [], [], []
     for b in range(bsz):
+        frames, prompt_frames = int(batch.frame_lengths[b]), int(batch.prompt_lengths[b])
         tokens, lab, start = training_sequence(
             vocab,
             batch.text_ids[b, : batch.text_lengths[b]],
-            batch.codes[b, 0, : batch.frame_lengths[b]],
-            batch.prompt_codes[b, 0, : batch.prompt_lengths[b]],
+            batch.codes[b, 0, :frames],
+            batch.prompt_codes[b, 0, :prompt_frames],
             continuation=bool(continuation[b]),
         )
         seqs.append(tokens)
         labels.append(lab)
         starts.append(start)
+        if ar_codebooks > 1:
+            prompt_rest = None if continuation[b] else batch.prompt_codes[b, 1:ar_codebooks, :prompt_frames]
+            delayed.append(
+                delayed_training_inputs(
+                    tokens.numel(), start, batch.codes[b, 1:ar_codebooks, :frames], prompt_rest
+                )
+            )
     length = max(s.numel() for s in seqs)
     input_ids = torch.full((bsz, length), PAD, dtype=torch.long)
     label_ids = torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long)
@@ -256,10 +333,17 @@ def build_lm_batch(
         label_ids[b, : s.numel()] = lab
         attention_mask[b, : s.numel()] = True
     position_ids = torch.arange(length).expand(bsz, length).contiguous()
+    delayed_ids = delayed_labels = None
+    if delayed:
+        delayed_ids = torch.full((bsz, length, ar_codebooks - 1), NO_CODE, dtype=torch.long)
+        delayed_labels = torch.full_like(delayed_ids, IGNORE_INDEX)
+        for b, (ids, lab) in enumerate(delayed):
+            delayed_ids[b, : ids.shape[0]] = ids
+            delayed_labels[b, : lab.shape[0]] = lab
 
     nar = None
-    if num_codebooks > 1:
-        stage = torch.randint(1, num_codebooks, (bsz,), generator=generator)
+    if num_codebooks > ar_codebooks:
+        stage = torch.randint(ar_codebooks, num_codebooks, (bsz,), generator=generator)
         nar = nar_inputs(
             batch.text_ids,
             batch.text_lengths,
@@ -279,6 +363,8 @@ def build_lm_batch(
         target_start=torch.tensor(starts),
         continuation=continuation,
         nar=nar,
+        delayed_ids=delayed_ids,
+        delayed_labels=delayed_labels,
     )
 
 

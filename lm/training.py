@@ -485,16 +485,15 @@ class Trainer:
         other_text = [self.model.build_batch(b, self.cfg.data.continuation_prob, generator)
                       for b in _rolled_texts(raw)]
         mine = built[self.rank :: self.world_size]
-        sums = torch.zeros(10, dtype=torch.float64)
+        sums = dict.fromkeys(_EVAL_SUMS, 0.0)
         self.engine.eval()
         for lm in mine:
-            values = self._eval_sums(lm)
-            sums[:5] += values[:5]
-            sums[7] += values[5]
+            for key, value in self._eval_sums(lm).items():
+                sums[key] += value
         for lm in other_text[self.rank :: self.world_size]:
-            values = self._eval_sums(lm)
-            sums[5:7] += values[:2]
-            sums[8:10] += values[2:4]
+            for key, value in self._eval_sums(lm).items():
+                if key in _TEXT_DEPENDENT:
+                    sums[f"{key}_other_text"] += value
         if self.zero_stage == 3 and built:
             # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards
             most = torch.tensor([len(mine)], device=self.device)
@@ -502,45 +501,57 @@ class Trainer:
             for _ in range(int(most) - len(mine)):
                 self.engine(built[0].to(self.device))
         self.engine.train()
-        sums = sums.to(self.device)
-        dist.all_reduce(sums)
-        ar_sum, ar_n, nar_sum, nar_n, batches, wrong_sum, wrong_n, align_sum, nar_wrong_sum, nar_wrong_n = (
-            sums.cpu().tolist()
-        )
-        if ar_n == 0:
+        reduced = torch.tensor([sums[k] for k in _EVAL_SUMS], dtype=torch.float64, device=self.device)
+        dist.all_reduce(reduced)
+        sums = dict(zip(_EVAL_SUMS, reduced.cpu().tolist(), strict=True))
+        if sums["ar_n"] == 0:
             log.warning("validation shards %s gave no batch", self.val_urls)
             return None
-        metrics = {"ar_loss": ar_sum / ar_n, "batches": batches, "seconds": time.perf_counter() - start}
-        if nar_n:
-            metrics["nar_loss"] = nar_sum / nar_n
-        metrics["loss"] = metrics["ar_loss"] + self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
+        batches = sums["batches"]
+        metrics = {
+            "ar_loss": sums["ar"] / sums["ar_n"],
+            "batches": batches,
+            "seconds": time.perf_counter() - start,
+        }
+        for name in ("nar", "ar_delayed"):
+            if sums[f"{name}_n"]:
+                metrics[f"{name}_loss"] = sums[name] / sums[f"{name}_n"]
+        nar_part = self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
+        metrics["loss"] = metrics["ar_loss"] + metrics.get("ar_delayed_loss", 0.0) + nar_part
         if self.cfg.align.weight > 0 and batches:
-            metrics["align_loss"] = align_sum / batches  # mean over batches (the loss is a per-batch mean)
-        if wrong_n:
-            metrics["ar_loss_other_text"] = wrong_sum / wrong_n
-            metrics["text_gap"] = metrics["ar_loss_other_text"] - metrics["ar_loss"]
-        if nar_n and nar_wrong_n:  # the same question for the NAR, which reads the text too
-            metrics["nar_loss_other_text"] = nar_wrong_sum / nar_wrong_n
-            metrics["nar_text_gap"] = metrics["nar_loss_other_text"] - metrics["nar_loss"]
+            metrics["align_loss"] = sums["align"] / batches  # per-batch mean, like the loss
+        # text_gap (codebook 1), and the same question for the AR's delayed codebooks and the NAR
+        for name, gap in (("ar", "text_gap"), ("ar_delayed", "ar_delayed_text_gap"), ("nar", "nar_text_gap")):
+            if sums[f"{name}_n"] and sums[f"{name}_n_other_text"]:
+                metrics[f"{name}_loss_other_text"] = sums[f"{name}_other_text"] / sums[f"{name}_n_other_text"]
+                metrics[gap] = metrics[f"{name}_loss_other_text"] - metrics[f"{name}_loss"]
         if self.rank == 0:
-            log.info("validation step %d | loss %.4f (ar %.4f%s) | text gap %s%s%s | %d batches | %.1f s",
+            log.info("validation step %d | loss %.4f (ar %.4f%s%s) | text gap %s%s%s%s | %d batches | %.1f s",
                      self.step, metrics["loss"], metrics["ar_loss"],
+                     f", ar delayed {metrics['ar_delayed_loss']:.4f}" if "ar_delayed_loss" in metrics else "",
                      f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "",
                      f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a",
+                     f" (ar delayed {metrics['ar_delayed_text_gap']:.3f})"
+                     if "ar_delayed_text_gap" in metrics else "",
                      f" (nar {metrics['nar_text_gap']:.3f})" if "nar_text_gap" in metrics else "",
                      f" | align {metrics['align_loss']:.3f}" if "align_loss" in metrics else "", batches,
                      metrics["seconds"])
             self._record("val", metrics)
         return metrics
 
-    def _eval_sums(self, lm: LMBatch) -> torch.Tensor:
+    def _eval_sums(self, lm: LMBatch) -> dict[str, float]:
+        """Token-weighted loss sums of one validation batch (the keys of _EVAL_SUMS without _other_text)."""
         lm = lm.to(self.device)
         losses = self._losses(lm)
-        ar_n = float((lm.labels != IGNORE_INDEX).sum())
-        nar_n = float((lm.nar.labels != IGNORE_INDEX).sum()) if lm.nar is not None else 0.0
-        align = float(losses.metrics.get("align_loss", 0.0))
-        return torch.tensor([float(losses.ar_loss) * ar_n, ar_n, float(losses.nar_loss) * nar_n, nar_n, 1.0,
-                             align], dtype=torch.float64)
+        counts = {"ar": lm.labels, "nar": lm.nar.labels if lm.nar is not None else None,
+                  "ar_delayed": lm.delayed_labels}
+        sums = {"batches": 1.0, "align": float(losses.metrics.get("align_loss", 0.0))}
+        for name, labels in counts.items():
+            n = float((labels != IGNORE_INDEX).sum()) if labels is not None else 0.0
+            loss = losses.metrics.get(f"{name}_loss")
+            sums[name] = float(loss) * n if n and loss is not None else 0.0
+            sums[f"{name}_n"] = n
+        return sums
 
     # -- checkpoints, signals, export
     def save(self) -> Path:
@@ -630,6 +641,12 @@ def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
     return ("# resolved training config; rerun or continue with:\n"
             f"#   deepspeed scripts/train.py --out {out_dir} --deepspeed {ds_config} --config "
             f"{Path(out_dir) / 'train_config.yaml'} --resume")
+
+
+# validation sums, all-reduced across ranks in this order; the _other_text ones come from the same batches
+# with each row given another row's transcript
+_TEXT_DEPENDENT = ("ar", "ar_n", "ar_delayed", "ar_delayed_n", "nar", "nar_n")
+_EVAL_SUMS = ("batches", "align", *_TEXT_DEPENDENT, *(f"{k}_other_text" for k in _TEXT_DEPENDENT))
 
 
 def _rolled_texts(batches: list[TTSBatch]) -> list[TTSBatch]:

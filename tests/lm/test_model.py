@@ -63,12 +63,13 @@ def test_cached_prefill_and_decode_equal_the_hf_forward(tiny_model):
     tokens, pads = pad_left(seqs)
     with torch.inference_mode():
         tiny_model.ar.setup_cache(3, 32)
-        cached = prefill(tiny_model.ar, tokens, pads)
+        cached, no_delayed = prefill(tiny_model.ar, tokens, pads)
+        assert no_delayed is None  # ar_codebooks = 1
         for b, s in enumerate(seqs):
             ref = tiny_model.ar(s[None])[0, -1]  # one row alone, no padding
             torch.testing.assert_close(cached[b], ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(
-            cached, recompute_logits(tiny_model.ar, tokens, pads), atol=1e-5, rtol=1e-5
+            cached, recompute_logits(tiny_model.ar, tokens, pads)[0], atol=1e-5, rtol=1e-5
         )
 
 
@@ -131,5 +132,5 @@ def test_lora_targets_both_parts_and_the_cached_path_uses_it(tiny_model):
     with torch.inference_mode():
         model.ar.setup_cache(1, 16)
         torch.testing.assert_close(
-            prefill(model.ar, tokens, pads), model.ar(seq)[:, -1], atol=1e-5, rtol=1e-5
+            prefill(model.ar, tokens, pads)[0], model.ar(seq)[:, -1], atol=1e-5, rtol=1e-5
         )
