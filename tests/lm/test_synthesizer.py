@@ -226,6 +226,18 @@ def test_export_with_its_own_codec_directory_at_another_rate(tmp_path, prompt) -
     assert len(result.wav) == 30 * 320 + int(0.2 * 16000)
 
 
+def test_an_export_whose_ar_predicts_two_codebooks_synthesises_in_both_modes(tmp_path, prompt) -> None:
+    """ar_codebooks=2 through the whole API: the AR's delayed codebook, the NAR's codebooks 3..8, the codec."""
+    s = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "export", ar_codebooks=2), temperature=0.0)
+    assert s.model.config.ar_codebooks == 2
+    for prompt_text in (None, "in being comparatively modern."):
+        result = s.synthesize("Two codebooks a step.", *prompt, prompt_text=prompt_text, seed=0, **FAST)
+        assert result.piece_frames == [30]  # the untrained model runs to the max_seconds cap (0.4 s at 75 Hz)
+        assert len(result.wav) == 30 * hop(s) and np.isfinite(result.wav).all() and result.wav.std() > 0
+        again = s.synthesize("Two codebooks a step.", *prompt, prompt_text=prompt_text, seed=0, **FAST)
+        np.testing.assert_array_equal(again.wav, result.wav)
+
+
 # ---- generate.py -------------------------------------------------------------------------------------------
 def load_generate_script():
     spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
