@@ -227,7 +227,7 @@ def test_export_with_its_own_codec_directory_at_another_rate(tmp_path, prompt) -
 
 
 def test_an_export_whose_ar_predicts_two_codebooks_synthesises_in_both_modes(tmp_path, prompt) -> None:
-    """ar_codebooks=2 through the whole API: the AR's delayed codebook, the NAR's codebooks 3..8, the codec."""
+    """ar_codebooks=2 through the whole API: the AR's delayed codebook, the NAR's codebooks 3..8, codec."""
     s = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "export", ar_codebooks=2), temperature=0.0)
     assert s.model.config.ar_codebooks == 2
     for prompt_text in (None, "in being comparatively modern."):
