@@ -445,9 +445,9 @@ class Trainer:
                                      f"the last checkpoint with a lower optim.lr")
         if self.rank == 0:
             left = (self.cfg.max_steps - self.step) * metrics["seconds_per_step"]
+            terms = [f"{label} {metrics[key]:.4f}" for key, label in _LOSS_TERMS if key in metrics]
             parts = [f"step {self.step}/{self.cfg.max_steps}",
-                     f"loss {metrics['loss']:.4f} (ar {metrics['ar_loss']:.4f}"
-                     + (f", nar {metrics['nar_loss']:.4f})" if "nar_loss" in metrics else ")"),
+                     f"loss {metrics['loss']:.4f} ({', '.join(terms)})",
                      *([f"align {metrics['align_loss']:.3f}"] if "align_loss" in metrics else []),
                      f"lr {lr:.2e}", f"gnorm {metrics['grad_norm']:.3f}",
                      f"{_fmt_count(metrics['tokens_per_s'])} tok/s",
@@ -642,6 +642,9 @@ def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
             f"#   deepspeed scripts/train.py --out {out_dir} --deepspeed {ds_config} --config "
             f"{Path(out_dir) / 'train_config.yaml'} --resume")
 
+
+# the parts of the loss a training log line shows
+_LOSS_TERMS = (("ar_loss", "ar"), ("ar_delayed_loss", "ar delayed"), ("nar_loss", "nar"))
 
 # validation sums, all-reduced across ranks in this order; the _other_text ones come from the same batches
 # with each row given another row's transcript
