@@ -22,13 +22,17 @@ import torch
 
 from lm.checkpoint import save_model
 from lm.config import ModelConfig
+from lm.deepspeed_setup import safe_torch_load
+from lm.model import TTSModel
 from lm.train_config import TrainConfig, dump_yaml
+from lm.train_state import latest_tag, list_tags, read_checkpoint_config
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.model"  # == lm.synthesizer.DEFAULT_TOKENIZER_FILE
 CODEC_DIR = "codec"
 TRAIN_CONFIG_FILE = "train_config.yaml"
+MODEL_STATES_FILE = "mp_rank_00_model_states.pt"  # DeepSpeed's module weights (ZeRO-1/2: whole, not sharded)
 
 
 def export_inference_dir(
@@ -80,3 +84,52 @@ def export_inference_dir(
         os.replace(tmp, directory)
     log.info("exported %s (%d tensors, codec %s)", directory, len(state_dict), codec_ref)
     return directory
+
+
+def checkpoint_state_dict(checkpoint: Path, model_config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The model weights of one DeepSpeed checkpoint directory, read without DeepSpeed or an engine, as fp32.
+
+    ZeRO-1/2 keep whole module weights in MODEL_STATES_FILE: fp32 runs store the trained fp32 weights, bf16
+    runs the bf16 copies (their fp32 masters sit in the optimizer partitions; the copies are what the engine
+    computed with). ZeRO-3 partitions the weights themselves, which this refuses with a clear error."""
+    path = checkpoint / MODEL_STATES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {checkpoint} is not a DeepSpeed checkpoint directory")
+    saved = safe_torch_load(path, map_location="cpu")
+    state = saved.get("module") if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: no 'module' weights in this file")
+    expected = TTSModel(model_config).state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not match the run's model config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for name, want in expected.items():
+        if state[name].shape != want.shape:
+            hint = " (a ZeRO-3 checkpoint partitions the weights: export it at the end of training)" \
+                if state[name].numel() == 0 else ""
+            raise ValueError(f"{path}: {name} has shape {tuple(state[name].shape)}, the config wants "
+                             f"{tuple(want.shape)}{hint}")
+    if any(t.dtype == torch.bfloat16 for t in state.values()):
+        log.info("%s holds bf16 weights (a bf16 run); exported as fp32 copies of them", path)
+    return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+
+
+def export_checkpoint(run_dir: str | Path, out: str | Path, tag: str | None = None) -> Path:
+    """Export checkpoint `tag` (default: the latest complete one) of a training run directory to an
+    inference directory `out`, as the run's own export at that step would be; the run may still be going."""
+    run_dir = Path(run_dir)
+    root = run_dir / "checkpoints"
+    tag = tag or latest_tag(root)
+    if tag is None or tag not in list_tags(root):
+        raise FileNotFoundError(f"{root}: no checkpoint {tag or ''}; found {list_tags(root) or 'none'}")
+    cfg = read_checkpoint_config(root, tag)
+    tokenizer = run_dir / TOKENIZER_FILE
+    if not tokenizer.is_file():
+        raise FileNotFoundError(f"{tokenizer}: missing; the run's text tokenizer is needed for an export")
+    state = checkpoint_state_dict(root / tag, cfg.model)
+    step = int(tag.split("_")[1])
+    metadata = {"train_step": step, "preset": cfg.preset, "run_dir": str(run_dir.resolve()),
+                "checkpoint": tag}
+    return export_inference_dir(out, cfg.model, state, tokenizer, cfg.codec, train_config=cfg,
+                                metadata=metadata)

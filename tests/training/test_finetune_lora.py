@@ -8,7 +8,6 @@ The model is untrained, so these tests check the recipe's plumbing and bookkeepi
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import ROOT, SPEECH
+from training_helpers import ROOT, SPEECH, script_main
 
 from data_pipeline.text import TextTokenizer
 from lm.config import get_preset
@@ -126,14 +125,6 @@ def test_finetune_splits_trains_evaluates_and_keeps_the_best_adapter(finetuned) 
                                                                                     curve[0]["extra"]["cases"]]
     assert summary["evaluation"]["prompt"] in train
     assert "% of the model" in proc.stdout and "zero-shot" in proc.stdout
-
-
-def script_main(name: str):
-    """A script's `main(argv)`, imported (in this process: no second start-up of torch and the codec)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def test_generate_uses_the_adapter_and_merge_writes_a_standalone_model(finetuned, export, tmp_path,

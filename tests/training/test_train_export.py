@@ -11,7 +11,7 @@ import deepspeed.comm
 import pytest
 import torch
 import torch.distributed as dist
-from training_helpers import FAST_OVERRIDES, ROOT
+from training_helpers import FAST_OVERRIDES, ROOT, script_main
 
 from data_pipeline.text import TextTokenizer
 from lm.checkpoint import load_model, read_config
@@ -175,3 +175,24 @@ def test_validation_text_swap_moves_every_transcript_to_the_next_row() -> None:
     assert rows == [([3, 3], "t3"), ([1, 1, 1], "t1"), ([2], "t2")]
     assert [b.keys for b in rolled] == [["[1, 1, 1]"], ["[2]", "[3, 3]"]]  # audio stays where it was
     assert _rolled_texts([batch([[5]])]) == []
+
+
+def test_a_checkpoint_exports_like_the_run_without_deepspeed(trained: tuple[TrainResult, Path],
+                                                             tmp_path: Path) -> None:
+    """scripts/export_checkpoint.py: the last checkpoint's export equals the run's own export (fp32 run), an
+    earlier one holds other weights, and a wrong tag is named in the error."""
+    _, out = trained
+    export = script_main("export_checkpoint")
+    assert export(["--run", str(out), "--out", str(tmp_path / "last")]) == 0
+    assert export(["--run", str(out), "--out", str(tmp_path / "early"), "--tag", "step_00000002"]) == 0
+    run_export, last, early = (load_model(d) for d in (out / "export", tmp_path / "last", tmp_path / "early"))
+    assert last.config == run_export.config
+    for (name, want), got in zip(run_export.state_dict().items(), last.state_dict().values(), strict=True):
+        assert torch.equal(got, want), name
+    pairs = zip(last.state_dict().values(), early.state_dict().values(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+    _, meta = read_config(tmp_path / "early")
+    assert meta["train_step"] == 2 and meta["codec"] == "encodec_24khz:random@1.5"
+    assert {p.name for p in (tmp_path / "early").iterdir()} == {
+        "model.safetensors", "config.json", "tokenizer.model", "train_config.yaml"}
+    assert export(["--run", str(out), "--out", str(tmp_path / "x"), "--tag", "step_00000003"]) == 2

@@ -5,6 +5,7 @@ with the tokenizer's own writer. Transcripts and speakers are the repository's r
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -71,3 +72,11 @@ def run_script(args: list[str], launcher: list[str] | None = None, timeout: floa
     cmd = (launcher or [sys.executable]) + [str(ROOT / "scripts" / "train.py"), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def script_main(name: str):
+    """A script's `main(argv)`, imported (in this process: no second start-up of torch and the codec)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
