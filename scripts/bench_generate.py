@@ -43,7 +43,7 @@ from lm.generate import (
 )
 from lm.model import TTSModel
 from lm.sampling import sample
-from lm.sequence import inference_prompt, pad_left
+from lm.sequence import inference_delayed, inference_prompt, pad_left
 
 log = logging.getLogger("bench_generate")
 
@@ -83,17 +83,14 @@ def stream_bandwidth(device: torch.device, megabytes: int = 256, reps: int = 4) 
 
 
 def step_bytes(model: TTSModel, filled_slots: int) -> tuple[int, int]:
-    """(weight bytes, KV-cache bytes) a batch-1 decode step reads: every AR weight (code head and norms
-    included) except the input embedding table, of which one row; K and V of every layer over the filled
-    slots."""
+    """(weight bytes, KV-cache bytes) a batch-1 decode step reads: every AR weight (code heads and norms
+    included) except the input embedding tables, of which one row each; K and V of every layer over the
+    filled slots."""
     ar, config = model.ar, model.config
-    weights = sum(
-        p.numel() * p.element_size()
-        for n, p in ar.named_parameters()
-        if not n.endswith("embed_tokens.weight")
-    )
-    embed = ar.model.embed_tokens.weight
-    weights += embed.shape[1] * embed.element_size()
+    tables = [ar.model.embed_tokens.weight, *(e.weight for e in ar.delayed_embeds)]
+    weights = sum(p.numel() * p.element_size() for p in ar.parameters() if all(p is not t for t in tables))
+    weights += sum(t.shape[1] * t.element_size() for t in tables)
+    embed = tables[0]
     kv = 2 * config.ar_num_layers * config.ar_num_kv_heads * ar.head_dim * filled_slots * embed.element_size()
     return weights, kv
 
@@ -127,7 +124,7 @@ def interleaved_step_costs(
 
     def decode_steps():
         for _ in range(steps):
-            sample(step_fn(ar, token, pos, pads, kv_len), *knobs, gen)
+            sample(step_fn(ar, token, pos, pads, kv_len)[0], *knobs, gen)
 
     def matvec_steps():
         for _ in range(steps):
@@ -155,20 +152,25 @@ def interleaved_step_costs(
 
 def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     torch.manual_seed(0)
-    config = get_preset(name)
+    config = get_preset(name).replace(ar_codebooks=args.ar_codebooks)
     model = TTSModel(config).to(device=device, dtype=args.dtype).eval()
     vocab, frames = model.vocab, args.frames
     gen = torch.Generator(device=device).manual_seed(0)
     text = torch.randint(0, config.text_vocab_size, (args.text_len,))
     prompt_codes = torch.randint(0, config.codebook_size, (config.num_codebooks, args.prompt_frames))
     prompt = inference_prompt(vocab, text, prompt_codes[0])
+    delayed_kwargs, delayed_prefix = {}, None
+    if config.ar_codebooks > 1:  # the AR also predicts codebook 2 (delay pattern)
+        delayed_prefix, first = inference_delayed(text, prompt_codes[1 : config.ar_codebooks])
+        delayed_kwargs = {"delayed_prefixes": [delayed_prefix], "first_delayed": first[None]}
+        delayed_prefix = delayed_prefix[None].to(device)
     text_lengths = torch.tensor([args.text_len])
     # exactly `frames` frames: <eos> is barred before `frames` and forced at `frames`
     sampling = SamplingConfig(temperature=1.0, top_k=50, min_new_frames=frames, max_new_frames=frames)
     warm = SamplingConfig(temperature=1.0, top_k=50, min_new_frames=16, max_new_frames=16)
 
     def cached(s: SamplingConfig = sampling):
-        return generate_ar(model, [prompt], text_lengths, s, gen, compile_step=args.compile)
+        return generate_ar(model, [prompt], text_lengths, s, gen, compile_step=args.compile, **delayed_kwargs)
 
     for _ in range(2 if args.compile else 1):
         cached(warm)
@@ -180,7 +182,7 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
     tokens, pads = tokens.to(device), pads.to(device)
     with torch.inference_mode():
         model.ar.setup_cache(1, tokens.shape[1] + frames + 1)
-        t_prefill, _ = timed(lambda: prefill(model.ar, tokens, pads), device, reps=3)
+        t_prefill, _ = timed(lambda: prefill(model.ar, tokens, pads, delayed_prefix), device, reps=3)
     decode_tps = (frames - 1) / (t_cached - t_prefill)  # steps after prefill; the first frame comes from it
     costs = interleaved_step_costs(model, tokens.shape[1], frames, args, device)
 
@@ -189,7 +191,10 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
     full = args.full_recompute or name == "tiny"
     if full:
         t_recompute, _ = timed(
-            lambda: generate_ar(model, [prompt], text_lengths, sampling, gen, use_cache=False), device
+            lambda: generate_ar(
+                model, [prompt], text_lengths, sampling, gen, use_cache=False, **delayed_kwargs
+            ),
+            device,
         )
         method = "full run"
     else:
@@ -204,24 +209,27 @@ def bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> d
         t_recompute = statistics.fmean(per_step) * frames
         method = f"{args.recompute_samples} lengths"
 
-    # NAR: Q-1 passes over the whole target
+    # NAR: Q - ar_codebooks passes over the whole target
+    ar_codes = result.codes[:, None]
+    if result.delayed_codes is not None:
+        ar_codes = torch.cat([ar_codes, result.delayed_codes], dim=1)
     with torch.inference_mode():
         nar_args = (
             text[None].to(device),
             text_lengths.to(device),
             prompt_codes[None].to(device),
             torch.tensor([args.prompt_frames], device=device),
-            result.codes,
+            ar_codes,
             result.lengths,
         )
-        generate_nar(model, *nar_args[:4], result.codes[:, :8], result.lengths.clamp(max=8))  # warm-up
+        generate_nar(model, *nar_args[:4], ar_codes[..., :8], result.lengths.clamp(max=8))  # warm-up
         t_nar, codes = timed(lambda: generate_nar(model, *nar_args), device)
 
     weight_bytes, kv_bytes = step_bytes(model, costs["filled_slots"])
     bandwidth = max(costs["copy_bw"], costs["read_bw"])
     floor_s = (weight_bytes + kv_bytes) / bandwidth
     row = {
-        "preset": name,
+        "preset": name if config.ar_codebooks == 1 else f"{name}/ar{config.ar_codebooks}",
         "params_M": model.num_parameters() / 1e6,
         "step_MB": (weight_bytes + kv_bytes) / 1e6,
         "kv_MB": kv_bytes / 1e6,
@@ -301,6 +309,8 @@ def main() -> None:
         help="auto: thread CPU time on a 1-thread CPU run, else wall time",
     )
     parser.add_argument("--codec", default="encodec_24khz:random")
+    parser.add_argument("--ar-codebooks", type=int, default=1, choices=[1, 2],
+                        help="codebooks the AR predicts (2: codebook 2 rides one frame late, lm/sequence.py)")
     parser.add_argument("--note", default="", help="printed under the table (e.g. what else runs here)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -331,7 +341,7 @@ def main() -> None:
         f"prompt frames, {args.frames} frames decoded, compile={args.compile}, clock: {CLOCK['name']}"
     )
     columns = [  # (title, width, format of one row)
-        ("preset", 7, lambda r: f"{r['preset']:<7}"),
+        ("preset", 9, lambda r: f"{r['preset']:<9}"),
         ("params", 8, lambda r: f"{r['params_M']:7.1f}M"),
         ("MB/step", 8, lambda r: f"{r['step_MB']:8.1f}"),
         ("KV MB", 6, lambda r: f"{r['kv_MB']:6.1f}"),
