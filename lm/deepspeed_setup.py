@@ -159,6 +159,24 @@ def _deepspeed_safe_globals() -> list:
     return [LossScaler, DynamicLossScaler, fragment_address, ZeroStageEnum]
 
 
+@contextlib.contextmanager
+def torch_load_weights_only() -> Iterator[None]:
+    """Inside the block every `torch.load` reads weights-only (DeepSpeed's record classes allowed), whatever
+    its caller asks: for DeepSpeed utilities such as `zero_to_fp32` that call torch.load(weights_only=False)
+    themselves. A pickle payload then raises instead of running."""
+    original, allowed = torch.load, _deepspeed_safe_globals()
+
+    def load(f, map_location=None, **_ignored):  # mmap / weights_only=False requests are overridden
+        with torch.serialization.safe_globals(allowed):
+            return original(f, map_location=map_location, weights_only=True)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file holds pickled objects outside the allow-list: refused, never executed."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from lm.checkpoint import save_model
 from lm.config import ModelConfig
-from lm.deepspeed_setup import safe_torch_load
+from lm.deepspeed_setup import UnsafeCheckpointError, torch_load_weights_only
 from lm.model import TTSModel
 from lm.train_config import TrainConfig, dump_yaml
 from lm.train_state import latest_tag, list_tags, read_checkpoint_config
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.model"  # == lm.synthesizer.DEFAULT_TOKENIZER_FILE
 CODEC_DIR = "codec"
 TRAIN_CONFIG_FILE = "train_config.yaml"
-MODEL_STATES_FILE = "mp_rank_00_model_states.pt"  # DeepSpeed's module weights (ZeRO-1/2: whole, not sharded)
+MODEL_STATES_FILE = "mp_rank_00_model_states.pt"  # in every DeepSpeed checkpoint directory
 
 
 def export_inference_dir(
@@ -87,31 +88,29 @@ def export_inference_dir(
 
 
 def checkpoint_state_dict(checkpoint: Path, model_config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The model weights of one DeepSpeed checkpoint directory, read without DeepSpeed or an engine, as fp32.
+    """The fp32 weights of one DeepSpeed checkpoint directory, read without an engine, under any ZeRO stage
+    and precision: DeepSpeed's `zero_to_fp32` rebuilds them from the optimizer's fp32 partitions (the
+    masters, as the run's own export holds them), with every file read by the weights-only unpickler."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    ZeRO-1/2 keep whole module weights in MODEL_STATES_FILE: fp32 runs store the trained fp32 weights, bf16
-    runs the bf16 copies (their fp32 masters sit in the optimizer partitions; the copies are what the engine
-    computed with). ZeRO-3 partitions the weights themselves, which this refuses with a clear error."""
-    path = checkpoint / MODEL_STATES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {checkpoint} is not a DeepSpeed checkpoint directory")
-    saved = safe_torch_load(path, map_location="cpu")
-    state = saved.get("module") if isinstance(saved, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: no 'module' weights in this file")
-    expected = TTSModel(model_config).state_dict()
+    if not (checkpoint / MODEL_STATES_FILE).is_file():
+        raise FileNotFoundError(f"{checkpoint / MODEL_STATES_FILE}: missing; {checkpoint} is not a DeepSpeed "
+                                f"checkpoint directory")
+    try:
+        with torch_load_weights_only():
+            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(f"{checkpoint}: refusing to unpickle a file of it ({err})") from err
+    with torch.device("meta"):
+        expected = TTSModel(model_config).state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path}: does not match the run's model config: missing {missing[:5]}, "
+        raise ValueError(f"{checkpoint}: does not match the run's model config: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     for name, want in expected.items():
         if state[name].shape != want.shape:
-            hint = " (a ZeRO-3 checkpoint partitions the weights: export it at the end of training)" \
-                if state[name].numel() == 0 else ""
-            raise ValueError(f"{path}: {name} has shape {tuple(state[name].shape)}, the config wants "
-                             f"{tuple(want.shape)}{hint}")
-    if any(t.dtype == torch.bfloat16 for t in state.values()):
-        log.info("%s holds bf16 weights (a bf16 run); exported as fp32 copies of them", path)
+            raise ValueError(f"{checkpoint}: {name} has shape {tuple(state[name].shape)}, the config wants "
+                             f"{tuple(want.shape)}")
     return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
 
 

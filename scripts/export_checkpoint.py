@@ -7,8 +7,8 @@ evaluate a run at several steps without stopping it:
     python scripts/evaluate.py --checkpoint runs/lm_default/export_1000 \
         --list evaluation/lists/unseen_sentences.lst ...
 
-Without --tag the latest complete checkpoint is exported. Reads ZeRO-1/2 checkpoints with the weights-only
-unpickler; DeepSpeed is not started.
+Without --tag the latest complete checkpoint is exported. The fp32 weights are rebuilt from the optimizer's
+partitions (any ZeRO stage, fp32 or bf16 runs) with the weights-only unpickler; no engine is started.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
+from lm.deepspeed_setup import UnsafeCheckpointError
 from lm.export import export_checkpoint
+from lm.train_state import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         out = export_checkpoint(args.run, args.out, args.tag)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, CheckpointError, UnsafeCheckpointError) as err:
         print(f"export_checkpoint: {err}", file=sys.stderr)
         return 2
     print(out)

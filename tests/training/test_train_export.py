@@ -16,6 +16,7 @@ from training_helpers import FAST_OVERRIDES, ROOT, script_main
 from data_pipeline.text import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.deepspeed_setup import UnsafeCheckpointError, safe_torch_load
+from lm.export import export_checkpoint
 from lm.train_config import resolve_config
 from lm.train_state import latest_tag, load_checkpoint, state_file
 from lm.training import RunPaths, TrainResult, prepare_tokenizer, train
@@ -179,8 +180,8 @@ def test_validation_text_swap_moves_every_transcript_to_the_next_row() -> None:
 
 def test_a_checkpoint_exports_like_the_run_without_deepspeed(trained: tuple[TrainResult, Path],
                                                              tmp_path: Path) -> None:
-    """scripts/export_checkpoint.py: the last checkpoint's export equals the run's own export (fp32 run), an
-    earlier one holds other weights, and a wrong tag is named in the error."""
+    """scripts/export_checkpoint.py: the last checkpoint's export equals the run's own export (the fp32
+    masters), an earlier one holds other weights, and a wrong tag is an error."""
     _, out = trained
     export = script_main("export_checkpoint")
     assert export(["--run", str(out), "--out", str(tmp_path / "last")]) == 0
@@ -196,3 +197,17 @@ def test_a_checkpoint_exports_like_the_run_without_deepspeed(trained: tuple[Trai
     assert {p.name for p in (tmp_path / "early").iterdir()} == {
         "model.safetensors", "config.json", "tokenizer.model", "train_config.yaml"}
     assert export(["--run", str(out), "--out", str(tmp_path / "x"), "--tag", "step_00000003"]) == 2
+
+
+def test_a_pickle_payload_stops_a_checkpoint_export(trained: tuple[TrainResult, Path],
+                                                    tmp_path: Path) -> None:
+    _, out = trained
+    root, tag = _copy_checkpoint(out, tmp_path / "run")
+    shutil.copyfile(out / "tokenizer.model", tmp_path / "run" / "tokenizer.model")
+    path = root / tag / "mp_rank_00_model_states.pt"
+    state = safe_torch_load(path)
+    marker = tmp_path / "executed"
+    torch.save({**state, "evil": Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match=tag):
+        export_checkpoint(tmp_path / "run", tmp_path / "export")
+    assert not marker.exists() and not (tmp_path / "export").exists()
