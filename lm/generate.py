@@ -1,8 +1,9 @@
 """Generation, gpt-fast style: prefill once, then one token a step against the static KV cache owned by the AR
-decoder; then Q-1 NAR passes.
+decoder; then one NAR pass per codebook the AR does not predict.
 
-  prefill(ar, tokens, pads)                   -> code-head logits of the last prefix position
-  decode_one_token(ar, token, input_pos, pads) -> logits of the next position (the only compile target)
+  prefill(ar, tokens, pads)                   -> (code-head logits, delayed-codebook logits or None) of the
+                                                 last prefix position
+  decode_one_token(ar, token, input_pos, pads) -> the same for the next position (the only compile target)
   generate_ar(model, prompts, text_lengths, ...) batched rows that stop independently (`finished` masks), a
                                               length guard tied to the text length, a minimum length
   generate_nar(model, ...)                    codebooks ar_codebooks+1..Q, one bidirectional pass each
@@ -201,6 +202,19 @@ def recompute_logits(
     return logits[:, -1].float(), delayed[:, -1].float() if delayed is not None else None
 
 
+def _check_delayed(
+    prompts: list[torch.Tensor], prefixes: list[torch.Tensor], first: torch.Tensor, num_delayed: int
+) -> None:
+    """A delayed prefix of another length than its prompt would put codes on the wrong slots silently."""
+    if len(prefixes) != len(prompts) or tuple(first.shape) != (len(prompts), num_delayed):
+        raise ValueError(f"{len(prompts)} prompts need {len(prompts)} delayed prefixes and first_delayed "
+                         f"[{len(prompts)}, {num_delayed}], got {len(prefixes)} and {tuple(first.shape)}")
+    for b, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
+        if tuple(prefix.shape) != (prompt.numel(), num_delayed):
+            raise ValueError(f"row {b}: delayed prefix {tuple(prefix.shape)} does not fit its prompt of "
+                             f"{prompt.numel()} tokens (lm.sequence.inference_delayed makes both)")
+
+
 # -- AR loop -------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def generate_ar(
@@ -238,6 +252,7 @@ def generate_ar(
         if delayed_prefixes is None or first_delayed is None:
             raise ValueError("this model predicts delayed codebooks: pass delayed_prefixes and first_delayed")
         delayed_ids = torch.full((bsz, prefix_len, num_delayed), NO_CODE, dtype=torch.long)
+        _check_delayed(prompts, delayed_prefixes, first_delayed, num_delayed)
         for b, d in enumerate(delayed_prefixes):
             delayed_ids[b, prefix_len - d.shape[0] :] = d.cpu()
         delayed_ids, pending = delayed_ids.to(device), first_delayed.to(device).long()

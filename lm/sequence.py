@@ -96,9 +96,8 @@ def inference_delayed(
     # speaker prompt: ... <prompt> prompt </prompt> <audio>; continuation: ... <audio> prompt
     prefix_len = audio_start(text_len) + frames + (2 if prompt_text_ids is None else 0)
     delayed = torch.full((prefix_len + 1, num_rest), NO_CODE, dtype=torch.long)
+    # speaker prompt: its last code sits on </prompt>, so nothing rides on the first generated slot
     place_delayed(delayed, audio_start(text_len), prompt_rest.long().cpu())
-    if prompt_text_ids is None:
-        delayed[-1] = NO_CODE  # the first target frame has no predecessor
     return delayed[:-1], delayed[-1]
 
 

@@ -194,3 +194,51 @@ def test_config_validation_and_no_nar_when_the_ar_predicts_every_codebook():
         ModelConfig(ar_codebooks=2, num_codebooks=1)
     model = TTSModel(get_preset("tiny").replace(ar_codebooks=2, num_codebooks=2))
     assert model.nar is None and len(model.ar.delayed_heads) == 1
+
+
+@pytest.mark.parametrize("path", ["cache", "static", "recompute"])
+def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(ar2_model, ar2_config, make_batch,
+                                                                             monkeypatch, path):
+    """Mixed speaker-prompt / continuation rows, left-padded, sampled so they stop at different steps (by
+    <eos> or by the guard): every token and delayed code the AR is fed, up to <eos>, equals the training
+    layout of the utterance it generated (what the loss trained it on)."""
+    import lm.generate as generation
+
+    raw = make_batch(ar2_config, [5, 2, 7, 3], [1, 1, 1, 1], [9, 3, 6, 4], seed=4)
+    prompt_texts = [torch.arange(3), None, torch.arange(4) + 7, None]
+    rows = [(*request_parts(raw, b), prompt_texts[b]) for b in range(4)]
+    prompts = [inference_prompt(ar2_model.vocab, text, codes[0], pt) for text, codes, pt in rows]
+    delayed = [inference_delayed(text, codes[1:2], pt) for text, codes, pt in rows]
+    head = ar2_model.ar.code_head  # an <eos> bias, so that some rows stop by <eos> and others by the guard
+    bias = torch.zeros(head.out_features)
+    bias[ar2_model.vocab.eos_class] = 1.0
+    monkeypatch.setattr(head, "bias", torch.nn.Parameter(bias, requires_grad=False))
+    fed = []
+    embed = ar2_model.ar.embed
+    monkeypatch.setattr(ar2_model.ar, "embed", lambda ids, d=None: fed.append((ids, d)) or embed(ids, d))
+    if path == "static":  # whole-cache attention, as the CUDA-graph step runs it (uncompiled here)
+        monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
+    sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)
+    with torch.inference_mode():
+        out = generate_ar(ar2_model.eval(), prompts, raw.text_lengths, sampling, torch.Generator().manual_seed(3),
+                          use_cache=path != "recompute", delayed_prefixes=[d[0] for d in delayed],
+                          first_delayed=torch.stack([d[1] for d in delayed]))
+    ids, fed_delayed = (fed[-1] if path == "recompute" else [torch.cat(x, 1) for x in zip(*fed, strict=True)])
+    assert len(set(out.lengths.tolist())) > 1 and out.hit_length_guard.any() and not out.hit_length_guard.all()
+    width = max(p.numel() for p in prompts)
+    for b, (text, codes, prompt_text) in enumerate(rows):
+        n = int(out.lengths[b])
+        c1, c2 = out.codes[b, :n], out.delayed_codes[b, :, :n]
+        if prompt_text is None:
+            tokens, _, start = training_sequence(ar2_model.vocab, text, c1, codes[0], continuation=False)
+            want, _ = delayed_training_inputs(tokens.numel(), start, c2, codes[1:2])
+        else:
+            utt = torch.cat([codes[:2], torch.cat([c1[None], c2])], dim=1)
+            tokens, _, start = training_sequence(ar2_model.vocab, torch.cat([prompt_text, text]), utt[0], None,
+                                                 continuation=True)
+            want, _ = delayed_training_inputs(tokens.numel(), start, utt[1:], None)
+        pad = width - prompts[b].numel()
+        seen = min(ids.shape[1] - pad, tokens.numel())  # a row stopped by the guard was fed no <eos>
+        assert torch.equal(ids[b, pad : pad + seen], tokens[:seen]), f"row {b}"
+        assert torch.equal(fed_delayed[b, pad : pad + seen], want[:seen]), f"row {b}"
+        assert (out.codes[b, n:] == 0).all() and (out.delayed_codes[b, :, n:] == 0).all()
