@@ -197,8 +197,9 @@ def test_config_validation_and_no_nar_when_the_ar_predicts_every_codebook():
 
 
 @pytest.mark.parametrize("path", ["cache", "static", "recompute"])
-def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(ar2_model, ar2_config, make_batch,
-                                                                             monkeypatch, path):
+def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
+    ar2_model, ar2_config, make_batch, monkeypatch, path
+):
     """Mixed speaker-prompt / continuation rows, left-padded, sampled so they stop at different steps (by
     <eos> or by the guard): every token and delayed code the AR is fed, up to <eos>, equals the training
     layout of the utterance it generated (what the loss trained it on)."""
@@ -219,12 +220,13 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(ar2
     if path == "static":  # whole-cache attention, as the CUDA-graph step runs it (uncompiled here)
         monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
     sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)
+    kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": torch.stack([d[1] for d in delayed])}
     with torch.inference_mode():
         out = generate_ar(ar2_model.eval(), prompts, raw.text_lengths, sampling, torch.Generator().manual_seed(3),
-                          use_cache=path != "recompute", delayed_prefixes=[d[0] for d in delayed],
-                          first_delayed=torch.stack([d[1] for d in delayed]))
+                          use_cache=path != "recompute", **kwargs)
     ids, fed_delayed = (fed[-1] if path == "recompute" else [torch.cat(x, 1) for x in zip(*fed, strict=True)])
-    assert len(set(out.lengths.tolist())) > 1 and out.hit_length_guard.any() and not out.hit_length_guard.all()
+    assert len(set(out.lengths.tolist())) > 1
+    assert out.hit_length_guard.any() and not out.hit_length_guard.all()
     width = max(p.numel() for p in prompts)
     for b, (text, codes, prompt_text) in enumerate(rows):
         n = int(out.lengths[b])
@@ -234,8 +236,8 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(ar2
             want, _ = delayed_training_inputs(tokens.numel(), start, c2, codes[1:2])
         else:
             utt = torch.cat([codes[:2], torch.cat([c1[None], c2])], dim=1)
-            tokens, _, start = training_sequence(ar2_model.vocab, torch.cat([prompt_text, text]), utt[0], None,
-                                                 continuation=True)
+            utt_text = torch.cat([prompt_text, text])
+            tokens, _, start = training_sequence(ar2_model.vocab, utt_text, utt[0], None, continuation=True)
             want, _ = delayed_training_inputs(tokens.numel(), start, utt[1:], None)
         pad = width - prompts[b].numel()
         seen = min(ids.shape[1] - pad, tokens.numel())  # a row stopped by the guard was fed no <eos>
