@@ -220,10 +220,11 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
     if path == "static":  # whole-cache attention, as the CUDA-graph step runs it (uncompiled here)
         monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
     sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)
-    kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": torch.stack([d[1] for d in delayed])}
+    first = torch.stack([d[1] for d in delayed])
+    kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": first, "use_cache": path != "recompute"}
+    gen = torch.Generator().manual_seed(3)
     with torch.inference_mode():
-        out = generate_ar(ar2_model.eval(), prompts, raw.text_lengths, sampling, torch.Generator().manual_seed(3),
-                          use_cache=path != "recompute", **kwargs)
+        out = generate_ar(ar2_model.eval(), prompts, raw.text_lengths, sampling, gen, **kwargs)
     ids, fed_delayed = (fed[-1] if path == "recompute" else [torch.cat(x, 1) for x in zip(*fed, strict=True)])
     assert len(set(out.lengths.tolist())) > 1
     assert out.hit_length_guard.any() and not out.hit_length_guard.all()
