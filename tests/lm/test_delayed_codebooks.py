@@ -221,7 +221,8 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
         monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
     sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)
     first = torch.stack([d[1] for d in delayed])
-    kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": first, "use_cache": path != "recompute"}
+    kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": first}
+    kwargs["use_cache"] = path != "recompute"
     gen = torch.Generator().manual_seed(3)
     with torch.inference_mode():
         out = generate_ar(ar2_model.eval(), prompts, raw.text_lengths, sampling, gen, **kwargs)
