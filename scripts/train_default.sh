@@ -4,11 +4,13 @@
 # script after a kill continues where it stopped. CPU by default; on a GPU machine the same commands run there.
 #   apt-get install -y espeak-ng flite
 #   bash scripts/train_default.sh [MAX_SENTENCES] [train.py overrides, e.g. max_steps=8000]
+#   CONFIG=configs/train_mini_cpu_ar2.yaml RUN=runs/lm_ar2 bash scripts/train_default.sh   # another variant
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
 CODEC=${CODEC:-models/codec_rvq16k}
+CONFIG=${CONFIG:-configs/train_mini_cpu.yaml}
 SENTENCES=${1:-5400}; shift $(( $# > 0 ? 1 : 0 ))
 mkdir -p "$RUN"
 
@@ -17,6 +19,6 @@ $PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCE
     --shard-max-count 250 \
     --overwrite && touch data/tts_raw/.done; }
 $PY scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens --codec "$CODEC"
-$PY scripts/train.py --config configs/train_mini_cpu.yaml --data data/tts_tokens --out "$RUN/train" \
+$PY scripts/train.py --config "$CONFIG" --data data/tts_tokens --out "$RUN/train" \
     --deepspeed ds_configs/zero2.json --resume "$@"
 echo "export: $RUN/train/export (copy it to models/default with scripts/publish_default.py)"
