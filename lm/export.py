@@ -102,15 +102,11 @@ def checkpoint_state_dict(checkpoint: Path, model_config: ModelConfig) -> dict[s
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(f"{checkpoint}: refusing to unpickle a file of it ({err})") from err
     with torch.device("meta"):
-        expected = TTSModel(model_config).state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{checkpoint}: does not match the run's model config: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    for name, want in expected.items():
-        if state[name].shape != want.shape:
-            raise ValueError(f"{checkpoint}: {name} has shape {tuple(state[name].shape)}, the config wants "
-                             f"{tuple(want.shape)}")
+        model = TTSModel(model_config)
+    try:  # strict: names and shapes must match the run's config (meta + assign: no weights are copied)
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint}: does not match the run's model config: {err}") from err
     return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
 
 

@@ -251,8 +251,8 @@ def generate_ar(
     if num_delayed:
         if delayed_prefixes is None or first_delayed is None:
             raise ValueError("this model predicts delayed codebooks: pass delayed_prefixes and first_delayed")
-        delayed_ids = torch.full((bsz, prefix_len, num_delayed), NO_CODE, dtype=torch.long)
         _check_delayed(prompts, delayed_prefixes, first_delayed, num_delayed)
+        delayed_ids = torch.full((bsz, prefix_len, num_delayed), NO_CODE, dtype=torch.long)
         for b, d in enumerate(delayed_prefixes):
             delayed_ids[b, prefix_len - d.shape[0] :] = d.cpu()
         delayed_ids, pending = delayed_ids.to(device), first_delayed.to(device).long()

@@ -445,9 +445,7 @@ class Trainer:
                                      f"the last checkpoint with a lower optim.lr")
         if self.rank == 0:
             left = (self.cfg.max_steps - self.step) * metrics["seconds_per_step"]
-            terms = [f"{label} {metrics[key]:.4f}" for key, label in _LOSS_TERMS if key in metrics]
-            parts = [f"step {self.step}/{self.cfg.max_steps}",
-                     f"loss {metrics['loss']:.4f} ({', '.join(terms)})",
+            parts = [f"step {self.step}/{self.cfg.max_steps}", _fmt_loss(metrics),
                      *([f"align {metrics['align_loss']:.3f}"] if "align_loss" in metrics else []),
                      f"lr {lr:.2e}", f"gnorm {metrics['grad_norm']:.3f}",
                      f"{_fmt_count(metrics['tokens_per_s'])} tok/s",
@@ -526,10 +524,8 @@ class Trainer:
                 metrics[f"{name}_loss_other_text"] = sums[f"{name}_other_text"] / sums[f"{name}_n_other_text"]
                 metrics[gap] = metrics[f"{name}_loss_other_text"] - metrics[f"{name}_loss"]
         if self.rank == 0:
-            log.info("validation step %d | loss %.4f (ar %.4f%s%s) | text gap %s%s%s%s | %d batches | %.1f s",
-                     self.step, metrics["loss"], metrics["ar_loss"],
-                     f", ar delayed {metrics['ar_delayed_loss']:.4f}" if "ar_delayed_loss" in metrics else "",
-                     f", nar {metrics['nar_loss']:.4f}" if "nar_loss" in metrics else "",
+            log.info("validation step %d | %s | text gap %s%s%s%s | %d batches | %.1f s",
+                     self.step, _fmt_loss(metrics),
                      f"{metrics['text_gap']:.3f} nats" if "text_gap" in metrics else "n/a",
                      f" (ar delayed {metrics['ar_delayed_text_gap']:.3f})"
                      if "ar_delayed_text_gap" in metrics else "",
@@ -643,8 +639,14 @@ def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
             f"{Path(out_dir) / 'train_config.yaml'} --resume")
 
 
-# the parts of the loss a training log line shows
+# the parts of the loss a log line shows
 _LOSS_TERMS = (("ar_loss", "ar"), ("ar_delayed_loss", "ar delayed"), ("nar_loss", "nar"))
+
+
+def _fmt_loss(metrics: dict) -> str:
+    """'loss 13.8569 (ar 6.9278, ar delayed 6.9291)': the total and the parts present."""
+    terms = [f"{label} {metrics[key]:.4f}" for key, label in _LOSS_TERMS if key in metrics]
+    return f"loss {metrics['loss']:.4f} ({', '.join(terms)})"
 
 # validation sums, all-reduced across ranks in this order; the _other_text ones come from the same batches
 # with each row given another row's transcript
