@@ -66,6 +66,15 @@ class Utterance:
     codes: np.ndarray  # [Q, F] integer codes
     frame_rate: float
     url: str = ""  # the shard it came from, for error messages
+    phone_ids: np.ndarray | None = None  # [P] canonical phone ids (data_pipeline/alignment/phones.py)
+    phone_durations: np.ndarray | None = None  # [P] frames per phone, summing to num_frames
+
+    @property
+    def frame_phones(self) -> np.ndarray | None:
+        """[F] the phone id sounding at each frame, or None without an alignment."""
+        if self.phone_ids is None or self.phone_durations is None:
+            return None
+        return np.repeat(self.phone_ids, self.phone_durations)
 
     @property
     def num_frames(self) -> int:
@@ -233,6 +242,7 @@ def collate(plan: BatchPlan, text_encoder: TextEncoder) -> TTSBatch:
     frame_lengths = torch.tensor([item.target.num_frames for item in items], dtype=torch.long)
     codes = torch.zeros(size, num_q, int(frame_lengths.max()), dtype=torch.long)
     prompt_codes = torch.empty(size, num_q, plan.prompt_frames, dtype=torch.long)
+    phones = _phone_tensors(plan, int(frame_lengths.max()))
     text = [list(text_encoder(item.target.text)) for item in items]
     text_lengths = torch.tensor([len(ids) for ids in text], dtype=torch.long)
     text_ids = torch.zeros(size, max(1, int(text_lengths.max())), dtype=torch.long)
@@ -253,7 +263,35 @@ def collate(plan: BatchPlan, text_encoder: TextEncoder) -> TTSBatch:
         prompt_is_crop=torch.tensor([item.is_crop for item in items], dtype=torch.bool),
         prompt_keys=[item.prompt_source.key for item in items],
         texts=[item.target.text for item in items],
+        **phones,
     )
+
+
+def _phone_tensors(plan: BatchPlan, max_frames: int) -> dict:
+    """The alignment fields of a TTSBatch; rows without an alignment keep 0 (<none>) and length 0."""
+    items = plan.items
+    if all(item.target.phone_ids is None for item in items):
+        return {}
+    size = len(items)
+    max_phones = max(len(item.target.phone_ids) for item in items if item.target.phone_ids is not None)
+    phone_ids = torch.zeros(size, max_phones, dtype=torch.long)
+    durations = torch.zeros(size, max_phones, dtype=torch.long)
+    lengths = torch.zeros(size, dtype=torch.long)
+    frame_phones = torch.zeros(size, max_frames, dtype=torch.long)
+    prompt_phones = torch.zeros(size, plan.prompt_frames, dtype=torch.long)
+    for i, (item, start) in enumerate(zip(items, plan.prompt_starts, strict=True)):
+        target, source = item.target, item.prompt_source
+        if target.phone_ids is not None:
+            n = len(target.phone_ids)
+            phone_ids[i, :n] = torch.from_numpy(target.phone_ids.astype(np.int64))
+            durations[i, :n] = torch.from_numpy(target.phone_durations.astype(np.int64))
+            lengths[i] = n
+            frame_phones[i, : target.num_frames] = torch.from_numpy(target.frame_phones.astype(np.int64))
+        if source.phone_ids is not None:
+            window = source.frame_phones[start: start + plan.prompt_frames]
+            prompt_phones[i] = torch.from_numpy(window.astype(np.int64))
+    return {"phone_ids": phone_ids, "phone_durations": durations, "phone_lengths": lengths,
+            "frame_phones": frame_phones, "prompt_phones": prompt_phones}
 
 
 def padding_fraction(frame_lengths: torch.Tensor) -> float:

@@ -33,7 +33,8 @@ import soundfile as sf
 import webdataset as wds
 from tqdm import tqdm
 
-from data_pipeline.records import AUDIO_EXT, META_EXT, RAW_SHARD_PATTERN, REJECTS_FILE, RawMeta
+from data_pipeline.alignment.schema import Alignment, sidecar_path
+from data_pipeline.records import ALIGN_EXT, AUDIO_EXT, META_EXT, RAW_SHARD_PATTERN, REJECTS_FILE, RawMeta
 from data_pipeline.sources import (
     FORMATS,
     SourceItem,
@@ -63,6 +64,7 @@ REJECT_REASONS = {
     "duplicate": "the same audio file listed twice",
     "encode_failed": "FLAC cannot store it (e.g. more than 8 channels)",
     "worker_crashed": "the decoding process died on this file (e.g. a decoder crash or out of memory)",
+    "bad_alignment": "the clip's .align.json sidecar cannot be read or does not match the audio",
     "internal_error": "an unexpected error while processing the item (a bug: please report)",
 }
 
@@ -115,6 +117,7 @@ class ItemResult:
     source: str
     flac: bytes | None = None
     meta: RawMeta | None = None
+    align: bytes | None = None  # the clip's .align.json sidecar (exact synthesiser timings), if it has one
     reason: str | None = None
     detail: str = ""
 
@@ -222,6 +225,24 @@ def encode_flac(samples: np.ndarray, sample_rate: int, subtype: str) -> bytes:
 # ----------------------------------------------------------------------------------------------- items
 
 
+def read_sidecar(audio: Path, seconds: float, tolerance: float = 0.05) -> bytes | None:
+    """The clip's `.align.json` sidecar (written by the synthetic corpus builders), checked against the
+    audio; None when there is none. Raises Reject("bad_alignment") for one that is unreadable or whose
+    duration differs from the audio's by more than `tolerance` seconds."""
+    path = sidecar_path(audio)
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        alignment = Alignment.from_json(json.loads(data))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Reject("bad_alignment", f"{path}: {type(e).__name__}: {e}") from e
+    if abs(alignment.duration - seconds) > tolerance or not alignment.phones:
+        raise Reject("bad_alignment", f"{path}: covers {alignment.duration:.3f} s of a {seconds:.3f} s clip"
+                     if alignment.phones else f"{path}: no phones")
+    return data
+
+
 def process_item(keyed: tuple[str, SourceItem], cfg: IngestConfig) -> ItemResult:
     """Validate one item and encode its audio; runs in a worker process. Never raises."""
     key, item = keyed
@@ -240,6 +261,7 @@ def process_item(keyed: tuple[str, SourceItem], cfg: IngestConfig) -> ItemResult
         samples, sr, subtype = read_audio(item.audio, cfg.max_seconds)
         check_audio(samples, sr, cfg)
         result.flac = encode_flac(samples, sr, subtype)
+        result.align = read_sidecar(item.audio, samples.shape[0] / sr)
         result.meta = RawMeta(
             text=text,
             speaker=item.speaker,
@@ -437,7 +459,10 @@ def ingest(
         for res in bar:
             if res.reason is None:
                 meta_json = json.dumps(res.meta.to_dict(), ensure_ascii=False).encode("utf-8")
-                writer.write(res.key, {AUDIO_EXT: res.flac, META_EXT: meta_json})
+                members = {AUDIO_EXT: res.flac, META_EXT: meta_json}
+                if res.align is not None:
+                    members[ALIGN_EXT] = res.align
+                writer.write(res.key, members)
                 summary.accepted += 1
                 seconds += res.meta.duration
                 speakers.add(res.meta.speaker)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from data_pipeline.alignment.phones import PHONES
 from data_pipeline.batching import (
     BatchingConfig,
     BatchPlan,
@@ -42,7 +43,7 @@ from data_pipeline.batching import (
     length_rejection,
     plan_batch,
 )
-from data_pipeline.records import CODES_EXT, META_EXT, TTSBatch
+from data_pipeline.records import ALIGN_EXT, CODES_EXT, META_EXT, TTSBatch
 from data_pipeline.sharding import expand_shards, process_place, split_shards
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,31 @@ def decode_token_sample(sample: dict, num_codebooks: int | None = None) -> Utter
         if codes.shape[0] < num_codebooks:
             raise ValueError(f"{codes.shape[0]} codebooks, the loader needs {num_codebooks}")
         codes = codes[:num_codebooks]
+    phone_ids, durations = (None, None)
+    if ALIGN_EXT in sample:
+        phone_ids, durations = decode_alignment(sample[ALIGN_EXT], codes.shape[1])
     return Utterance(key=sample["__key__"], speaker=str(meta.get("speaker") or ""), text=str(meta["text"]),
-                     codes=codes, frame_rate=frame_rate, url=sample.get("__url__", ""))
+                     codes=codes, frame_rate=frame_rate, url=sample.get("__url__", ""),
+                     phone_ids=phone_ids, phone_durations=durations)
+
+
+def decode_alignment(data: bytes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """`{key}.align.json` of a token shard -> (phone ids [P], frames per phone [P]); a ValueError says what
+    is wrong (the frames must sum to the clip's frame count)."""
+    try:
+        record = json.loads(data)
+        phone_ids = np.asarray(record["phone_ids"], dtype=np.int64)
+        durations = np.asarray(record["frame_durations"], dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt sample
+        raise ValueError(f"cannot parse .{ALIGN_EXT}: {exc}") from exc
+    if phone_ids.shape != durations.shape or phone_ids.ndim != 1 or len(phone_ids) == 0:
+        raise ValueError(f".{ALIGN_EXT}: {phone_ids.shape} phone ids vs {durations.shape} durations")
+    if int(durations.sum()) != num_frames or durations.min() < 0:
+        raise ValueError(f".{ALIGN_EXT}: frames per phone sum to {int(durations.sum())}, the codes have "
+                         f"{num_frames} frames")
+    if phone_ids.min() < 0 or phone_ids.max() >= len(PHONES):
+        raise ValueError(f".{ALIGN_EXT}: phone ids outside [0, {len(PHONES)})")
+    return phone_ids, durations
 
 
 def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = None) -> Iterator[Utterance]:

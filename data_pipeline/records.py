@@ -2,6 +2,8 @@
 
 Raw shards (from ingest):    {key}.flac  + {key}.json  (RawMeta)
 Token shards (from tokenize): {key}.codes.npy (int16/int32 [Q, F]) + {key}.json (TokenMeta)
+Both may carry {key}.align.json: the clip's phone alignment (data_pipeline/alignment/schema.py); in a
+token shard it also has the frames per phone at the codec's frame rate (`frame_durations`).
 
 Shape letters: B batch, Q codebooks, F frames, L text tokens.
 """
@@ -15,6 +17,7 @@ import torch
 AUDIO_EXT = "flac"
 CODES_EXT = "codes.npy"
 META_EXT = "json"
+ALIGN_EXT = "align.json"
 REJECTS_FILE = "rejects.jsonl"
 RAW_SHARD_PATTERN = "raw-%06d.tar"
 TOKEN_SHARD_SUFFIX = ".tar"
@@ -59,6 +62,12 @@ class TTSBatch:
                     utterance of the speaker was available); None when the producer does not say
     prompt_keys:    key of the utterance each prompt was cut from
     texts:          the transcripts, for logging and sample generation
+    With phone alignments in the shards (else None):
+    phone_ids:       [B, P] canonical phone ids of each target (data_pipeline/alignment/phones.py), 0-padded
+    phone_durations: [B, P] frames per phone; row i sums to frame_lengths[i]
+    phone_lengths:   [B] phones per row (0 for a row without an alignment)
+    frame_phones:    [B, F] the phone sounding at each target frame (0 = none / padding)
+    prompt_phones:   [B, Fp] the same for the prompt's frames
     """
 
     keys: list[str]
@@ -72,6 +81,11 @@ class TTSBatch:
     prompt_is_crop: torch.Tensor | None = None
     prompt_keys: list[str] | None = None
     texts: list[str] | None = None
+    phone_ids: torch.Tensor | None = None
+    phone_durations: torch.Tensor | None = None
+    phone_lengths: torch.Tensor | None = None
+    frame_phones: torch.Tensor | None = None
+    prompt_phones: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TTSBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}

@@ -4,17 +4,18 @@ Many voices x rates x pitches reading public-domain sentences give a codec (or a
 speech where no large real corpus can be downloaded. Output is a folder of 16-bit FLAC files plus a
 `transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.sources` ingests.
 
+The engines run through their libraries (data_pipeline/alignment/engines.py), so every clip also gets its
+exact phone and word timings, stored beside it as `{key}.align.json`.
 Install the engines with `apt-get install -y espeak-ng flite`. Everything here is deterministic for a seed.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import random
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from codec.audio import load_audio, resample, to_mono
+from codec.audio import resample
+from data_pipeline.alignment.engines import EngineError, espeak_synthesize, flite_synthesize
+from data_pipeline.alignment.schema import Alignment, sidecar_path, speakable_text
+from data_pipeline.text import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -89,70 +93,85 @@ def plan_jobs(sentences: Sequence[str], num_jobs: int, engine: str, seed: int) -
     return jobs
 
 
-def _command(job: SynthJob, wav_path: Path) -> list[str]:
-    if job.engine == "espeak-ng":
-        return ["espeak-ng", "-v", job.voice, "-s", str(int(job.rate)), "-p", str(int(job.pitch)),
-                "-w", str(wav_path), job.text]
-    return ["flite", "-voice", job.voice, "--setf", f"duration_stretch={job.rate}",
-            "--setf", f"int_f0_target_mean={job.pitch}", "-t", job.text, "-o", str(wav_path)]
+def trim_bounds(wav: torch.Tensor, sample_rate: int, threshold_db: float = -40.0,
+                margin_s: float = 0.1) -> tuple[int, int]:
+    """[start, end) that cuts leading / trailing silence (under `threshold_db` re the peak) to `margin_s`."""
+    amp = wav.abs()
+    top = float(amp.max()) if wav.numel() else 0.0
+    if top == 0.0:
+        return 0, wav.numel()
+    loud = torch.nonzero(amp > top * 10 ** (threshold_db / 20)).flatten()
+    margin = int(margin_s * sample_rate)
+    return max(0, int(loud[0]) - margin), min(wav.numel(), int(loud[-1]) + margin)
 
 
 def trim_and_normalise(wav: torch.Tensor, sample_rate: int, peak: float = 0.9,
                        threshold_db: float = -40.0, margin_s: float = 0.1) -> torch.Tensor:
     """Cut leading / trailing silence (under `threshold_db` re the peak, keep `margin_s`); scale to `peak`."""
-    amp = wav.abs()
-    top = float(amp.max()) if wav.numel() else 0.0
+    top = float(wav.abs().max()) if wav.numel() else 0.0
     if top == 0.0:
         return wav
-    loud = torch.nonzero(amp > top * 10 ** (threshold_db / 20)).flatten()
-    margin = int(margin_s * sample_rate)
-    start, end = max(0, int(loud[0]) - margin), min(wav.numel(), int(loud[-1]) + margin)
+    start, end = trim_bounds(wav, sample_rate, threshold_db, margin_s)
     return wav[start:end] * (peak / top)
 
 
-def synthesize(job: SynthJob, sample_rate: int) -> torch.Tensor:
-    """Run the engine -> mono float32 [T] at `sample_rate`, trimmed and peak-normalised."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wav_path = Path(tmp) / "out.wav"
-        proc = subprocess.run(_command(job, wav_path), capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0 or not wav_path.is_file():
-            raise RuntimeError(f"{job.engine} failed for {job.key} (voice {job.voice}): "
-                               f"{proc.stderr.strip()[:200] or 'no output file'}")
-        wav, sr = load_audio(wav_path)
-    wav = resample(to_mono(wav), sr, sample_rate)[0]
-    return trim_and_normalise(wav, sample_rate)
+def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment]:
+    """Run the engine -> (mono float32 [T] at `sample_rate`, trimmed and peak-normalised; its exact alignment
+    in seconds). The engine reads the normalised transcript, so its words are the transcript's words."""
+    spoken = speakable_text(normalize_text(job.text))
+    try:
+        if job.engine == "espeak-ng":
+            samples, sr, alignment = espeak_synthesize(spoken, job.voice, int(job.rate), int(job.pitch))
+        elif job.engine == "flite":
+            samples, sr, alignment = flite_synthesize(spoken, job.voice, job.rate, job.pitch)
+        else:
+            raise ValueError(f"unknown engine {job.engine!r}; expected 'espeak-ng' or 'flite'")
+    except EngineError as e:
+        raise RuntimeError(f"{job.engine} failed for {job.key} (voice {job.voice}): {e}") from e
+    if samples.size == 0:
+        raise RuntimeError(f"{job.engine} produced no audio for {job.key} (voice {job.voice})")
+    wav = resample(torch.from_numpy(samples.astype(np.float32) / 32768.0)[None], sr, sample_rate)[0]
+    start, end = trim_bounds(wav, sample_rate)
+    top = float(wav.abs().max())
+    wav = wav[start:end] * (0.9 / top) if top > 0 else wav[start:end]
+    return wav, alignment.shifted(start / sample_rate, wav.numel() / sample_rate)
 
 
 def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample_rate: int = 16000,
                            workers: int = 2) -> tuple[int, float]:
-    """Synthesize `jobs` into `out_dir` (FLAC + transcripts.tsv). Existing files are kept (resumable).
+    """Synthesize `jobs` into `out_dir` (FLAC + exact-timing `.align.json` sidecar + transcripts.tsv).
+    Existing clips with their sidecar are kept (resumable).
 
     A job that fails is logged and left out of the transcript list; the build goes on.
     Returns (clips written or kept, total seconds).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    engines = {job.engine for job in jobs}
-    for engine in engines:
+    for engine in {job.engine for job in jobs}:  # the Debian package brings the library and the program
         if shutil.which(engine) is None:
             raise FileNotFoundError(f"{engine} is not installed (apt-get install -y espeak-ng flite)")
 
     def run(job: SynthJob) -> tuple[SynthJob, float | None]:
         path = out_dir / f"{job.key}.flac"
-        if path.is_file():
+        if path.is_file() and sidecar_path(path).is_file():
             return job, sf.info(str(path)).duration
         try:
-            wav = synthesize(job, sample_rate)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            wav, alignment = synthesize(job, sample_rate)
+        except (RuntimeError, OSError, ValueError) as e:
             log.warning("skipped %s: %s", job.key, e)
             return job, None
         tmp = path.with_suffix(".tmp.flac")
         sf.write(str(tmp), np.clip(wav.numpy(), -1, 1), sample_rate, subtype="PCM_16")
-        tmp.rename(path)  # a killed build never leaves a half-written clip under the final name
+        # sidecar first, then the clip under its final name: a killed build never leaves a clip without
+        # its timings, nor a half-written clip
+        side = sidecar_path(path)
+        side.with_suffix(".tmp").write_text(json.dumps(alignment.to_json(), ensure_ascii=False))
+        side.with_suffix(".tmp").rename(side)
+        tmp.rename(path)
         return job, wav.numel() / sample_rate
 
     rows, total = [], 0.0
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # the engines are subprocesses: threads suffice
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # the engines release the GIL in C
         for job, seconds in tqdm(pool.map(run, jobs), total=len(jobs), desc=f"synth {out_dir.name}",
                                  unit="clip"):
             if seconds is None:

@@ -36,7 +36,8 @@ from webdataset.writer import TarWriter
 
 from codec.audio import load_audio, pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
-from data_pipeline.records import AUDIO_EXT, CODES_EXT, META_EXT, REJECTS_FILE, RawMeta, TokenMeta
+from data_pipeline.alignment.schema import Alignment
+from data_pipeline.records import ALIGN_EXT, AUDIO_EXT, CODES_EXT, META_EXT, REJECTS_FILE, RawMeta, TokenMeta
 from data_pipeline.sharding import expand_shards, process_place, split_shards
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 SUMMARY_DIR = "summaries"
 TMP_SUFFIX = ".tmp"
 _RAW_FIELDS = {"text", "speaker", "duration", "sample_rate", "source"}
+ALIGN_MODES = ("auto", "exact", "off")
 
 
 @dataclass
@@ -63,6 +65,15 @@ class TokenizeConfig:
     world_size: int | None = None
     seed: int = 0  # codec seed for `:random` specs (must match across processes)
     progress: bool = True
+    # Phone alignments ({key}.align.json): "exact" keeps the synthesiser timings a raw shard carries;
+    # "auto" also runs the forced aligner on every other clip and rejects the clips it cannot fit;
+    # "off" writes none.
+    align: str = "auto"
+    aligner: str | None = None  # aligner directory (None: models/aligner)
+
+    def __post_init__(self) -> None:
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}, got {self.align!r}")
 
 
 @dataclass
@@ -86,6 +97,8 @@ class ShardSummary:
     padding: float = 0.0  # share of padded samples in those calls
     decode_seconds: float = 0.0  # reading, FLAC decoding, resampling
     encode_seconds: float = 0.0  # codec forwards (including the copy of the codes back to the host)
+    align_seconds: float = 0.0  # the forced aligner (clips without synthesiser timings)
+    aligned: int = 0  # written clips that carry an alignment (exact or aligned)
     seconds: float = 0.0  # wall time for the shard
     rejects: list[dict] = field(default_factory=list)
 
@@ -97,6 +110,8 @@ class _Clip:
     meta: dict
     wav: torch.Tensor | None = None  # [T] mono at the codec rate
     codes: np.ndarray | None = None  # [Q, F]
+    exact: Alignment | None = None  # synthesiser timings from the raw shard
+    alignment: Alignment | None = None  # what goes into the token shard
 
 
 def token_shard_name(raw_name: str) -> str:
@@ -108,15 +123,28 @@ def codes_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.int16) if codebook_size <= 32768 else np.dtype(np.int32)
 
 
-def token_sample(key: str, codes: np.ndarray, meta: TokenMeta) -> dict:
-    """The tar members of one token sample: `{key}.codes.npy` + `{key}.json`."""
+def alignment_member(alignment: Alignment, frame_rate: float, num_frames: int) -> bytes:
+    """`{key}.align.json` of a token shard: the alignment at the codec's frame rate, with the frames per
+    phone (`frame_durations`, summing to `num_frames`) and the canonical phone ids."""
+    alignment.frame_rate = float(frame_rate)
+    record = alignment.to_json()
+    record.update(num_frames=int(num_frames), phone_ids=alignment.phone_ids().tolist(),
+                  frame_durations=alignment.frame_durations(num_frames).tolist())
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+def token_sample(key: str, codes: np.ndarray, meta: TokenMeta, align: bytes | None = None) -> dict:
+    """The tar members of one token sample: `{key}.codes.npy` + `{key}.json` (+ `{key}.align.json`)."""
     if codes.ndim != 2 or codes.shape != (meta.num_codebooks, meta.num_frames):
         raise ValueError(f"{key}: codes {codes.shape} disagree with metadata "
                          f"({meta.num_codebooks}, {meta.num_frames})")
     buf = io.BytesIO()
     np.save(buf, codes, allow_pickle=False)
-    return {"__key__": key, CODES_EXT: buf.getvalue(),
-            META_EXT: json.dumps(asdict(meta), ensure_ascii=False).encode("utf-8")}
+    sample = {"__key__": key, CODES_EXT: buf.getvalue(),
+              META_EXT: json.dumps(asdict(meta), ensure_ascii=False).encode("utf-8")}
+    if align is not None:
+        sample[ALIGN_EXT] = align
+    return sample
 
 
 def write_tar(path: Path, samples: Iterable[dict]) -> int:
@@ -164,6 +192,7 @@ class ShardTokenizer:
     def __init__(self, codec: Codec, codec_spec: str, cfg: TokenizeConfig):
         self.codec, self.spec, self.cfg = codec, codec_spec, cfg
         self.dtype = codes_dtype(codec.codebook_size)
+        self._aligner = None  # loaded on the first clip without synthesiser timings (align="auto")
 
     # ---- decode ----------------------------------------------------------------------------------
     def _decode(self, clip: _Clip, members: dict) -> None:
@@ -177,6 +206,11 @@ class ShardTokenizer:
         wav, sr = load_audio(members[AUDIO_EXT], name=clip.key)
         if wav.shape[-1] == 0:
             raise ValueError("no samples")
+        if ALIGN_EXT in members and self.cfg.align != "off":
+            try:
+                clip.exact = Alignment.from_json(json.loads(members[ALIGN_EXT]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"unreadable .{ALIGN_EXT}: {type(e).__name__}: {e}") from e
         clip.meta = meta
         clip.wav = resample(to_mono(wav), sr, self.codec.sample_rate)[0]
 
@@ -225,9 +259,9 @@ class ShardTokenizer:
         summary.padding += float(wav.shape[-1] * len(batch) - lengths.sum())  # samples; normalised later
 
     def _encode_window(self, clips: list[_Clip], summary: ShardSummary, rejects: list[Reject]) -> None:
-        start = time.perf_counter()
+        start, aligning = time.perf_counter(), summary.align_seconds
         self._encode_batches(clips, summary, rejects)
-        summary.encode_seconds += time.perf_counter() - start
+        summary.encode_seconds += time.perf_counter() - start - (summary.align_seconds - aligning)
 
     def _encode_batches(self, clips: list[_Clip], summary: ShardSummary, rejects: list[Reject]) -> None:
         for batch in self._batches(clips):
@@ -241,7 +275,30 @@ class ShardTokenizer:
                 for clip in batch:
                     self._encode_batches([clip], summary, rejects)
             for clip in batch:
-                clip.wav = None  # free the audio as soon as it is encoded
+                if clip.codes is not None:
+                    self._align(clip, summary, rejects)
+                clip.wav = None  # free the audio as soon as it is encoded and aligned
+
+    # ---- align -----------------------------------------------------------------------------------
+    def _align(self, clip: _Clip, summary: ShardSummary, rejects: list[Reject]) -> None:
+        """Exact synthesiser timings win; otherwise ("auto") the forced aligner, whose failures reject."""
+        if clip.exact is not None:
+            clip.alignment = clip.exact
+            return
+        if self.cfg.align != "auto":
+            return
+        from data_pipeline.alignment.aligner import DEFAULT_ALIGNER, Aligner, AlignmentError
+
+        if self._aligner is None:
+            self._aligner = Aligner.load(self.cfg.aligner or DEFAULT_ALIGNER)
+        start = time.perf_counter()
+        try:
+            clip.alignment = self._aligner.align(clip.wav, self.codec.sample_rate, clip.meta["text"])
+        except AlignmentError as e:
+            rejects.append(Reject(summary.input, clip.key, f"align_{e.reason}", str(e)[:500]))
+            log.warning("cannot align %s in %s: %s", clip.key, summary.input, e)
+            clip.codes = None
+        summary.align_seconds += time.perf_counter() - start
 
     # ---- one shard -------------------------------------------------------------------------------
     def tokenize_shard(self, url: str) -> tuple[ShardSummary, list[dict]]:
@@ -271,6 +328,8 @@ class ShardTokenizer:
         summary.clips = len(clips)
         done = [c for c in clips if c.codes is not None]
         summary.written = len(done)
+        summary.aligned = sum(c.alignment is not None for c in done)
+        summary.align_seconds = round(summary.align_seconds, 3)
         summary.rejected = len(rejects)
         summary.frames = int(sum(c.codes.shape[1] for c in done))
         summary.audio_seconds = round(sum(float(c.meta["duration"]) for c in done), 3)
@@ -279,7 +338,7 @@ class ShardTokenizer:
         summary.rejects = [asdict(r) for r in rejects]
         samples = [self._sample(c, name) for c in done]
         summary.seconds = round(time.perf_counter() - start, 3)
-        summary.decode_seconds = round(summary.seconds - summary.encode_seconds, 3)
+        summary.decode_seconds = round(summary.seconds - summary.encode_seconds - summary.align_seconds, 3)
         summary.encode_seconds = round(summary.encode_seconds, 3)
         return summary, samples
 
@@ -290,7 +349,10 @@ class ShardTokenizer:
         meta = TokenMeta(**RawMeta(**raw).to_dict(), codec=self.spec, frame_rate=float(self.codec.frame_rate),
                          num_frames=int(clip.codes.shape[1]), num_codebooks=int(clip.codes.shape[0]),
                          extra=extra)
-        return token_sample(clip.key, clip.codes, meta)
+        align = None
+        if clip.alignment is not None:
+            align = alignment_member(clip.alignment, self.codec.frame_rate, clip.codes.shape[1])
+        return token_sample(clip.key, clip.codes, meta, align)
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -323,10 +385,12 @@ class RunSummary:
     done: int = 0
     clips: int = 0
     written: int = 0
+    aligned: int = 0
     rejected: int = 0
     audio_seconds: float = 0.0
     forwards: int = 0
     encode_seconds: float = 0.0  # summed over workers
+    align_seconds: float = 0.0  # summed over workers
     seconds: float = 0.0  # wall time
 
     def add(self, s: ShardSummary) -> None:
@@ -334,6 +398,8 @@ class RunSummary:
         self.encode_seconds += s.encode_seconds
         self.clips += s.clips
         self.written += s.written
+        self.aligned += s.aligned
+        self.align_seconds += s.align_seconds
         self.rejected += s.rejected
         self.audio_seconds += s.audio_seconds
         self.forwards += s.forwards

@@ -95,7 +95,7 @@ def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
             base_wall = base_cpu = None
             for name, batch_seconds in modes:
                 out = work / f"tok-{threads}-{batch_seconds}"
-                cfg = TokenizeConfig(codec=spec, batch_seconds=batch_seconds, device=args.device,
+                cfg = TokenizeConfig(codec=spec, batch_seconds=batch_seconds, device=args.device, align="off",
                                      progress=False)
                 if device.type == "cuda":
                     torch.cuda.synchronize()

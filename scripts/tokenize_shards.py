@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
+from data_pipeline.tokenize import ALIGN_MODES, TokenizeConfig, tokenize_shards
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokenizer processes on this machine (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of a ':random' codec (default: %(default)s)")
+    p.add_argument("--align", choices=ALIGN_MODES, default=d.align,
+                   help="phone alignments: exact = keep synthesiser timings only; auto = also force-align "
+                        "every other clip (rejecting clips that do not fit their transcript); off = none "
+                        "(default: %(default)s)")
+    p.add_argument("--aligner", default=None, help="aligner directory (default: models/aligner)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # the deepspeed launcher appends --local_rank=N (torchrun sets LOCAL_RANK instead)
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -59,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = TokenizeConfig(codec=args.codec, window_seconds=args.window_seconds, device=args.device,
-                         num_workers=args.num_workers, seed=args.seed, progress=not args.quiet)
+                         num_workers=args.num_workers, seed=args.seed, progress=not args.quiet,
+                         align=args.align, aligner=args.aligner)
     cfg.batch_seconds, cfg.batch_frames = args.batch_seconds, args.batch_frames
     run = tokenize_shards(args.input, args.output, cfg)
     speed = run.audio_seconds / run.seconds if run.seconds else 0.0
     print(f"shards   {run.shards} owned: {run.done} tokenized, {run.skipped} already done")
-    print(f"clips    {run.clips}: {run.written} written, {run.rejected} rejected")
+    print(f"clips    {run.clips}: {run.written} written ({run.aligned} with phone alignments), "
+          f"{run.rejected} rejected")
     print(f"audio    {run.audio_seconds / 3600:.3f} h in {run.seconds:.1f} s ({speed:.1f} audio s / s, "
           f"{run.forwards} codec forwards)")
     if run.rejected:

@@ -12,7 +12,7 @@ import ctypes as C
 import ctypes.util
 import subprocess
 import threading
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class _Wave(C.Structure):
                 ("num_channels", C.c_int), ("samples", C.POINTER(C.c_short))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _flite() -> C.CDLL:
     lib = _load(["libflite.so.1", ctypes.util.find_library("flite") or "libflite.so"])
     for dep in ("libflite_usenglish.so.1", "libflite_cmulex.so.1"):
@@ -66,7 +66,7 @@ def _flite() -> C.CDLL:
     return lib
 
 
-@lru_cache(maxsize=None)
+@cache
 def _flite_voice(name: str) -> int:
     lib = _flite()
     voice_lib = _load([f"libflite_cmu_us_{name}.so.1"])
@@ -122,17 +122,24 @@ def flite_synthesize(text: str, voice: str = "slt", stretch: float = 1.0,
     phones, start = [], 0.0
     for name, end, token in segs:
         word = -1 if name == PAUSE else token_index.get(token, -1)
-        parts = flite_to_canonical(name)
-        step = (end - start) / len(parts)
-        for k, part in enumerate(parts):
-            phones.append(PhoneSpan(part, start + k * step, start + (k + 1) * step, word))
+        phones.extend(_split(flite_to_canonical(name), start, end, word))
         start = end
     duration = len(samples) / sample_rate
     return samples, sample_rate, _finish(words, phones, duration, FLITE_ALIGNER)
 
 
+def _split(parts: tuple[str, ...], start: float, end: float, word: int) -> list[PhoneSpan]:
+    """One engine phone -> its canonical phones, sharing its time equally. The shared boundaries are
+    estimates, not engine timings: they are marked (`exact=False` on every part after the first)."""
+    step = (end - start) / len(parts)
+    return [PhoneSpan(part, start + k * step, start + (k + 1) * step, word, exact=k == 0)
+            for k, part in enumerate(parts)]
+
+
 def _finish(words: list[tuple[str, int, int]], phones: list[PhoneSpan], duration: float,
             aligner: str) -> Alignment:
+    for p in phones:
+        p.end = min(p.end, duration)  # flite's last segment may end a fraction of a sample late
     phones = fill_pauses([p for p in phones if p.start < duration], duration)
     spans: list[WordSpan] = []
     merged: list[int] = []  # words the engine spoke as part of a neighbour ("for a" -> one espeak word)
@@ -173,7 +180,7 @@ class _EspeakState:
         self.events: list[tuple[int, int, int, str]] = []  # (type, sample, text_position, phoneme)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _espeak() -> tuple[C.CDLL, int, _EspeakState, object]:
     lib = _load(["libespeak-ng.so.1", ctypes.util.find_library("espeak-ng") or "libespeak-ng.so"])
     sample_rate = lib.espeak_Initialize(_SYNCHRONOUS, 0, None, _PHONEME_EVENTS | _PHONEME_IPA | _DONT_EXIT)
@@ -201,7 +208,7 @@ def _espeak() -> tuple[C.CDLL, int, _EspeakState, object]:
     return lib, sample_rate, state, callback
 
 
-@lru_cache(maxsize=None)
+@cache
 def _espeak_languages() -> dict[str, str]:
     """Language code -> voice file, as the command line resolves `-v en-gb` (the library's
     SetVoiceByName knows only names and files)."""
@@ -246,7 +253,7 @@ def espeak_synthesize(text: str, voice: str = "en-us", rate: int = 175,
 
     def word_at(position: int) -> int:
         char = position - 1
-        for i, (s, e) in enumerate(zip(starts, ends)):
+        for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
             if s <= char < e:
                 return i
         return -1
@@ -259,7 +266,5 @@ def espeak_synthesize(text: str, voice: str = "en-us", rate: int = 175,
         parts = espeak_to_canonical(name)
         if parts == (PAUSE,):
             word = -1
-        step = (end - start) / len(parts)
-        for j, part in enumerate(parts):
-            phones.append(PhoneSpan(part, start + j * step, start + (j + 1) * step, word))
+        phones.extend(_split(parts, start, end, word))
     return samples, sample_rate, _finish(words, phones, duration, ESPEAK_ALIGNER)

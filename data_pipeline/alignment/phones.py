@@ -42,7 +42,7 @@ _ESPEAK: dict[str, tuple[str, ...]] = {
     "aʊə": ("aw", "ax"), "eə": ("eh", "ax"), "ɛə": ("eh", "ax"), "ɪə": ("ih", "ax"), "iə": ("iy", "ax"),
     "ʊə": ("uh", "ax"), "ɔə": ("ao", "ax"), "əl": ("ax", "l"), "ju": ("y", "uw"),
 }
-_DROPPED_MARKS = str.maketrans("", "", "ˈˌːˑ̃̆ʲ-:")
+_DROPPED_MARKS = str.maketrans("", "", "ˈˌːˑ̃̆ʲ-:̪̩̥")
 _MAX_NAME = max(len(k) for k in _ESPEAK)
 
 

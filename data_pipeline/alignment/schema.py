@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class PhoneSpan:
     start: float
     end: float
     word_index: int  # index into Alignment.words; -1 for a pause between words
+    exact: bool = True  # False: the start is an estimate (a synthesiser phone split into two canonical ones)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Alignment:
         dropped, the gaps this leaves at the ends filled with pauses)."""
         def clip(t: float) -> float:
             return min(max(t - offset, 0.0), duration)
-        phones = [PhoneSpan(p.phone, clip(p.start), clip(p.end), p.word_index) for p in self.phones]
+        phones = [PhoneSpan(p.phone, clip(p.start), clip(p.end), p.word_index, p.exact) for p in self.phones]
         phones = [p for p in phones if p.end > p.start]
         words = [WordSpan(w.word, clip(w.start), clip(w.end)) for w in self.words]
         return Alignment(words, fill_pauses(phones, duration), duration, self.frame_rate, self.aligner,
@@ -95,7 +97,7 @@ def fill_pauses(phones: list[PhoneSpan], duration: float) -> list[PhoneSpan]:
         if p.start > t + 1e-6:
             out.append(PhoneSpan(PAUSE, t, p.start, -1))
         if p.end > p.start:
-            out.append(PhoneSpan(p.phone, max(p.start, t), p.end, p.word_index))
+            out.append(PhoneSpan(p.phone, max(p.start, t), p.end, p.word_index, p.exact))
         t = max(t, p.end)
     merged: list[PhoneSpan] = []
     for p in out:
@@ -104,6 +106,11 @@ def fill_pauses(phones: list[PhoneSpan], duration: float) -> list[PhoneSpan]:
         else:
             merged.append(p)
     return merged
+
+
+def sidecar_path(audio_path: Path) -> Path:
+    """Where a clip's alignment lives beside it: `x.flac` -> `x.align.json`."""
+    return audio_path.with_name(audio_path.name.rsplit(".", 1)[0] + ".align.json")
 
 
 _EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
