@@ -116,20 +116,47 @@ class ARDecoder(nn.Module):
         )
         for module in (*self.delayed_embeds, *self.delayed_heads):
             nn.init.normal_(module.weight, std=config.initializer_range)
+        # alignment = "phoneme": the phone sounding at the frame a slot predicts, and where that frame sits in
+        # it, are added to the slot's embedding; a head predicts whether that frame is the phone's last
+        self.phone_embed = self.phone_pos_embed = self.advance_head = None
+        if config.alignment == "phoneme":
+            self.phone_embed = nn.Embedding(config.num_phones, config.ar_hidden_size)
+            self.phone_pos_embed = nn.Embedding(config.max_phone_frames, config.ar_hidden_size)
+            self.advance_head = nn.Linear(config.ar_hidden_size, 1)
+            for module in (self.phone_embed, self.phone_pos_embed, self.advance_head):
+                nn.init.normal_(module.weight, std=config.initializer_range)
+            nn.init.zeros_(self.advance_head.bias)
         self.head_dim = config.ar_hidden_size // config.ar_num_heads
         self.kv_caches: nn.ModuleList | None = None
 
     # -- training / full recompute (stock HF path) -----------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, delayed_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, S] (+ delayed_ids [B, S, R], NO_CODE = -1 where a slot carries none)
-        -> [B, S, hidden]."""
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        delayed_ids: torch.Tensor | None = None,
+        phone_inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids [B, S] (+ delayed_ids [B, S, R], NO_CODE = -1 where a slot carries none; + phone_inputs
+        [B, S, 2]: phone id (0 = none: adds nothing) and in-phone frame index) -> [B, S, hidden]."""
         x = self.model.embed_tokens(input_ids)
+        if phone_inputs is not None and self.phone_embed is not None:
+            phone, pos = phone_inputs[..., 0], phone_inputs[..., 1]
+            keep = (phone > 0).unsqueeze(-1).to(x.dtype)
+            pos = pos.clamp(0, self.config.max_phone_frames - 1)
+            x = x + (self.phone_embed(phone) + self.phone_pos_embed(pos)) * keep
         if delayed_ids is None:
             return x
         for r, table in enumerate(self.delayed_embeds):
             ids = delayed_ids[..., r]
             x = x + table(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1).to(x.dtype)
         return x
+
+    def advance_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """hidden [..., hidden] -> [...] logit that the frame this slot predicts is its phone's last
+        (None: alignment = "none")."""
+        if self.advance_head is None:
+            return None
+        return self.advance_head(hidden).squeeze(-1)
 
     def delayed_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """hidden [..., hidden] -> logits [..., R, K] of the delayed codebooks (None: ar_codebooks = 1)."""
@@ -143,10 +170,12 @@ class ARDecoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         delayed_ids: torch.Tensor | None = None,
+        phone_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, S] -> code-head logits [B, S, V]; attention_mask [B, S] (padding) or [B, 1, S, S]
         bool."""
-        out = self.forward_with_attention(input_ids, attention_mask, position_ids, delayed_ids=delayed_ids)
+        out = self.forward_with_attention(input_ids, attention_mask, position_ids, delayed_ids=delayed_ids,
+                                          phone_inputs=phone_inputs)
         return out[0]
 
     def forward_with_attention(
@@ -157,9 +186,11 @@ class ARDecoder(nn.Module):
         attention_layer: int | None = None,
         attention_heads: int = 0,
         delayed_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        phone_inputs: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """-> (code-head logits [B, S, V], attention probabilities, delayed-codebook logits [B, S, R, K] or
-        None). The probabilities [B, attention_heads, S, S] are those of the first `attention_heads` heads of
+        None, phone-advance logits [B, S] or None). The probabilities [B, attention_heads, S, S] are those of
+        the first `attention_heads` heads of
         layer `attention_layer` (None: no probabilities, the plain forward).
 
         SDPA never materialises its probabilities, so they are recomputed from that layer's input with the
@@ -167,7 +198,7 @@ class ARDecoder(nn.Module):
         guided-attention loss in `lm/losses.py` trains them)."""
         want = attention_layer is not None and attention_heads > 0
         out = self.model(
-            inputs_embeds=self.embed(input_ids, delayed_ids),
+            inputs_embeds=self.embed(input_ids, delayed_ids, phone_inputs),
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=False,
@@ -175,8 +206,9 @@ class ARDecoder(nn.Module):
         )
         logits = self.code_head(out.last_hidden_state)
         delayed = self.delayed_logits(out.last_hidden_state)
+        advance = self.advance_logits(out.last_hidden_state)
         if not want:
-            return logits, None, delayed
+            return logits, None, delayed, advance
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(
                 input_ids
@@ -184,7 +216,7 @@ class ARDecoder(nn.Module):
         probs = self._attention_probs(
             out.hidden_states[attention_layer], attention_layer, attention_heads, position_ids, attention_mask
         )
-        return logits, probs, delayed
+        return logits, probs, delayed, advance
 
     def _attention_probs(
         self,
@@ -260,6 +292,7 @@ class ARDecoder(nn.Module):
         mask: torch.Tensor,
         kv_len: int | None = None,
         delayed_ids: torch.Tensor | None = None,
+        phone_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run T new tokens against the cache and write their K/V into slots `input_pos`.
 
@@ -269,7 +302,7 @@ class ARDecoder(nn.Module):
         """
         if self.kv_caches is None:
             raise RuntimeError("call setup_cache() before forward_cached()")
-        x = self.embed(tokens, delayed_ids)
+        x = self.embed(tokens, delayed_ids, phone_inputs)
         cos, sin = self.rope_cos[rope_pos][:, None], self.rope_sin[rope_pos][:, None]  # [B, 1, T, D]
         shape, eps = (x.shape[-1],), self.config.rms_norm_eps
         # F.rms_norm / F.silu equal LlamaRMSNorm / LlamaMLP bit for bit (tested) with fewer Python-level ops;

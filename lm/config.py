@@ -23,12 +23,22 @@ class ModelConfig:
         target holds little of what the text says and the AR learns to ignore the text.
     ar_*:             the Llama AR decoder over <specials, text pieces, codebook-1 codes>
     nar_*:            the bidirectional NAR head that fills codebooks ar_codebooks+1..Q
+    alignment:        "none": the pure VALL-E layout, the model finds its alignment to the text itself (needs
+        ~10^5 steps and ~10^6 utterances). "phoneme": every target frame's AR input also carries the phone
+        sounding at that frame and the frame's place inside it (from the shards' alignments), the AR also
+        predicts when to move on to the next phone (VALL-E R's phone advance), and the NAR sees each frame's
+        phone; at inference a pointer walks the transcript's phones (lm/phone_alignment.py).
+    num_phones:       size of the phone inventory (data_pipeline/alignment/phones.py)
+    max_phone_frames: in-phone positions with their own embedding (later frames share the last one)
     """
 
     text_vocab_size: int = 4096
     num_codebooks: int = 8
     codebook_size: int = 1024
     ar_codebooks: int = 1
+    alignment: str = "none"
+    num_phones: int = 42
+    max_phone_frames: int = 32
     # AR decoder (transformers Llama)
     ar_hidden_size: int = 768
     ar_num_layers: int = 12
@@ -65,6 +75,8 @@ class ModelConfig:
                 raise ValueError(f"{prefix} head dim {hidden // heads} must be even for RoPE")
         if self.num_codebooks < 1 or self.codebook_size < 2 or self.text_vocab_size < 1:
             raise ValueError(f"invalid token sizes in {self}")
+        if self.alignment not in ("none", "phoneme"):
+            raise ValueError(f"alignment={self.alignment!r}: must be 'none' or 'phoneme'")
         # more than 2 would need extra decode steps after <eos> to flush the later delayed codebooks
         if self.ar_codebooks not in (1, 2) or self.ar_codebooks > self.num_codebooks:
             raise ValueError(

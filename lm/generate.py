@@ -198,7 +198,7 @@ def recompute_logits(
     position, as `prefill` returns them (the baseline the KV cache is measured against, and the reference it
     is tested against)."""
     mask, rope_pos = prefix_mask(pads, tokens.shape[1])
-    logits, _, delayed = ar.forward_with_attention(tokens, mask, rope_pos, delayed_ids=delayed_ids)
+    logits, _, delayed, _ = ar.forward_with_attention(tokens, mask, rope_pos, delayed_ids=delayed_ids)
     return logits[:, -1].float(), delayed[:, -1].float() if delayed is not None else None
 
 

@@ -116,9 +116,12 @@ def _read_clips(raw_shards: list[str], clip_dir: Path, speaker: str) -> tuple[di
 
 def prepare_speaker_data(data: str | Path, work: str | Path, codec: Codec, codec_spec: str,
                          holdout_fraction: float = 0.15, min_holdout: int = 3, seed: int = 0,
-                         num_shards: int = 1, speaker: str = "target", progress: bool = True) -> SpeakerData:
+                         num_shards: int = 1, speaker: str = "target", progress: bool = True,
+                         align: str = "off") -> SpeakerData:
     """Ingest (unless given raw shards), split, write the training raw shards (`num_shards` of them, e.g.
-    one per rank) and tokenize them with `codec` (recorded as `codec_spec`). `work` is rebuilt."""
+    one per rank) and tokenize them with `codec` (recorded as `codec_spec`). `work` is rebuilt.
+    `align="auto"` force-aligns every clip to its transcript (a phone-aligned model needs it; clips that do
+    not fit their transcript are rejected)."""
     data, work = Path(data), Path(work)
     if not data.exists() and not any(ch in str(data) for ch in "*{"):
         raise FileNotFoundError(f"--data {data} does not exist")
@@ -132,7 +135,7 @@ def prepare_speaker_data(data: str | Path, work: str | Path, codec: Codec, codec
     for s in range(num_shards):  # round robin, so every rank's shard has clips
         shard = [samples[k] for k in train_keys[s::num_shards]]
         write_shard_atomically(train_raw / (RAW_SHARD_PATTERN % s), shard)
-    tok_cfg = TokenizeConfig(codec=codec_spec, rank=0, world_size=1, progress=progress)
+    tok_cfg = TokenizeConfig(codec=codec_spec, rank=0, world_size=1, progress=progress, align=align)
     run = tokenize_shards(str(train_raw), work / "tokens", tok_cfg, codec=codec)
     if run.rejected:
         log.warning("tokenize rejected %d training clips (see %s)", run.rejected, work / "tokens")

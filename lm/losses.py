@@ -43,7 +43,8 @@ def tts_loss(
 ) -> LossOutput:
     """loss = AR CE (codebook 1 + <eos> of the target) [+ AR CE of the delayed codebooks, when the AR predicts
     more than one] + nar_weight * NAR CE (one sampled codebook j >= ar_codebooks + 1) + align_weight *
-    guided-attention loss (when the output carries guided attention probabilities).
+    guided-attention loss (when the output carries guided attention probabilities) [+ the phone-advance BCE,
+    alignment = "phoneme", logged as `advance_loss`].
 
     `ar_loss` stays the codebook-1 CE, so it compares across ar_codebooks settings; the delayed codebooks are
     logged as `ar_delayed_loss` and added to the AR part of the loss with weight 1."""
@@ -64,6 +65,14 @@ def tts_loss(
         align_loss = guided_attention_loss(output.guided_attention, batch, align_sigma)
         metrics["align_loss"] = align_loss.detach()
         loss = loss + align_weight * align_loss
+    if output.advance_logits is not None and batch.advance_labels is not None:
+        valid = batch.advance_labels != IGNORE_INDEX
+        advance_logits = output.advance_logits[valid].float()
+        advance_labels = batch.advance_labels[valid].float()
+        advance_loss = F.binary_cross_entropy_with_logits(advance_logits, advance_labels)
+        metrics.update(advance_loss=advance_loss.detach(),
+                       advance_acc=((advance_logits > 0).float() == advance_labels).float().mean().detach())
+        loss = loss + advance_loss
     metrics["loss"] = loss.detach()
     return LossOutput(loss=loss, ar_loss=ar_loss, nar_loss=nar_loss, metrics=metrics)
 

@@ -25,6 +25,7 @@ class TTSOutput:
     nar_logits: torch.Tensor | None
     guided_attention: torch.Tensor | None = None  # [B, H, S, S] probs of the guided AR heads (training)
     delayed_logits: torch.Tensor | None = None  # [B, S, R, K] AR codebooks 2..R+1 (see delayed_labels)
+    advance_logits: torch.Tensor | None = None  # [B, S] phone advance (alignment = "phoneme")
 
 
 class TTSModel(nn.Module):
@@ -41,17 +42,19 @@ class TTSModel(nn.Module):
     ) -> TTSOutput:
         """`attention_layer` / `attention_heads`: also return the attention probabilities of the first
         `attention_heads` heads of that AR layer (for the guided-attention loss)."""
-        ar_logits, probs, delayed = self.ar.forward_with_attention(
+        ar_logits, probs, delayed, advance = self.ar.forward_with_attention(
             batch.input_ids,
             batch.attention_mask,
             batch.position_ids,
             attention_layer,
             attention_heads,
             delayed_ids=batch.delayed_ids,
+            phone_inputs=batch.phone_inputs,
         )
         nar_logits = self.nar(batch.nar) if self.nar is not None and batch.nar is not None else None
         return TTSOutput(
-            ar_logits=ar_logits, nar_logits=nar_logits, guided_attention=probs, delayed_logits=delayed
+            ar_logits=ar_logits, nar_logits=nar_logits, guided_attention=probs, delayed_logits=delayed,
+            advance_logits=advance,
         )
 
     def build_batch(
@@ -66,6 +69,7 @@ class TTSModel(nn.Module):
             continuation_prob=continuation_prob,
             generator=generator,
             ar_codebooks=self.config.ar_codebooks,
+            phone_aligned=self.config.alignment == "phoneme",
         )
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:

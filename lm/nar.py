@@ -56,8 +56,11 @@ class NARHead(nn.Module):
         self.code_embed = nn.Embedding(config.num_codebooks * config.codebook_size, hidden)
         self.segment_embed = nn.Embedding(3, hidden)
         self.stage_embed = nn.Embedding(config.num_codebooks, hidden)
-        for emb in (self.code_embed, self.segment_embed, self.stage_embed):
-            nn.init.normal_(emb.weight, std=config.initializer_range)
+        # alignment = "phoneme": each target frame also gets its phone (codebook 1 says little of the words)
+        self.phone_embed = nn.Embedding(config.num_phones, hidden) if config.alignment == "phoneme" else None
+        for emb in (self.code_embed, self.segment_embed, self.stage_embed, self.phone_embed):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=config.initializer_range)
 
     def sum_codes(self, codes: torch.Tensor, num_used: torch.Tensor | int) -> torch.Tensor:
         """codes [B, Q, F] -> [B, F, hidden]: per row, the sum of the embeddings of codebooks q < num_used."""
@@ -84,11 +87,17 @@ class NARHead(nn.Module):
                 f"target {tuple(inp.target_codes.shape)}"
             )
         seg = self.segment_embed(torch.arange(3, device=inp.stage.device))  # [3, hidden]
+        target = self.sum_codes(inp.target_codes, inp.stage) + seg[TARGET]
+        if self.phone_embed is not None:
+            if inp.frame_phones is None:
+                raise ValueError("this NAR is phone-aligned: NARInputs.frame_phones is required")
+            phones = inp.frame_phones[:, : target.shape[1]]
+            target = target + self.phone_embed(phones) * (phones > 0).unsqueeze(-1).to(target.dtype)
         x = torch.cat(
             [
                 self.model.embed_tokens(inp.text_ids) + seg[TEXT],
                 self.sum_codes(inp.prompt_codes, q_model) + seg[PROMPT],
-                self.sum_codes(inp.target_codes, inp.stage) + seg[TARGET],
+                target,
             ],
             dim=1,
         )
@@ -107,7 +116,7 @@ class NARHead(nn.Module):
         hidden = self.model(
             inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=False
         ).last_hidden_state
-        target = hidden[:, text_len + prompt_len :]  # [B, F, hidden]
+        target = hidden[:, text_len + prompt_len :]  # [B, F, hidden] (reused name: now the outputs)
         # the classifier for codebook j is codebook j's input table (tied): rows j*K .. j*K + K-1
         rows = inp.stage[:, None] * size + torch.arange(size, device=inp.stage.device)[None]
         return torch.einsum("bfd,bkd->bfk", target, self.code_embed(rows))

@@ -25,6 +25,13 @@ and summed into the token's embedding; `delayed_labels` are pre-shifted the same
 position predicts codebook 1 of frame f and codebook 2 of frame f-1, which it already conditions on codebook
 1 of frame f-1. The step that emits <eos> also emits the last frame's codebook 2, so no step is added.
 
+Phone alignment (alignment = "phoneme"): the slot that predicts target frame f (slot target_start - 1 + f:
+<audio> for f = 0, else the codebook-1 token of frame f - 1) also carries the phone sounding at frame f and
+f's index inside that phone (`phone_inputs [S, 2]`, 0 = none elsewhere: text, prompt, the slot that
+predicts <eos>), and is labelled with whether f is the phone's last frame (`advance_labels [S]`). At
+inference a pointer walks the transcript's phones with the same inputs (lm/phone_alignment.py). The NAR
+gets the phone of every target frame (`NARInputs.frame_phones`).
+
 NAR inputs (`NARInputs`) are the target's text pieces, the full prompt codes (all Q codebooks), the target
 codes and the codebook index `stage` to predict (ar_codebooks..Q-1, zero-based); the NAR sums embeddings of
 target codebooks below `stage` and predicts codebook `stage` for every target frame at once.
@@ -99,6 +106,31 @@ def inference_delayed(
     # speaker prompt: its last code sits on </prompt>, so nothing rides on the first generated slot
     place_delayed(delayed, audio_start(text_len), prompt_rest.long().cpu())
     return delayed[:-1], delayed[-1]
+
+
+# -- phone alignment (alignment = "phoneme") ------------------------------------------------------------
+def phone_frame_inputs(phone_ids: torch.Tensor, durations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phones [P] and their frames [P] -> per frame (phone id, index inside the phone) [F, 2] and whether the
+    frame is its phone's last [F] (the advance label)."""
+    durations = durations.long()
+    frame_phone = torch.repeat_interleave(phone_ids.long(), durations)
+    starts = torch.repeat_interleave(torch.cumsum(durations, 0) - durations, durations)
+    in_phone = torch.arange(frame_phone.numel()) - starts
+    last = in_phone == torch.repeat_interleave(durations, durations) - 1
+    return torch.stack([frame_phone, in_phone], dim=1), last.long()
+
+
+def phone_training_inputs(
+    num_tokens: int, target_start: int, phone_ids: torch.Tensor, durations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """phone_inputs [S, 2] and advance_labels [S] of one training sequence (see the module docstring)."""
+    per_frame, last = phone_frame_inputs(phone_ids.cpu(), durations.cpu())
+    inputs = torch.zeros(num_tokens, 2, dtype=torch.long)
+    labels = torch.full((num_tokens,), IGNORE_INDEX, dtype=torch.long)
+    first = target_start - 1  # the slot that predicts frame 0
+    inputs[first : first + per_frame.shape[0]] = per_frame
+    labels[first : first + per_frame.shape[0]] = last
+    return inputs, labels
 
 
 # -- per-example AR layouts ----------------------------------------------------------------------------------
@@ -187,6 +219,7 @@ class NARInputs:
     frame_lengths [B]
     stage [B] codebook index to predict, ar_codebooks..Q-1 (zero-based)
     labels [B, F] target_codes[b, stage[b]] with IGNORE_INDEX on padding (training; None at inference)
+    frame_phones [B, F] the phone sounding at each target frame (alignment = "phoneme"; 0 = none)
     """
 
     text_ids: torch.Tensor
@@ -197,6 +230,7 @@ class NARInputs:
     frame_lengths: torch.Tensor
     stage: torch.Tensor
     labels: torch.Tensor | None = None
+    frame_phones: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> NARInputs:
         return NARInputs(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
@@ -210,6 +244,7 @@ class LMBatch:
     classes), target_start [B] index of the first target frame token, continuation [B] bool mode per example,
     nar: NARInputs (None when the AR predicts every codebook),
     delayed_ids / delayed_labels [B, S, R]: the AR's delayed codebooks (None when ar_codebooks = 1).
+    phone_inputs [B, S, 2] / advance_labels [B, S]: phone alignment (None when alignment = "none").
     """
 
     keys: list[str]
@@ -222,6 +257,8 @@ class LMBatch:
     nar: NARInputs | None
     delayed_ids: torch.Tensor | None = None
     delayed_labels: torch.Tensor | None = None
+    phone_inputs: torch.Tensor | None = None
+    advance_labels: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> LMBatch:
         return LMBatch(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
@@ -290,6 +327,7 @@ def build_lm_batch(
     continuation_prob: float = 0.25,
     generator: torch.Generator | None = None,
     ar_codebooks: int = 1,
+    phone_aligned: bool = False,
 ) -> LMBatch:
     """TTSBatch (from the loader) -> LMBatch (model inputs + labels), on CPU.
 
@@ -302,6 +340,9 @@ def build_lm_batch(
     batch = batch.to("cpu")
     _check_batch(batch, vocab, num_codebooks, max_positions)
     bsz = len(batch.keys)
+    if phone_aligned:
+        _check_phones(batch)
+    phones = []
     continuation = torch.rand(bsz, generator=generator) < continuation_prob
     seqs, labels, starts, delayed = [], [], [], []
     for b in range(bsz):
@@ -316,6 +357,10 @@ def build_lm_batch(
         seqs.append(tokens)
         labels.append(lab)
         starts.append(start)
+        if phone_aligned:
+            n = int(batch.phone_lengths[b])
+            phones.append(phone_training_inputs(tokens.numel(), start, batch.phone_ids[b, :n],
+                                                batch.phone_durations[b, :n]))
         if ar_codebooks > 1:
             prompt_rest = None if continuation[b] else batch.prompt_codes[b, 1:ar_codebooks, :prompt_frames]
             delayed.append(
@@ -340,6 +385,14 @@ def build_lm_batch(
             delayed_ids[b, : ids.shape[0]] = ids
             delayed_labels[b, : lab.shape[0]] = lab
 
+    phone_inputs = advance_labels = None
+    if phones:
+        phone_inputs = torch.zeros((bsz, length, 2), dtype=torch.long)
+        advance_labels = torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long)
+        for b, (inp, lab) in enumerate(phones):
+            phone_inputs[b, : inp.shape[0]] = inp
+            advance_labels[b, : lab.shape[0]] = lab
+
     nar = None
     if num_codebooks > ar_codebooks:
         stage = torch.randint(ar_codebooks, num_codebooks, (bsz,), generator=generator)
@@ -352,6 +405,7 @@ def build_lm_batch(
             batch.frame_lengths,
             stage,
             with_labels=True,
+            frame_phones=batch.frame_phones if phone_aligned else None,
         )
     return LMBatch(
         keys=list(batch.keys),
@@ -364,7 +418,24 @@ def build_lm_batch(
         nar=nar,
         delayed_ids=delayed_ids,
         delayed_labels=delayed_labels,
+        phone_inputs=phone_inputs,
+        advance_labels=advance_labels,
     )
+
+
+def _check_phones(batch: TTSBatch) -> None:
+    """A phone-aligned model needs every row's alignment, summing to its frames."""
+    if batch.phone_ids is None or batch.phone_lengths is None:
+        raise ValueError(f"the model is phone-aligned but batch {batch.keys} carries no phone alignments: "
+                         "tokenize the shards with `scripts/tokenize_shards.py --align auto`")
+    missing = [k for k, n in zip(batch.keys, batch.phone_lengths.tolist(), strict=True) if n == 0]
+    if missing:
+        raise ValueError(f"examples {missing} have no phone alignment (a phone-aligned model needs one)")
+    sums = batch.phone_durations.sum(1)
+    frames = batch.frame_lengths.tolist()
+    bad = [k for k, s, f in zip(batch.keys, sums.tolist(), frames, strict=True) if s != f]
+    if bad:
+        raise ValueError(f"examples {bad}: frames per phone do not sum to the target's frames")
 
 
 def nar_inputs(
@@ -376,6 +447,7 @@ def nar_inputs(
     frame_lengths: torch.Tensor,
     stage: torch.Tensor,
     with_labels: bool = False,
+    frame_phones: torch.Tensor | None = None,
 ) -> NARInputs:
     """Pack one NAR pass; labels = codebook `stage` of the target, IGNORE_INDEX past each frame length."""
     labels = None
@@ -394,4 +466,5 @@ def nar_inputs(
         frame_lengths=frame_lengths.long(),
         stage=stage.long(),
         labels=labels,
+        frame_phones=frame_phones.long() if frame_phones is not None else None,
     )

@@ -511,11 +511,12 @@ class Trainer:
             "batches": batches,
             "seconds": time.perf_counter() - start,
         }
-        for name in ("nar", "ar_delayed"):
+        for name in ("nar", "ar_delayed", "advance"):
             if sums[f"{name}_n"]:
                 metrics[f"{name}_loss"] = sums[name] / sums[f"{name}_n"]
         nar_part = self.cfg.nar_weight * metrics.get("nar_loss", 0.0)
-        metrics["loss"] = metrics["ar_loss"] + metrics.get("ar_delayed_loss", 0.0) + nar_part
+        metrics["loss"] = (metrics["ar_loss"] + metrics.get("ar_delayed_loss", 0.0) + nar_part
+                           + metrics.get("advance_loss", 0.0))
         if self.cfg.align.weight > 0 and batches:
             metrics["align_loss"] = sums["align"] / batches  # per-batch mean, like the loss
         # text_gap (codebook 1), and the same question for the AR's delayed codebooks and the NAR
@@ -540,7 +541,7 @@ class Trainer:
         lm = lm.to(self.device)
         losses = self._losses(lm)
         counts = {"ar": lm.labels, "nar": lm.nar.labels if lm.nar is not None else None,
-                  "ar_delayed": lm.delayed_labels}
+                  "ar_delayed": lm.delayed_labels, "advance": lm.advance_labels}
         sums = {"batches": 1.0, "align": float(losses.metrics.get("align_loss", 0.0))}
         for name, labels in counts.items():
             n = float((labels != IGNORE_INDEX).sum()) if labels is not None else 0.0
@@ -640,7 +641,8 @@ def _launch_header(out_dir: str | Path, ds_config: str | Path) -> str:
 
 
 # the parts of the loss a log line shows
-_LOSS_TERMS = (("ar_loss", "ar"), ("ar_delayed_loss", "ar delayed"), ("nar_loss", "nar"))
+_LOSS_TERMS = (("ar_loss", "ar"), ("ar_delayed_loss", "ar delayed"), ("nar_loss", "nar"),
+               ("advance_loss", "advance"))
 
 
 def _fmt_loss(metrics: dict) -> str:
@@ -650,25 +652,70 @@ def _fmt_loss(metrics: dict) -> str:
 
 # validation sums, all-reduced across ranks in this order; the _other_text ones come from the same batches
 # with each row given another row's transcript
-_TEXT_DEPENDENT = ("ar", "ar_n", "ar_delayed", "ar_delayed_n", "nar", "nar_n")
+_TEXT_DEPENDENT = ("ar", "ar_n", "ar_delayed", "ar_delayed_n", "nar", "nar_n", "advance", "advance_n")
 _EVAL_SUMS = ("batches", "align", *_TEXT_DEPENDENT, *(f"{k}_other_text" for k in _TEXT_DEPENDENT))
 
 
+def rescale_durations(durations: torch.Tensor, frames: int) -> torch.Tensor:
+    """Frames per phone [P] stretched to sum to `frames`, each phone keeping >= 1 frame where it can."""
+    n = durations.numel()
+    ends = torch.round(torch.cumsum(durations.double(), 0) * frames / max(int(durations.sum()), 1)).long()
+    bounds = torch.cat([ends.new_zeros(1), ends]).clamp(0, frames)
+    bounds[-1] = frames
+    if n <= frames:
+        for i in range(1, n):
+            bounds[i] = max(int(bounds[i]), int(bounds[i - 1]) + 1)
+        for i in range(n - 1, 0, -1):
+            bounds[i] = min(int(bounds[i]), int(bounds[i + 1]) - 1)
+    return torch.diff(bounds)
+
+
 def _rolled_texts(batches: list[TTSBatch]) -> list[TTSBatch]:
-    """The batches with every row's transcript moved to the next row (across batch borders, so batches of
-    one row work too); fewer than two rows in all -> []."""
-    rows = [(b.text_ids[i, : int(b.text_lengths[i])], b.texts[i] if b.texts else "")
-            for b in batches for i in range(len(b.keys))]
+    """The batches with every row's transcript (and, with phone alignments, its phones re-timed to this
+    row's frames) moved to the next row (across batch borders, so batches of one row work too); fewer than
+    two rows in all -> []."""
+    rows = [(b.text_ids[i, : int(b.text_lengths[i])], b.texts[i] if b.texts else "",
+             _phones_of(b, i)) for b in batches for i in range(len(b.keys))]
     if len(rows) < 2:
         return []
     rows = rows[-1:] + rows[:-1]
     out, start = [], 0
     for b in batches:
         mine, start = rows[start : start + len(b.keys)], start + len(b.keys)
-        lengths = torch.tensor([len(ids) for ids, _ in mine], dtype=b.text_lengths.dtype)
+        lengths = torch.tensor([len(ids) for ids, _, _ in mine], dtype=b.text_lengths.dtype)
         ids = torch.zeros(len(mine), int(lengths.max()), dtype=b.text_ids.dtype)
-        for i, (row, _) in enumerate(mine):
+        for i, (row, _, _) in enumerate(mine):
             ids[i, : len(row)] = row
+        changes = {}
+        if b.phone_ids is not None:
+            changes = _rolled_phones(b, [p for _, _, p in mine])
         out.append(dataclasses.replace(b, text_ids=ids, text_lengths=lengths,
-                                       texts=[t for _, t in mine] if b.texts else b.texts))
+                                       texts=[t for _, t, _ in mine] if b.texts else b.texts, **changes))
     return out
+
+
+def _phones_of(b: TTSBatch, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if b.phone_ids is None:
+        return None
+    n = int(b.phone_lengths[i])
+    return b.phone_ids[i, :n], b.phone_durations[i, :n]
+
+
+def _rolled_phones(b: TTSBatch, phones: list) -> dict:
+    """Another row's phones on this batch's rows, each re-timed to the row's own target frames."""
+    size = len(b.keys)
+    width = max([p[0].numel() for p in phones if p is not None] + [1])
+    ids = torch.zeros(size, width, dtype=torch.long)
+    durations = torch.zeros(size, width, dtype=torch.long)
+    lengths = torch.zeros(size, dtype=torch.long)
+    frame_phones = torch.zeros_like(b.frame_phones)
+    for i, p in enumerate(phones):
+        if p is None or p[0].numel() == 0:
+            continue
+        frames = int(b.frame_lengths[i])
+        d = rescale_durations(p[1], frames)
+        n = p[0].numel()
+        ids[i, :n], durations[i, :n], lengths[i] = p[0], d, n
+        frame_phones[i, :frames] = torch.repeat_interleave(p[0], d)
+    return {"phone_ids": ids, "phone_durations": durations, "phone_lengths": lengths,
+            "frame_phones": frame_phones}

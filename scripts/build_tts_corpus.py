@@ -4,7 +4,7 @@
     apt-get install -y espeak-ng flite
     python scripts/build_tts_corpus.py --out data/tts_corpus                  # ~12,500 clips, ~20 h of audio
     python scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw
-    python scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens \
+    python scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens_v2 \
         --codec models/codec_rvq16k
 (scripts/train_default.sh runs all of it, then the training.)
 

@@ -234,7 +234,8 @@ def prepare(args: argparse.Namespace, base: Synthesizer, codec_spec: str, rank: 
     if rank == 0:
         shutil.rmtree(args.out / "samples", ignore_errors=True)  # audio of an earlier run in the same OUT
         prepare_speaker_data(args.data, work, base.codec, codec_spec, args.holdout, args.min_holdout,
-                             args.seed, num_shards=world, speaker=args.speaker)
+                             args.seed, num_shards=world, speaker=args.speaker,
+                             align="auto" if base.model.config.alignment == "phoneme" else "off")
     dist.barrier()
     return load_speaker_data(work)
 

@@ -11,14 +11,16 @@ PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
 CODEC=${CODEC:-models/codec_rvq16k}
 CONFIG=${CONFIG:-configs/train_mini_cpu.yaml}
+TOKENS=${TOKENS:-data/tts_tokens_v2}  # token shards with phone alignments
 SENTENCES=${1:-5400}; shift $(( $# > 0 ? 1 : 0 ))
 mkdir -p "$RUN"
 
 $PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCES"
-[ -f data/tts_raw/.done ] || { $PY scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw \
+# v2: clips carry their exact phone timings ({key}.align.json); shards from before that are rebuilt
+[ -f data/tts_raw/.done-v2 ] || { $PY scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw \
     --shard-max-count 250 \
-    --overwrite && touch data/tts_raw/.done; }
-$PY scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens --codec "$CODEC"
-$PY scripts/train.py --config "$CONFIG" --data data/tts_tokens --out "$RUN/train" \
+    --overwrite && touch data/tts_raw/.done-v2; }
+$PY scripts/tokenize_shards.py --input data/tts_raw --output "$TOKENS" --codec "$CODEC" --align auto
+$PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
     --deepspeed ds_configs/zero2.json --resume "$@"
 echo "export: $RUN/train/export (copy it to models/default with scripts/publish_default.py)"

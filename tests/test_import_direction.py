@@ -1,11 +1,13 @@
-"""Imports go one way: codec <- data_pipeline <- lm <- scripts (DESIGN.md)."""
+"""Imports go one way: codec <- data_pipeline <- lm <- scripts, evaluation (README.md, "Import direction")."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# package -> the packages it must not import: the README's table
 FORBIDDEN = {
     "codec": {"data_pipeline", "lm", "scripts", "evaluation"},
     "data_pipeline": {"lm", "scripts", "evaluation"},
@@ -33,3 +35,16 @@ def test_package_imports_only_downstream(package: str) -> None:
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"imports reach back up the data flow: {offenders}"
+
+
+def readme_rule() -> dict[str, set[str]]:
+    """The table of the README's "Import direction" section: package -> packages it must not import."""
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Import direction\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert section, 'README.md has no "## Import direction" section'
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \|$", section.group(1), re.MULTILINE)
+    return {package: set(re.findall(r"`(\w+)`", banned)) for package, banned in rows}
+
+
+def test_the_readme_states_the_rule_this_test_enforces() -> None:
+    assert readme_rule() == FORBIDDEN

@@ -69,13 +69,14 @@ def save_model(model: FrameClassifier, out: Path, info: dict) -> None:
     (out / "config.json").write_text(json.dumps({"classifier": model.cfg.to_dict(), **info}, indent=2) + "\n")
 
 
-def train_classifier(train_dir: Path, heldout_dir: Path, ckpt_dir: Path, out: Path,
-                     cfg: TrainConfig) -> FrameClassifier:
+def train_classifier(train_dir: Path, heldout_dir: Path, ckpt_dir: Path, out: Path, cfg: TrainConfig,
+                     model_cfg: ClassifierConfig | None = None,
+                     limits: dict | None = None) -> FrameClassifier:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     clips = [(f, lab) for f, lab, _ in load_set(train_dir)]
     heldout = [(f, lab) for f, lab, _ in load_set(heldout_dir)]
-    model = FrameClassifier(ClassifierConfig())
+    model = FrameClassifier(model_cfg or ClassifierConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(clips) // cfg.batch_clips)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -110,6 +111,9 @@ def train_classifier(train_dir: Path, heldout_dir: Path, ckpt_dir: Path, out: Pa
                     "epoch": epoch}, tmp)
         tmp.replace(ckpt_dir / "last.pt")
     model.eval()
-    save_model(model, out, {"train": asdict(cfg), "train_clips": len(clips),
-                            "heldout_frame_accuracy": frame_accuracy(model, heldout)})
+    info = {"train": asdict(cfg), "train_clips": len(clips),
+            "heldout_frame_accuracy": round(frame_accuracy(model, heldout), 4)}
+    if limits:
+        info["limits"] = limits
+    save_model(model, out, info)
     return model

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from codec import load_codec
 from codec.base import CONFIG_FILE, WEIGHTS_FILE, Codec
@@ -51,9 +53,24 @@ def test_mismatched_or_incomplete_checkpoints_are_refused(tiny_codec, tmp_path) 
         load_codec(directory)
 
 
+class Payload:
+    """Unpickling this creates `marker`: the proof that a loader executed pickled code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())
+
+
 def test_pickle_weights_are_not_loaded(tiny_codec, tmp_path) -> None:
     """A torch.save (pickle) file under the safetensors name is rejected, never unpickled."""
     directory = tiny_codec.save_pretrained(tmp_path / "tiny")
-    torch.save(tiny_codec.state_dict(), directory / WEIGHTS_FILE)
-    with pytest.raises(Exception, match="(?i)header|safetensor|deserializ"):
+    marker = tmp_path / "executed"
+    torch.save({**tiny_codec.state_dict(), "evil": Payload(marker)}, directory / WEIGHTS_FILE)
+    with pytest.raises(SafetensorError, match="deserializing header"):
         load_codec(directory)
+    assert not marker.exists()
+    # the payload really is live: an unpickling loader would have run it
+    torch.load(directory / WEIGHTS_FILE, weights_only=False)
+    assert marker.exists()

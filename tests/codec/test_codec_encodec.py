@@ -7,6 +7,7 @@ built once per session, on clips of about two seconds.
 from __future__ import annotations
 
 import math
+import socket
 
 import pytest
 import torch
@@ -166,15 +167,25 @@ def test_presets_have_the_released_module_tree(name: str) -> None:
 
 
 def test_pretrained_download_failure_is_clear(monkeypatch, tmp_path) -> None:
-    """Offline: a clear error naming the file, the cache path and the way out. The `.invalid` top-level
-    domain never resolves (RFC 2606), so this runs without network and cannot download anything."""
+    """Offline: a clear error naming the file, the cache path and the way out. The resolver is patched to
+    fail as it does on a machine without network, so no lookup or download leaves this process (and the
+    `.invalid` top-level domain, RFC 2606, would not resolve anyway)."""
+    looked_up = []
+
+    def offline(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv(ENCODEC_URL_ENV, "http://encodec-weights.invalid/v0/")
     with pytest.raises(CodecDownloadError) as info:
         load_codec("encodec_24khz@6")
+    assert looked_up, "the download never reached the (patched) resolver"
     message = str(info.value)
     assert "encodec_24khz-d7cc33bc.th" in message and str(tmp_path) in message
     assert "encodec_24khz:random" in message
+    assert "http://encodec-weights.invalid/v0/encodec_24khz-d7cc33bc.th" in message
 
 
 def test_random_instances_are_seeded_and_leave_global_rng_alone(make_tiny_config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -50,7 +51,7 @@ def arctic() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trained(arctic) -> tuple[RVQCodec, list[float]]:
+def trained_once(arctic) -> tuple[RVQCodec, list[float]]:
     """A tiny spectral codec after 25 Adam steps on 0.8 s crops of a real clip (k-means initialised)."""
     torch.manual_seed(0)
     model = RVQCodec(tiny_rvq_config(architecture="spectral", quantizer_dropout=0.0)).train()
@@ -66,6 +67,19 @@ def trained(arctic) -> tuple[RVQCodec, list[float]]:
         opt.step()
         losses.append(loss.item())
     return model.eval(), losses
+
+
+@pytest.fixture
+def trained(trained_once):
+    """The module's trained codec, shared by several tests: checked after each one that used it, pass or
+    fail, so a test that left it in training mode or with moved codebooks cannot change the tests after it
+    (a test that needs either works on a copy)."""
+    model, _ = trained_once
+    assert not model.training, "an earlier test left the shared codec in training mode"
+    codebooks = model.quantizer.codebooks.clone()
+    yield trained_once
+    assert not model.training, "the test left the shared codec in training mode"
+    assert torch.equal(model.quantizer.codebooks, codebooks), "the test moved the shared codec's codebooks"
 
 
 @pytest.mark.parametrize("architecture", ["seanet", "spectral"])
@@ -121,12 +135,11 @@ def test_save_load_round_trip_gives_identical_codes(trained, arctic, tmp_path) -
 
 
 def test_encoding_does_not_update_codebooks(trained, arctic) -> None:
-    model, _ = trained
-    model.train()  # even a codec left in training mode must not move its codebooks while encoding
-    before = model.quantizer.codebooks.clone()
+    # a copy: the module's shared codec stays in eval mode whatever happens here
+    model = copy.deepcopy(trained[0]).train()  # even a codec left in training mode must not move its
+    before = model.quantizer.codebooks.clone()  # codebooks while encoding
     model.encode(arctic[None, :, :8000])
     assert torch.equal(model.quantizer.codebooks, before) and model.training
-    model.eval()
 
 
 def test_bad_checkpoint_config_is_refused(trained, tmp_path) -> None:

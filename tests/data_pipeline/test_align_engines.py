@@ -86,9 +86,9 @@ def test_frame_durations_sum_to_the_frames_and_give_every_phone_a_frame() -> Non
 
 
 def test_shift_and_fill() -> None:
-    a = Alignment([WordSpan("hi", 0.3, 0.6)], [PhoneSpan(PAUSE, 0, 0.3, -1), PhoneSpan("hh", 0.3, 0.4, 0),
-                                                 PhoneSpan("ay", 0.4, 0.6, 0), PhoneSpan(PAUSE, 0.6, 1.0, -1)],
-                  1.0, 0.0, "test")
+    phones = [PhoneSpan(PAUSE, 0, 0.3, -1), PhoneSpan("hh", 0.3, 0.4, 0), PhoneSpan("ay", 0.4, 0.6, 0),
+              PhoneSpan(PAUSE, 0.6, 1.0, -1)]
+    a = Alignment([WordSpan("hi", 0.3, 0.6)], phones, 1.0, 0.0, "test")
     b = a.shifted(0.35, 0.4)
     assert [(p.phone, round(p.start, 3), round(p.end, 3)) for p in b.phones] == [
         ("hh", 0.0, 0.05), ("ay", 0.05, 0.25), (PAUSE, 0.25, 0.4)]

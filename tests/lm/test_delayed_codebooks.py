@@ -216,7 +216,8 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
     monkeypatch.setattr(head, "bias", torch.nn.Parameter(bias, requires_grad=False))
     fed = []
     embed = ar2_model.ar.embed
-    monkeypatch.setattr(ar2_model.ar, "embed", lambda ids, d=None: fed.append((ids, d)) or embed(ids, d))
+    monkeypatch.setattr(ar2_model.ar, "embed",
+                        lambda ids, d=None, p=None: fed.append((ids, d)) or embed(ids, d, p))
     if path == "static":  # whole-cache attention, as the CUDA-graph step runs it (uncompiled here)
         monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
     sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)

@@ -21,7 +21,7 @@ def test_recomputed_probabilities_equal_eager_attention(tiny_model, tiny_config,
     lm = _lm_batch(tiny_model, tiny_config, make_batch, 0.5)
     heads = 3  # tiny: 4 query heads over 2 KV heads, so head 2 reads the second KV head
     with torch.no_grad():
-        _, probs, _ = tiny_model.ar.forward_with_attention(
+        _, probs, _, _ = tiny_model.ar.forward_with_attention(
             lm.input_ids, lm.attention_mask, lm.position_ids, layer, heads
         )
         tiny_model.ar.model.config._attn_implementation = "eager"

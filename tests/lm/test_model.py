@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-import pytest
+import peft  # a hard dependency (pyproject): a broken install must fail, not skip
 import torch
 
 from lm.generate import prefill, recompute_logits
@@ -118,7 +118,6 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_model, tiny_conf
 
 
 def test_lora_targets_both_parts_and_the_cached_path_uses_it(tiny_model):
-    peft = pytest.importorskip("peft")
     tiny_model.eval()
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = peft.inject_adapter_in_model(peft.LoraConfig(r=4, target_modules=targets), tiny_model)

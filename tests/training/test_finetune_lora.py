@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from suite_helpers import port_taken, run_on_free_port
 from training_helpers import ROOT, SPEECH, script_main
 
 from data_pipeline.text import TextTokenizer
@@ -32,14 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NUM_CLIPS = 8  # the shortest LJ clips: 5 to train on, 3 held out
 FAST = ["--rank", "4", "--alpha", "8", "--max-frames", "400", "--prompt-seconds", "2", "--seed", "3"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(script: str, args: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -156,10 +149,16 @@ def test_generate_uses_the_adapter_and_merge_writes_a_standalone_model(finetuned
 
 def test_two_ranks_under_the_deepspeed_launcher(export, voice_folder, tmp_path) -> None:
     out = tmp_path / "run"
-    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
-                "--master_port", str(_free_port())]
-    proc = run("finetune_lora.py", ["--checkpoint", export, "--data", voice_folder, "--out", out, *FAST,
-                                    "--max-steps", "3", "--eval-every", "0", "--lr", "1e-2"], launcher)
+    args = ["--checkpoint", export, "--data", voice_folder, "--out", out, *FAST, "--max-steps", "3",
+            "--eval-every", "0", "--lr", "1e-2"]
+
+    deepspeed = str(Path(sys.executable).parent / "deepspeed")
+
+    def launch(port: int) -> subprocess.CompletedProcess:
+        return run("finetune_lora.py", args, [deepspeed, "--num_gpus", "2", "--master_port", str(port)])
+
+    # started again on another port if the port was taken before rank 0 bound it (nothing written yet)
+    proc = run_on_free_port(launch, clashed=lambda p: p.returncode != 0 and port_taken(p.stdout + p.stderr))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert len(list((out / "data" / "tokens").glob("*.tar"))) == 2  # one training shard per rank
     kept = json.loads((out / "adapter" / "base_model.json").read_text())

@@ -6,7 +6,6 @@ adapter is the one the selection rule picked, and the curve files say so."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import deepspeed
@@ -15,6 +14,7 @@ import torch
 import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
 from safetensors.torch import load_file
+from suite_helpers import single_rank_env
 from training_helpers import NUM_CODEBOOKS, ROOT, transcripts, write_token_shards
 
 from data_pipeline.batching import BatchingConfig
@@ -26,17 +26,10 @@ from lm.lora_finetune import FinetuneConfig, LoraFinetuner
 from lm.model import TTSModel
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def world_of_one():
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": str(_free_port())}.items():
+        for key, value in single_rank_env().items():
             mp.setenv(key, value)
         from lm.deepspeed_setup import init_distributed
 

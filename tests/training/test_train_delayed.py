@@ -10,6 +10,7 @@ import deepspeed.comm
 import pytest
 import torch
 import torch.distributed as dist
+from suite_helpers import single_rank_env
 from training_helpers import FAST_OVERRIDES, ROOT
 
 from data_pipeline.loader import build_loader
@@ -17,14 +18,6 @@ from data_pipeline.text import TextTokenizer
 from lm.checkpoint import load_model
 from lm.train_config import resolve_config
 from lm.training import train
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_delayed_codebook_trains_validates_and_exports(token_dir: Path, tmp_path: Path) -> None:
@@ -35,8 +28,7 @@ def test_delayed_codebook_trains_validates_and_exports(token_dir: Path, tmp_path
                                     "model.ar_codebooks=2"])
     try:
         with pytest.MonkeyPatch.context() as mp:
-            for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                               "MASTER_PORT": str(_free_port())}.items():
+            for key, value in single_rank_env().items():
                 mp.setenv(key, value)
             result = train(cfg, out, ROOT / "ds_configs" / "zero2.json")
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

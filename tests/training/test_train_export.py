@@ -11,6 +11,7 @@ import deepspeed.comm
 import pytest
 import torch
 import torch.distributed as dist
+from suite_helpers import single_rank_env
 from training_helpers import FAST_OVERRIDES, ROOT, script_main
 
 from data_pipeline.text import TextTokenizer
@@ -41,23 +42,13 @@ def trained(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
                                     "align.weight=1.0", "align.layer=1",
                                     "tokenizer.frontend=espeak-ng:en-us"])
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": "0"}.items():
+        for key, value in single_rank_env().items():
             mp.setenv(key, value)
-        mp.setenv("MASTER_PORT", str(_free_port()))
         result = train(cfg, out, ROOT / "ds_configs" / "zero2.json")
         yield result, out
         if dist.is_initialized():
             # through DeepSpeed, which then drops its cached groups (stale ones break a later engine)
             deepspeed.comm.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_writes_checkpoints_logs_and_a_self_contained_export(trained: tuple[TrainResult, Path]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from suite_helpers import port_taken, run_on_free_port
 from training_helpers import FAST_OVERRIDES, ROOT
 
 from lm.train_state import latest_tag
@@ -28,25 +29,22 @@ SETTINGS = [*FAST_OVERRIDES, "log.every=1", "eval_every=3", "eval_batches=4", "c
 COMPARED = ("loss", "ar_loss", "nar_loss", "grad_norm", "lr")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _command(data: Path, out: Path, max_steps: int, resume: bool = False) -> list[str]:
-    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
-                "--master_port", str(_free_port())]
+def _command(data: Path, out: Path, max_steps: int, port: int, resume: bool = False) -> list[str]:
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(port)]
     args = ["--data", str(data), "--out", str(out), "--preset", "tiny", "--deepspeed",
             str(ROOT / "ds_configs" / "zero2.json"), "--max-steps", str(max_steps), *SETTINGS]
     return [*launcher, str(ROOT / "scripts" / "train.py"), *args, *(["--resume"] if resume else [])]
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def _run(data: Path, out: Path, max_steps: int, resume: bool = False) -> subprocess.CompletedProcess:
+    """The launcher run to completion, started again on another port if its port was taken before rank 0
+    bound it (that fails before the run writes anything)."""
+
+    def launch(port: int) -> subprocess.CompletedProcess:
+        return subprocess.run(_command(data, out, max_steps, port, resume), cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    proc = run_on_free_port(launch, clashed=lambda p: p.returncode != 0 and port_taken(p.stdout + p.stderr))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
@@ -63,10 +61,29 @@ def _assert_same_steps(resumed: dict[int, dict], reference: dict[int, dict], ste
             assert resumed[step][key] == pytest.approx(reference[step][key], rel=0, abs=1e-6), (step, key)
 
 
+def _run_until_sigterm(data: Path, out: Path, port: int) -> str:
+    """A long run, stopped by SIGTERM to every process (as a cluster scheduler does) once step 1 is logged;
+    its output."""
+    proc = subprocess.Popen(_command(data, out, 10_000, port), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines, deadline = [], time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if "step 1/10000" in line or time.monotonic() > deadline:
+            break
+    tree = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    psutil.wait_procs([p for p in tree if p is not proc], timeout=120)
+    proc.wait(timeout=60)
+    return "".join(lines)
+
+
 @pytest.fixture(scope="module")
 def reference(token_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "run"
-    _run(_command(token_dir, out, TOTAL))
+    _run(token_dir, out, TOTAL)
     return out
 
 
@@ -91,7 +108,7 @@ def test_resume_after_a_checkpoint_matches_the_uninterrupted_run(reference: Path
     shutil.copytree(reference / "checkpoints" / "step_00000003", out / "checkpoints" / "step_00000003")
     (out / "checkpoints" / "latest").write_text("step_00000003\n")
     shutil.copy(reference / "tokenizer.model", out / "tokenizer.model")
-    proc = _run(_command(token_dir, out, TOTAL, resume=True))
+    proc = _run(token_dir, out, TOTAL, resume=True)
     assert "resumed from" in proc.stdout + proc.stderr
     _assert_same_steps(_metrics(out), _metrics(reference), range(4, TOTAL + 1))
     assert _metrics(out, "val")[6]["loss"] == pytest.approx(_metrics(reference, "val")[6]["loss"], abs=1e-6)
@@ -100,27 +117,14 @@ def test_resume_after_a_checkpoint_matches_the_uninterrupted_run(reference: Path
 def test_sigterm_checkpoints_and_the_resumed_run_matches(reference: Path, token_dir: Path,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # a long run, stopped by SIGTERM to every process (as a cluster scheduler does) once step 1 is logged
-    proc = subprocess.Popen(_command(token_dir, out, 10_000), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines, deadline = [], time.monotonic() + 300
-    for line in proc.stdout:
-        lines.append(line)
-        if "step 1/10000" in line or time.monotonic() > deadline:
-            break
-    tree = [proc, *psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGTERM)
-    lines += proc.stdout.readlines()
-    psutil.wait_procs([p for p in tree if p is not proc], timeout=120)
-    proc.wait(timeout=60)
-    log_text = "".join(lines)
+    log_text = run_on_free_port(lambda port: _run_until_sigterm(token_dir, out, port),
+                                clashed=lambda text: "step 1/10000" not in text and port_taken(text))
     assert "SIGTERM: stopping after this step with a checkpoint" in log_text, log_text[-3000:]
     stopped = latest_tag(out / "checkpoints")
     assert stopped is not None, log_text[-3000:]
     step = int(stopped.split("_")[1])
     assert 1 <= step < TOTAL, f"stopped at step {step}; the comparison needs a stop before step {TOTAL}"
     assert not (out / "export").exists()  # an interrupted run does not export
-    _run(_command(token_dir, out, TOTAL, resume=True))
+    _run(token_dir, out, TOTAL, resume=True)
     # steps 1..step from the stopped run, step+1..TOTAL from the resumed one
     _assert_same_steps(_metrics(out), _metrics(reference), range(1, TOTAL + 1))

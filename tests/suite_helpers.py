@@ -1,0 +1,71 @@
+"""Helpers shared by the whole suite. Tests import them as `from suite_helpers import ...`: pytest puts
+tests/ on sys.path when it loads tests/conftest.py (rootdir-relative imports, no __init__.py)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# torch's TCPStore says "EADDRINUSE ... address already in use"; Python's OSError "[Errno 98] Address
+# already in use"
+ADDRESS_IN_USE = re.compile(r"EADDRINUSE|address already in use", re.IGNORECASE)
+
+
+# ---- ports for distributed runs ----------------------------------------------------------------------------
+def single_rank_env() -> dict[str, str]:
+    """The environment of a one-process world. MASTER_PORT=0: rank 0 hosts the rendezvous store on a port
+    the OS picks when it binds, and no other rank needs to know it, so no other process can take the port
+    between choosing it and binding it."""
+    return {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
+
+
+def candidate_port() -> int:
+    """A port that was free a moment ago. Another process may take it before the caller binds it: use it
+    through `run_on_free_port`, which tries another port when that happened."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_taken(text: str) -> bool:
+    """Whether an error message or a process's output says that an address was already in use."""
+    return ADDRESS_IN_USE.search(text) is not None
+
+
+def run_on_free_port(launch: Callable[[int], T], clashed: Callable[[T], bool] = lambda _: False,
+                     attempts: int = 5) -> T:
+    """`launch(port)` on a port that was free a moment ago (several ranks must know it in advance: the
+    `deepspeed` launcher's --master_port). When another process took the port in between, which `launch`
+    reports by raising an "address already in use" error or `clashed(result)` by returning True, it runs
+    again on a new port, up to `attempts` times in all. Any other failure is passed on at once."""
+    for _ in range(attempts - 1):
+        try:
+            result = launch(candidate_port())
+        except Exception as err:
+            if port_taken(str(err)):
+                continue
+            raise
+        if not clashed(result):
+            return result
+    return launch(candidate_port())  # the last attempt: whatever happens is the answer
+
+
+# ---- DeepSpeed's cached process groups ---------------------------------------------------------------------
+DEEPSPEED_RELEASE = "_release_process_group_references"  # private in deepspeed.utils.groups
+
+
+def deepspeed_group_release(groups: ModuleType) -> Callable[..., None]:
+    """DeepSpeed's private function that drops its cached process groups (deepspeed.utils.groups), or a
+    clear error naming it when DeepSpeed renamed or removed it (the suite's isolation depends on it)."""
+    release = getattr(groups, DEEPSPEED_RELEASE, None)
+    if not callable(release):
+        raise RuntimeError(
+            f"{groups.__name__}.{DEEPSPEED_RELEASE} is missing from this DeepSpeed: tests/conftest.py uses "
+            f"that private function to drop DeepSpeed's cached process groups between test modules; find "
+            f"its new name in the installed DeepSpeed and update tests/suite_helpers.py")
+    return release
