@@ -77,6 +77,9 @@ class ModelConfig:
             raise ValueError(f"invalid token sizes in {self}")
         if self.alignment not in ("none", "phoneme"):
             raise ValueError(f"alignment={self.alignment!r}: must be 'none' or 'phoneme'")
+        if self.alignment == "phoneme" and self.ar_codebooks > 1:
+            # the pointer ends a row on its last frame, one step before that frame's delayed code is emitted
+            raise ValueError("alignment='phoneme' works with ar_codebooks=1 only (for now)")
         # more than 2 would need extra decode steps after <eos> to flush the later delayed codebooks
         if self.ar_codebooks not in (1, 2) or self.ar_codebooks > self.num_codebooks:
             raise ValueError(

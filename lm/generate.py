@@ -1,8 +1,8 @@
 """Generation, gpt-fast style: prefill once, then one token a step against the static KV cache owned by the AR
 decoder; then one NAR pass per codebook the AR does not predict.
 
-  prefill(ar, tokens, pads)                   -> (code-head logits, delayed-codebook logits or None) of the
-                                                 last prefix position
+  prefill(ar, tokens, pads)                   -> (code-head logits, delayed-codebook logits or None, phone
+                                                 advance logit or None) of the last prefix position
   decode_one_token(ar, token, input_pos, pads) -> the same for the next position (the only compile target)
   generate_ar(model, prompts, text_lengths, ...) batched rows that stop independently (`finished` masks), a
                                               length guard tied to the text length, a minimum length
@@ -27,7 +27,14 @@ from tqdm import tqdm
 from lm.ar import ARDecoder
 from lm.model import TTSModel
 from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
-from lm.sequence import NO_CODE, inference_delayed, inference_prompt, nar_inputs, pad_left
+from lm.sequence import (
+    NO_CODE,
+    inference_delayed,
+    inference_prompt,
+    nar_inputs,
+    pad_left,
+    prefix_phone_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class SamplingConfig:
     min_new_frames: int = 1
     min_frames_per_text_token: float = 0.0
     nar_temperature: float = 0.0  # NAR passes are greedy by default (as in VALL-E)
+    max_phone_frames: int = 40  # phone-aligned models: a phone held this many frames is left
 
     @classmethod
     def from_dict(cls, d: dict) -> SamplingConfig:
@@ -66,6 +74,7 @@ class ARResult:
     hit_length_guard: torch.Tensor  # [B] bool: stopped by the guard, not by <eos>
     steps: int  # decode steps run (the longest row)
     delayed_codes: torch.Tensor | None = None  # [B, R, F] codebooks 2..R+1 (ar_codebooks > 1), 0 past lengths
+    frame_phones: torch.Tensor | None = None  # [B, F] the phone each frame was generated for (phone mode)
 
 
 def frame_limits(text_lengths: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,21 +103,31 @@ def prefix_mask(pads: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Te
     return mask[:, None], (slots[None] - pads[:, None]).clamp(min=0)
 
 
-def _heads(ar: ARDecoder, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Last position's hidden [B, hidden] -> (code-head logits [B, V], delayed-codebook logits [B, R, K])."""
+def _heads(
+    ar: ARDecoder, hidden: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Last position's hidden [B, hidden] -> (code-head logits [B, V], delayed-codebook logits [B, R, K] or
+    None, phone-advance logits [B] or None)."""
     delayed = ar.delayed_logits(hidden)
-    return ar.code_head(hidden).float(), delayed.float() if delayed is not None else None
+    advance = ar.advance_logits(hidden)
+    return (ar.code_head(hidden).float(), delayed.float() if delayed is not None else None,
+            advance.float() if advance is not None else None)
 
 
 def prefill(
-    ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor, delayed_ids: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """tokens [B, P] left-padded (+ delayed_ids [B, P, R]), pads [B] -> the logits of the last position
-    (see `_heads`); fills cache slots 0..P-1."""
+    ar: ARDecoder,
+    tokens: torch.Tensor,
+    pads: torch.Tensor,
+    delayed_ids: torch.Tensor | None = None,
+    phone_inputs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """tokens [B, P] left-padded (+ delayed_ids [B, P, R], phone_inputs [B, P, 2]), pads [B] -> the logits
+    of the last position (see `_heads`); fills cache slots 0..P-1."""
     length = tokens.shape[1]
     mask, rope_pos = prefix_mask(pads, length)
     slots = torch.arange(length, device=tokens.device)
-    hidden = ar.forward_cached(tokens, slots, rope_pos, mask, kv_len=length, delayed_ids=delayed_ids)
+    hidden = ar.forward_cached(tokens, slots, rope_pos, mask, kv_len=length, delayed_ids=delayed_ids,
+                               phone_inputs=phone_inputs)
     return _heads(ar, hidden[:, -1])
 
 
@@ -119,8 +138,10 @@ def decode_one_token(
     pads: torch.Tensor,
     kv_len: int | None = None,
     delayed_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """token [B, 1] (+ delayed_ids [B, 1, R]) written at cache slot input_pos [1] -> logits (see `_heads`).
+    phone_inputs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """token [B, 1] (+ delayed_ids [B, 1, R], phone_inputs [B, 1, 2]) written at cache slot input_pos [1] ->
+    logits (see `_heads`).
 
     kv_len=None attends over the whole static cache (fixed shapes: what torch.compile / CUDA graphs want);
     an int attends over the first kv_len slots only (eager CPU: no time spent on empty slots).
@@ -130,7 +151,8 @@ def decode_one_token(
     mask = (slots[None] >= pads[:, None]) & (slots[None] <= input_pos)  # [B, S]
     rope_pos = input_pos[None] - pads[:, None]  # [B, 1]
     hidden = ar.forward_cached(
-        token, input_pos, rope_pos, mask[:, None, None], kv_len=kv_len, delayed_ids=delayed_ids
+        token, input_pos, rope_pos, mask[:, None, None], kv_len=kv_len, delayed_ids=delayed_ids,
+        phone_inputs=phone_inputs,
     )
     return _heads(ar, hidden[:, -1])
 
@@ -192,14 +214,20 @@ def cpu_decode_layout(ar: ARDecoder) -> None:
 
 
 def recompute_logits(
-    ar: ARDecoder, tokens: torch.Tensor, pads: torch.Tensor, delayed_ids: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ar: ARDecoder,
+    tokens: torch.Tensor,
+    pads: torch.Tensor,
+    delayed_ids: torch.Tensor | None = None,
+    phone_inputs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """No cache: the training forward over all of tokens [B, T] (left-padded) -> the logits of the last
     position, as `prefill` returns them (the baseline the KV cache is measured against, and the reference it
     is tested against)."""
     mask, rope_pos = prefix_mask(pads, tokens.shape[1])
-    logits, _, delayed, _ = ar.forward_with_attention(tokens, mask, rope_pos, delayed_ids=delayed_ids)
-    return logits[:, -1].float(), delayed[:, -1].float() if delayed is not None else None
+    logits, _, delayed, advance = ar.forward_with_attention(tokens, mask, rope_pos, delayed_ids=delayed_ids,
+                                                            phone_inputs=phone_inputs)
+    return (logits[:, -1].float(), delayed[:, -1].float() if delayed is not None else None,
+            advance[:, -1].float() if advance is not None else None)
 
 
 def _check_delayed(
@@ -228,6 +256,8 @@ def generate_ar(
     progress: bool = False,
     delayed_prefixes: list[torch.Tensor] | None = None,
     first_delayed: torch.Tensor | None = None,
+    phone_seqs: list[torch.Tensor] | None = None,
+    prefix_phones: list[torch.Tensor] | None = None,
 ) -> ARResult:
     """Generate codebook 1 (and, when ar_codebooks > 1, the delayed codebooks) for a batch of AR prefixes
     (from `lm.sequence.inference_prompt`).
@@ -238,6 +268,10 @@ def generate_ar(
     use_cache=False recomputes the whole sequence every step (the baseline the KV cache is measured against).
     compile_step=True compiles `decode_one_token` (GPU: static shapes over the whole cache and CUDA graphs;
     CPU: fused kernels with a dynamic kv_len, see `decode_fn`).
+    phone_seqs [P_b] / prefix_phones [len(prompt_b), 2]: a phone-aligned model's target phones and the phone
+    inputs of its prefix (`lm.phone_alignment.prefix_phone_inputs`). A pointer walks each row's phones: every
+    slot reads the current phone and the frame's index inside it, the advance head moves the pointer on, and
+    the row ends with the frame that leaves its last phone (no <eos>).
     """
     sampling = sampling or SamplingConfig()
     ar, vocab = model.ar, model.vocab
@@ -256,6 +290,17 @@ def generate_ar(
         for b, d in enumerate(delayed_prefixes):
             delayed_ids[b, prefix_len - d.shape[0] :] = d.cpu()
         delayed_ids, pending = delayed_ids.to(device), first_delayed.to(device).long()
+    phone_mode = ar.advance_head is not None
+    phone_ids = None
+    if phone_mode:
+        phone_ids, phone_lengths, phone_inputs = _phone_setup(prompts, phone_seqs, prefix_phones, prefix_len)
+        phone_ids, phone_lengths = phone_ids.to(device), phone_lengths.to(device)
+        phone_inputs = phone_inputs.to(device)
+        pointer = torch.zeros(bsz, dtype=torch.long, device=device)
+        in_phone = torch.zeros(bsz, dtype=torch.long, device=device)
+        rows = torch.arange(bsz, device=device)
+    else:
+        phone_inputs = None
     min_len, guard = (t.to(device) for t in frame_limits(text_lengths.cpu(), sampling))
     max_steps = int(guard.max()) + 1  # +1: the step that emits the forced <eos>
 
@@ -267,6 +312,7 @@ def generate_ar(
 
     out = torch.zeros(bsz, max_steps, dtype=torch.long, device=device)
     delayed_out = torch.zeros(bsz, num_delayed, max_steps, dtype=torch.long, device=device)
+    phones_out = torch.zeros(bsz, max_steps, dtype=torch.long, device=device)
     lengths = torch.zeros(bsz, dtype=torch.long, device=device)
     finished = torch.zeros(bsz, dtype=torch.bool, device=device)
     hit_guard = torch.zeros(bsz, dtype=torch.bool, device=device)
@@ -281,25 +327,42 @@ def generate_ar(
         ar.setup_cache(
             bsz, cache_slots(prefix_len + max_steps, compile_step, ar.config.max_position_embeddings)
         )
-        logits, delayed_logits = prefill(ar, tokens, pads, delayed_ids)
+        logits, delayed_logits, advance_logits = prefill(ar, tokens, pads, delayed_ids, phone_inputs)
         step_fn = decode_fn(compile_step, device)
     else:
         seq = torch.cat([tokens, tokens.new_zeros(bsz, max_steps)], dim=1)
         if num_delayed:
             empty = delayed_ids.new_full((bsz, max_steps, num_delayed), NO_CODE)
             delayed_seq = torch.cat([delayed_ids, empty], dim=1)
-        logits, delayed_logits = recompute_logits(ar, tokens, pads, delayed_ids)
+        if phone_mode:
+            phone_seq = torch.cat([phone_inputs, phone_inputs.new_zeros(bsz, max_steps, 2)], dim=1)
+        logits, delayed_logits, advance_logits = recompute_logits(ar, tokens, pads, delayed_ids, phone_inputs)
     check_every = 1 if device.type == "cpu" else 8  # a host sync per step would starve the GPU
     steps = 0
     for t in tqdm(range(max_steps), disable=not progress, desc="AR decode", leave=False):
         steps = t + 1
-        logits[:, eos] = torch.where(t < min_len, float("-inf"), logits[:, eos])
+        if phone_mode:  # the pointer ends a row, never <eos>
+            logits[:, eos] = float("-inf")
+        else:
+            logits[:, eos] = torch.where(t < min_len, float("-inf"), logits[:, eos])
         logits = apply_repetition_penalty(logits, counts, penalty)
         nxt = sample(logits, temperature, top_k, top_p, generator)
         forced = t >= guard
         nxt = torch.where(forced, eos, nxt)
         hit_guard |= forced & ~finished
         is_eos = nxt == eos
+        if phone_mode:
+            # this frame belongs to the current phone; the advance head says whether it is the phone's last
+            current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
+            phones_out[:, t] = torch.where(finished, 0, current)
+            advance = _advance(advance_logits, temperature, generator, in_phone, sampling.max_phone_frames)
+            pointer = pointer + advance.long()
+            in_phone = torch.where(advance, 0, in_phone + 1)
+            passed = (pointer >= phone_lengths) & ~finished & ~is_eos
+            # the row ends after this frame: it is kept (an <eos> step keeps none), so length = t + 1
+            lengths = torch.where(passed, t + 1, lengths)
+            out[:, t] = torch.where(finished | is_eos, 0, nxt)
+            finished |= passed
         if num_delayed:
             # this step's delayed codes belong to frame t - 1 (the last frame when it emits <eos>); at t = 0
             # the slot carries what the prefix dictates instead (the prompt's last code, or none)
@@ -309,8 +372,9 @@ def generate_ar(
                 delayed_out[:, :, t - 1] = torch.where(finished[:, None], 0, sampled)
                 pending = sampled
         lengths = torch.where(is_eos & ~finished, t, lengths)
+        if not phone_mode:
+            out[:, t] = torch.where(finished | is_eos, 0, nxt)
         finished |= is_eos
-        out[:, t] = torch.where(finished, 0, nxt)
         if t + 1 == max_steps or (t % check_every == 0 and bool(finished.all())):
             break
         counts.scatter_add_(1, nxt[:, None], torch.ones_like(counts[:, :1]))
@@ -318,21 +382,31 @@ def generate_ar(
             counts.scatter_add_(1, out[:, t - window, None], -torch.ones_like(counts[:, :1]))
         token = vocab.head_class_to_token(nxt)[:, None]
         step_delayed = pending[:, None] if num_delayed else None  # [B, 1, R]
+        step_phone = None
+        if phone_mode:  # the next slot predicts the next frame: the phone the pointer is on now
+            current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
+            step_phone = torch.stack([torch.where(finished, 0, current), in_phone], dim=-1)[:, None]
         if use_cache:
             input_pos = torch.tensor([prefix_len + t], device=device)
             if static:  # whole-cache shapes; clone: CUDA-graph outputs are reused by the next call
-                logits, delayed_logits = step_fn(ar, token, input_pos, pads, None, step_delayed)
+                logits, delayed_logits, advance_logits = step_fn(
+                    ar, token, input_pos, pads, None, step_delayed, step_phone)
                 logits = logits.clone()
                 delayed_logits = delayed_logits.clone() if delayed_logits is not None else None
+                advance_logits = advance_logits.clone() if advance_logits is not None else None
             else:
-                logits, delayed_logits = step_fn(ar, token, input_pos, pads, prefix_len + t + 1, step_delayed)
+                logits, delayed_logits, advance_logits = step_fn(
+                    ar, token, input_pos, pads, prefix_len + t + 1, step_delayed, step_phone)
         else:
             seq[:, prefix_len + t] = token[:, 0]
             if num_delayed:
                 delayed_seq[:, prefix_len + t] = pending
-            logits, delayed_logits = recompute_logits(
+            if phone_mode:
+                phone_seq[:, prefix_len + t] = step_phone[:, 0]
+            logits, delayed_logits, advance_logits = recompute_logits(
                 ar, seq[:, : prefix_len + t + 1], pads,
                 delayed_seq[:, : prefix_len + t + 1] if num_delayed else None,
+                phone_seq[:, : prefix_len + t + 1] if phone_mode else None,
             )
     lengths = torch.where(finished, lengths, steps)
     width = int(lengths.max())
@@ -342,7 +416,52 @@ def generate_ar(
         hit_length_guard=hit_guard,
         steps=steps,
         delayed_codes=delayed_out[:, :, :width] if num_delayed else None,
+        frame_phones=phones_out[:, :width] if phone_mode else None,
     )
+
+
+def _phone_setup(
+    prompts: list[torch.Tensor],
+    phone_seqs: list[torch.Tensor] | None,
+    prefix_phones: list[torch.Tensor] | None,
+    prefix_len: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (target phones [B, P] 0-padded, phones per row [B], prefix phone inputs [B, prefix_len, 2]
+    left-padded like the prompts, the last slot reading the first target phone)."""
+    if phone_seqs is None or len(phone_seqs) != len(prompts):
+        raise ValueError("this model is phone-aligned: pass one phone sequence per prompt (phone_seqs)")
+    if any(p.numel() == 0 for p in phone_seqs):
+        raise ValueError("every row needs at least one target phone")
+    bsz = len(prompts)
+    width = max(p.numel() for p in phone_seqs)
+    ids = torch.zeros(bsz, width, dtype=torch.long)
+    inputs = torch.zeros(bsz, prefix_len, 2, dtype=torch.long)
+    for b, (prompt, phones) in enumerate(zip(prompts, phone_seqs, strict=True)):
+        ids[b, : phones.numel()] = phones.cpu()
+        if prefix_phones is not None:
+            given = prefix_phones[b].cpu()
+            if tuple(given.shape) != (prompt.numel(), 2):
+                raise ValueError(f"row {b}: prefix phones {tuple(given.shape)} do not fit its prompt of "
+                                 f"{prompt.numel()} tokens")
+            inputs[b, prefix_len - prompt.numel():] = given
+        inputs[b, -1] = torch.tensor([int(phones[0]), 0])
+    return ids, torch.tensor([p.numel() for p in phone_seqs]), inputs
+
+
+def _advance(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    generator: torch.Generator | None,
+    in_phone: torch.Tensor,
+    max_frames: int,
+) -> torch.Tensor:
+    """Whether each row's frame is its phone's last: sampled from the advance head (greedy rows: p > 0.5);
+    a phone held for `max_frames` frames is left regardless."""
+    p = torch.sigmoid(logits)
+    drawn = torch.rand(p.shape, generator=generator, device=p.device) < p if generator is not None \
+        else torch.rand_like(p) < p
+    decided = torch.where(temperature.view(-1) <= 0, p > 0.5, drawn)
+    return decided | (in_phone + 1 >= max_frames)
 
 
 # -- NAR -----------------------------------------------------------------------------------------------------
@@ -357,9 +476,11 @@ def generate_nar(
     frame_lengths: torch.Tensor,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    frame_phones: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill codebooks A+1..Q: text_ids [B, L], prompt_codes [B, Q, Fp], first_codes [B, F] (A = 1) or
-    [B, A, F] (the AR's codebooks) -> [B, Q, F]."""
+    [B, A, F] (the AR's codebooks) -> [B, Q, F]. frame_phones [B, F]: a phone-aligned NAR's per-frame
+    phones (what the AR generated each frame for)."""
     if first_codes.dim() == 2:
         first_codes = first_codes[:, None]
     num_q, bsz, num_first, frames = model.config.num_codebooks, *first_codes.shape
@@ -380,6 +501,7 @@ def generate_nar(
             codes,
             frame_lengths,
             torch.full((bsz,), stage, device=device),
+            frame_phones=frame_phones,
         )
         logits = model.nar(inp)  # [B, F, K]
         picked = sample(logits.flatten(0, 1), temp, no_k, no_p, generator).view(bsz, frames)
@@ -394,11 +516,15 @@ class TTSRequest:
 
     prompt_codes [Q', Fp] codes of the voice prompt (Q' >= the model's Q; extra codebooks are dropped).
     prompt_text_ids: the prompt's transcript -> continuation mode; None -> speaker-prompt mode.
+    phone_ids [P]: a phone-aligned model's target phones (lm.phone_alignment.text_phones);
+    prompt_phones [Fp]: in continuation mode, the phone of each prompt frame (from the aligner).
     """
 
     text_ids: torch.Tensor
     prompt_codes: torch.Tensor
     prompt_text_ids: torch.Tensor | None = None
+    phone_ids: torch.Tensor | None = None
+    prompt_phones: torch.Tensor | None = None
 
 
 @dataclass
@@ -450,6 +576,14 @@ def generate(
         ]
         delayed_prefixes = [d[0] for d in delayed]
         first_delayed = torch.stack([d[1] for d in delayed])
+    phone_seqs = prefix_phones = None
+    if model.config.alignment == "phoneme":
+        missing = [i for i, r in enumerate(requests) if r.phone_ids is None or r.phone_ids.numel() == 0]
+        if missing:
+            raise ValueError(f"requests {missing}: a phone-aligned model needs the target's phone_ids")
+        phone_seqs = [r.phone_ids.long() for r in requests]
+        prefix_phones = [prefix_phone_inputs(p.numel(), r.prompt_phones if r.prompt_text_ids is not None
+                                             else None) for p, r in zip(prompts, requests, strict=True)]
     ar_out = generate_ar(
         model,
         prompts,
@@ -460,6 +594,8 @@ def generate(
         progress=progress,
         delayed_prefixes=delayed_prefixes,
         first_delayed=first_delayed,
+        phone_seqs=phone_seqs,
+        prefix_phones=prefix_phones,
     )
     ar_codes = ar_out.codes[:, None]
     if ar_out.delayed_codes is not None:
@@ -487,6 +623,7 @@ def generate(
         ar_out.lengths,
         sampling.nar_temperature,
         generator,
+        frame_phones=ar_out.frame_phones,
     )
     return GenerationResult(
         codes=codes, frame_lengths=ar_out.lengths, hit_length_guard=ar_out.hit_length_guard

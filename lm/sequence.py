@@ -133,6 +133,24 @@ def phone_training_inputs(
     return inputs, labels
 
 
+def prefix_phone_inputs(prefix_len: int, prompt_phones: torch.Tensor | None = None) -> torch.Tensor:
+    """The phone inputs [P, 2] of an inference prefix: none, except in continuation mode, where the prompt's
+    frames are the first frames of the utterance (`prompt_phones` [Fp]: the phone of each prompt frame,
+    from the aligner) and the slots that predict them carry them, exactly as in training. The last slot's
+    entry (it predicts the first target frame) is the generator's to set."""
+    inputs = torch.zeros(prefix_len, 2, dtype=torch.long)
+    if prompt_phones is None or prompt_phones.numel() == 0:
+        return inputs
+    phones = prompt_phones.long().cpu()
+    change = torch.cat([torch.tensor([True]), phones[1:] != phones[:-1]])
+    starts = torch.cat([change.nonzero().flatten(), torch.tensor([phones.numel()])])
+    per_frame, _ = phone_frame_inputs(phones[starts[:-1]], torch.diff(starts))
+    frames = per_frame.shape[0]
+    first = prefix_len - frames - 1  # <audio>: predicts prompt frame 0
+    inputs[first : first + frames] = per_frame
+    return inputs
+
+
 # -- per-example AR layouts ----------------------------------------------------------------------------------
 def speaker_prompt_prefix(vocab: Vocab, text_ids: torch.Tensor, prompt_c1: torch.Tensor) -> torch.Tensor:
     """<bos> text </text> <prompt> prompt_c1 </prompt> <audio>  ->  [S] tokens."""

@@ -8,6 +8,7 @@ import torch
 from data_pipeline.records import TTSBatch
 from lm.config import ModelConfig, get_preset
 from lm.model import TTSModel
+from lm.sequence import phone_frame_inputs
 
 
 @pytest.fixture()
@@ -55,3 +56,53 @@ def random_batch(
 def make_batch():
     """`random_batch` as a fixture (test modules are not importable as a package)."""
     return random_batch
+
+
+def phone_aligned_batch(config: ModelConfig, frames: list[int], seed: int) -> TTSBatch:
+    """Rows whose codebook-1 code at each frame is a function of the phone and its in-phone index: only a
+    model that reads the phones can predict them."""
+    g = torch.Generator().manual_seed(seed)
+    rows = len(frames)
+    width = max(frames)
+    codes = torch.zeros(rows, config.num_codebooks, width, dtype=torch.long)
+    frame_phones = torch.zeros(rows, width, dtype=torch.long)
+    ids, durs = [], []
+    for b, n in enumerate(frames):
+        p, d = [], []  # each phone lasts 2-5 frames, set by its id: the advance is learnable too
+        while sum(d) < n:
+            p.append(int(torch.randint(1, config.num_phones, (1,), generator=g)))
+            d.append(2 + p[-1] % 4)
+        d[-1] -= sum(d) - n
+        if d[-1] <= 0:
+            p, d = p[:-1], d[:-1]
+            d[-1] += n - sum(d)
+        p = torch.tensor(p)
+        per_frame, _ = phone_frame_inputs(p, torch.tensor(d))
+        codes[b, :, :n] = ((per_frame[:, 0] * 5 + per_frame[:, 1] * 3) % config.codebook_size)[None]
+        frame_phones[b, :n] = per_frame[:, 0]
+        ids.append(p)
+        durs.append(torch.tensor(d))
+    p_width = max(len(p) for p in ids)
+    phone_ids = torch.zeros(rows, p_width, dtype=torch.long)
+    durations = torch.zeros(rows, p_width, dtype=torch.long)
+    for b, (p, d) in enumerate(zip(ids, durs, strict=True)):
+        phone_ids[b, : len(p)], durations[b, : len(d)] = p, d
+    text = torch.randint(0, config.text_vocab_size, (rows, 4), generator=g)
+    return TTSBatch(
+        keys=[f"u{b}" for b in range(rows)], speakers=["s"] * rows, text_ids=text,
+        text_lengths=torch.full((rows,), 4), codes=codes, frame_lengths=torch.tensor(frames),
+        prompt_codes=codes[:, :, :3].clone(), prompt_lengths=torch.full((rows,), 3),
+        phone_ids=phone_ids, phone_durations=durations, phone_lengths=torch.tensor([len(p) for p in ids]),
+        frame_phones=frame_phones, prompt_phones=frame_phones[:, :3].clone(),
+    )
+
+
+@pytest.fixture()
+def aligned_batch():
+    """`phone_aligned_batch(config, frames, seed)`: rows whose codes follow their phones."""
+    return phone_aligned_batch
+
+
+@pytest.fixture()
+def phone_config() -> ModelConfig:
+    return get_preset("tiny").replace(alignment="phoneme", num_codebooks=2, codebook_size=64)

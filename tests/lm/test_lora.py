@@ -6,11 +6,14 @@ deterministic held-out split."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -201,6 +204,50 @@ def test_an_fp16_base_gets_an_fp16_adapter_and_an_fp16_merged_export(tmp_path, m
     assert stored_dtype(merged) == torch.float16
     for a, b in zip(logits(load_model(merged), lm), logits(loaded, lm), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
+
+
+# ---- the command-line tools --------------------------------------------------------------------------------
+def _script_main(name: str):
+    """scripts/NAME.py's `main(argv)`, imported into this process (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_generate_adapter_changes_the_voice_and_merge_lora_generates_the_same(tmp_path, capsys) -> None:
+    """generate.py --adapter really applies the adapter (same seed, other audio than the base), and
+    merge_lora.py's export generates exactly what base + adapter generates."""
+    export = _tiny_export(tmp_path / "export")
+    peft = attach_lora(load_model(export), SETTINGS)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:  # large enough that the sampled codes move for this seed
+                param.copy_(torch.randn(param.shape, generator=g) * 0.5)
+    save_adapter(peft, tmp_path / "adapter", base_identity(load_model(export), export))
+    generate, merge = _script_main("generate"), _script_main("merge_lora")
+    prompt = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"
+    common = ["--prompt-audio", str(prompt), "--text", "Printing is an art.", "--seed", "1",
+              "--max-seconds", "0.3", "--threads", "1"]
+
+    def wav(*args: str) -> np.ndarray:
+        out = tmp_path / f"out-{len(list(tmp_path.glob('out-*.wav')))}.wav"
+        assert generate([*common, *args, "--out", str(out)]) == 0, capsys.readouterr().err
+        samples, rate = sf.read(out, dtype="int16")
+        assert rate == 24000 and len(samples) > 0
+        return samples
+
+    base = wav("--checkpoint", str(export))
+    assert np.array_equal(wav("--checkpoint", str(export)), base)  # the seed fixes the output
+    adapted_wav = wav("--checkpoint", str(export), "--adapter", str(tmp_path / "adapter"))
+    assert len(adapted_wav) == len(base) and not np.array_equal(adapted_wav, base)
+
+    assert merge(["--checkpoint", str(export), "--adapter", str(tmp_path / "adapter"),
+                  "--out", str(tmp_path / "merged")]) == 0
+    merged_wav = wav("--checkpoint", str(tmp_path / "merged"))
+    np.testing.assert_array_equal(merged_wav, adapted_wav)
 
 
 # ---- the wrong base model ----------------------------------------------------------------------------------

@@ -63,8 +63,8 @@ def test_cached_prefill_and_decode_equal_the_hf_forward(tiny_model):
     tokens, pads = pad_left(seqs)
     with torch.inference_mode():
         tiny_model.ar.setup_cache(3, 32)
-        cached, no_delayed = prefill(tiny_model.ar, tokens, pads)
-        assert no_delayed is None  # ar_codebooks = 1
+        cached, no_delayed, no_advance = prefill(tiny_model.ar, tokens, pads)
+        assert no_delayed is None and no_advance is None  # ar_codebooks = 1, alignment = none
         for b, s in enumerate(seqs):
             ref = tiny_model.ar(s[None])[0, -1]  # one row alone, no padding
             torch.testing.assert_close(cached[b], ref, atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import re
 import shutil
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from codec.audio import resample
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
@@ -267,6 +269,63 @@ def test_generate_script_errors_are_clear(export_dir, tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert f"no default model at {default}" in err and "--checkpoint" in err
     assert not out.exists()
+
+
+def test_generate_script_refuses_an_empty_prompt_or_text(export_dir, tmp_path, capsys) -> None:
+    script = load_generate_script()
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 24000, subtype="PCM_16")  # a valid wav of 0 samples
+    out = tmp_path / "out.wav"
+    assert script.main(["--prompt-audio", str(empty), "--text", "Hi.", "--out", str(out),
+                        "--checkpoint", str(export_dir)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: prompt audio {empty} is empty"
+    assert script.main(["--prompt-audio", str(PROMPT), "--text", "   ", "--out", str(out),
+                        "--checkpoint", str(export_dir)]) == 2
+    assert "the text to synthesize is empty" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_published_default_model_is_what_generate_uses_without_checkpoint(tmp_path, capsys,
+                                                                          monkeypatch) -> None:
+    """publish_default.py on an export that carries a copy of a codec the repository already holds: fp16
+    weights, the codec referenced instead of copied; generate.py without --checkpoint then loads it from the
+    default path (here a temporary one) and says exactly what --checkpoint <that path> says."""
+    repo = tmp_path / "repo"
+    codec_dir = repo / "models" / "codec_tiny"
+    RVQCodec(RVQCodecConfig(architecture="spectral", sample_rate=16000, num_codebooks=4, codebook_size=64,
+                            spectral_dim=32, encoder_layers=1, decoder_layers=1, dimension=16,
+                            kmeans_init=False)).save_pretrained(codec_dir)
+    export = build_tiny_export(tmp_path / "run" / "export", str(codec_dir), num_codebooks=4, codebook_size=64)
+    assert (export / "codec" / "config.json").is_file()  # the export carries its own copy
+    default = repo / "models" / "default"
+    publish = load_script("publish_default")
+    assert publish.main(["--export", str(export), "--out", str(default), "--codec-dir", str(codec_dir)]) == 0
+    assert f"published {default}" in capsys.readouterr().out
+    meta = json.loads((default / "config.json").read_text())["metadata"]
+    assert meta["codec"] == "../codec_tiny" and not (default / "codec").exists()
+    weights = load_file(default / "model.safetensors")
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    for name, value in load_file(export / "model.safetensors").items():  # the export's weights, in fp16
+        torch.testing.assert_close(weights[name].float(), value, rtol=1e-3, atol=1e-4)
+
+    script = load_generate_script()
+    monkeypatch.setattr("lm.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
+    common = ["--prompt-audio", str(PROMPT), "--text", "The default voice.", "--seed", "3",
+              "--max-seconds", "0.3", "--threads", "1"]
+    assert script.main([*common, "--out", str(tmp_path / "default.wav")]) == 0
+    assert script.main([*common, "--checkpoint", str(default), "--out", str(tmp_path / "explicit.wav")]) == 0
+    by_default, rate = sf.read(tmp_path / "default.wav", dtype="int16")
+    explicit, _ = sf.read(tmp_path / "explicit.wav", dtype="int16")
+    assert rate == 16000 and len(by_default) == 15 * 320  # the published codec: 16 kHz, 50 frames/s
+    np.testing.assert_array_equal(by_default, explicit)
 
 
 @pytest.mark.integration

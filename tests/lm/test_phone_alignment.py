@@ -1,0 +1,200 @@
+"""alignment = "phoneme": the exact per-slot phone inputs and advance labels, the checks on batches without
+alignments, and a tiny model that learns to read its phones (the loss gap with another row's phones)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lm.generate as generation
+from data_pipeline.records import TTSBatch
+from lm.config import ModelConfig
+from lm.generate import SamplingConfig, TTSRequest, generate, generate_ar
+from lm.losses import tts_loss
+from lm.model import TTSModel
+from lm.sequence import (
+    build_lm_batch,
+    inference_prompt,
+    phone_frame_inputs,
+    phone_training_inputs,
+    prefix_phone_inputs,
+    training_sequence,
+)
+from lm.training import _rolled_texts, rescale_durations
+from lm.vocab import IGNORE_INDEX, Vocab
+
+VOCAB = Vocab(text_vocab_size=100, codebook_size=50)
+IGN = IGNORE_INDEX
+
+
+def test_frame_inputs_count_frames_inside_each_phone() -> None:
+    inputs, last = phone_frame_inputs(torch.tensor([1, 10, 11]), torch.tensor([2, 3, 1]))
+    assert inputs.tolist() == [[1, 0], [1, 1], [10, 0], [10, 1], [10, 2], [11, 0]]
+    assert last.tolist() == [0, 1, 0, 0, 1, 1]
+
+
+def test_the_slot_that_predicts_frame_f_carries_its_phone() -> None:
+    text, target, prompt = torch.tensor([5, 6]), torch.tensor([9, 8, 7, 6]), torch.tensor([1, 2, 3])
+    tokens, labels, start = training_sequence(VOCAB, text, target, prompt, continuation=False)
+    # slots: <bos> 5 6 </text> <prompt> 1 2 3 </prompt> <audio> 9 8 7 6 <eos>
+    assert start == 10
+    phones, durations = torch.tensor([1, 10]), torch.tensor([1, 3])
+    inputs, advance = phone_training_inputs(tokens.numel(), start, phones, durations)
+    assert inputs[:9].eq(0).all()  # text, prompt: no phone
+    # <audio> predicts frame 0; the last code's slot predicts <eos> and <eos> predicts nothing: no phone
+    assert inputs[9:].tolist() == [[1, 0], [10, 0], [10, 1], [10, 2], [0, 0], [0, 0]]
+    assert advance.tolist() == [IGN] * 9 + [1, 0, 0, 1, IGN, IGN]
+    # the code labels sit on the same slots: slot 9 predicts frame 0's code while reading frame 0's phone
+    assert labels[9:13].tolist() == [9, 8, 7, 6]
+
+
+def test_a_phone_aligned_model_needs_alignments(phone_config: ModelConfig, aligned_batch) -> None:
+    batch = aligned_batch(phone_config, [12, 9], seed=0)
+    lm = build_lm_batch(batch, Vocab.from_config(phone_config), 2, 512, phone_aligned=True)
+    assert lm.phone_inputs.shape == (*lm.input_ids.shape, 2) and lm.nar.frame_phones is not None
+    bare = TTSBatch(**{**batch.__dict__, "phone_ids": None, "phone_durations": None, "phone_lengths": None,
+                       "frame_phones": None, "prompt_phones": None})
+    with pytest.raises(ValueError, match="no phone alignments"):
+        build_lm_batch(bare, Vocab.from_config(phone_config), 2, 512, phone_aligned=True)
+    broken = TTSBatch(**{**batch.__dict__, "phone_durations": batch.phone_durations + 1})
+    with pytest.raises(ValueError, match=r"\['u0', 'u1'\]: frames per phone"):
+        build_lm_batch(broken, Vocab.from_config(phone_config), 2, 512, phone_aligned=True)
+    with pytest.raises(ValueError, match="alignment='words'"):
+        phone_config.replace(alignment="words")
+
+
+def test_phone_zero_adds_nothing(phone_config: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = TTSModel(phone_config)
+    ids = torch.randint(0, 100, (2, 7))
+    none = torch.zeros(2, 7, 2, dtype=torch.long)
+    none[..., 1] = 3  # an in-phone index without a phone adds nothing either
+    assert torch.equal(model.ar.embed(ids), model.ar.embed(ids, phone_inputs=none))
+    some = none.clone()
+    some[0, 2, 0] = 5
+    assert not torch.equal(model.ar.embed(ids), model.ar.embed(ids, phone_inputs=some))
+
+
+def test_a_tiny_model_learns_to_read_its_phones(phone_config: ModelConfig, aligned_batch) -> None:
+    torch.manual_seed(0)
+    model = TTSModel(phone_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    train = [aligned_batch(phone_config, [30, 26, 22, 28], seed=s) for s in range(8)]
+    g = torch.Generator().manual_seed(0)
+    for step in range(240):
+        lm = model.build_batch(train[step % len(train)], continuation_prob=0.3, generator=g)
+        loss = tts_loss(model(lm), lm).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    held = [aligned_batch(phone_config, [27, 24, 30], seed=100 + s) for s in range(2)]
+
+    def ar_loss(batches: list[TTSBatch]) -> tuple[float, float]:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            outs = [tts_loss(model(lm), lm) for lm in
+                    (model.build_batch(b, continuation_prob=0.3, generator=g) for b in batches)]
+        return (sum(float(o.ar_loss) for o in outs) / len(outs),
+                sum(float(o.metrics["advance_acc"]) for o in outs) / len(outs))
+
+    own, advance_acc = ar_loss(held)
+    other, _ = ar_loss(_rolled_texts(held))
+    assert other - own > 1.0, (own, other)  # the "text gap" of a model that reads its phones
+    assert advance_acc > 0.9
+
+
+def test_rescaled_durations_sum_and_keep_every_phone() -> None:
+    for frames in (7, 20, 3):
+        d = rescale_durations(torch.tensor([1, 5, 2]), frames)
+        assert int(d.sum()) == frames and int(d.min()) >= 1
+    assert rescale_durations(torch.tensor([2, 2]), 8).tolist() == [4, 4]
+
+
+def _requests(batch: TTSBatch) -> list[TTSRequest]:
+    return [TTSRequest(batch.text_ids[b, : batch.text_lengths[b]],
+                       batch.prompt_codes[b, :, : batch.prompt_lengths[b]],
+                       phone_ids=batch.phone_ids[b, : batch.phone_lengths[b]])
+            for b in range(len(batch.keys))]
+
+
+@pytest.mark.parametrize("path", ["cache", "recompute", "static"])
+def test_generation_paths_agree(phone_config: ModelConfig, aligned_batch, path: str, monkeypatch) -> None:
+    """An untrained model's greedy output: the KV cache, the whole-cache (static) step and full recompute
+    walk the same phones and make the same codes."""
+    torch.manual_seed(0)
+    model = TTSModel(phone_config).eval()
+    batch = aligned_batch(phone_config, [14, 9], seed=3)
+    greedy = SamplingConfig(temperature=0.0, max_phone_frames=4)
+    phones = _phone_kwargs(model, batch)
+    reference = generate_ar(model, *_ar_args(model, batch), greedy, **phones)
+    if path == "static":
+        monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
+    out = generate_ar(model, *_ar_args(model, batch), greedy, use_cache=path != "recompute", **phones)
+    assert torch.equal(out.codes, reference.codes) and torch.equal(out.lengths, reference.lengths)
+    assert torch.equal(out.frame_phones, reference.frame_phones)
+    # every phone is walked in order, each for 1..max_phone_frames frames, and the row ends after the last
+    for b in range(2):
+        n, phones = int(out.lengths[b]), batch.phone_ids[b, : batch.phone_lengths[b]]
+        walked = torch.unique_consecutive(out.frame_phones[b, :n])
+        assert torch.equal(walked, torch.unique_consecutive(phones))
+        assert (out.frame_phones[b, n:] == 0).all()
+
+
+def _ar_args(model: TTSModel, batch: TTSBatch):
+    reqs = _requests(batch)
+    prompts = [inference_prompt(model.vocab, r.text_ids, r.prompt_codes[0]) for r in reqs]
+    return prompts, torch.tensor([r.text_ids.numel() for r in reqs])
+
+
+def _phone_kwargs(model: TTSModel, batch: TTSBatch) -> dict:
+    prompts, _ = _ar_args(model, batch)
+    reqs = _requests(batch)
+    return {"phone_seqs": [r.phone_ids for r in reqs],
+            "prefix_phones": [prefix_phone_inputs(p.numel()) for p in prompts]}
+
+
+def test_an_overfit_model_speaks_its_phones_for_their_durations(phone_config: ModelConfig, aligned_batch):
+    """Trained on one batch, greedy generation from the same prompts and phones gives back the codes, the
+    durations (the advance head) and the lengths, and the NAR fills the other codebook."""
+    torch.manual_seed(0)
+    model = TTSModel(phone_config)
+    batch = aligned_batch(phone_config, [20, 13], seed=5)
+    lm = model.build_batch(batch, continuation_prob=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    greedy = SamplingConfig(temperature=0.0)
+
+    def reproduces() -> bool:
+        model.eval()
+        with torch.inference_mode():
+            out = generate(model, _requests(batch), greedy)
+        return out.frame_lengths.tolist() == [20, 13] and all(
+            torch.equal(out.codes[b, 0, :n], batch.codes[b, 0, :n]) for b, n in enumerate((20, 13)))
+
+    for step in range(1, 401):
+        model.train()
+        loss = tts_loss(model(lm), lm).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 and reproduces():
+            break
+    assert reproduces(), f"not reproduced after {step} steps (loss {float(loss):.3f})"
+    with torch.inference_mode():
+        out = generate(model, _requests(batch), greedy)
+    assert out.codes.shape == (2, 2, 20) and (out.codes[1, :, 13:] == 0).all()
+    with pytest.raises(ValueError, match="needs the target's phone_ids"):
+        generate(model, [TTSRequest(batch.text_ids[0], batch.prompt_codes[0])], greedy)
+
+
+def test_continuation_prefix_phones_are_the_training_layout() -> None:
+    """In continuation mode the prompt's frames carry their phones exactly as the training utterance does."""
+    text, codes = torch.tensor([5, 6, 7]), torch.tensor([9, 8, 7, 6, 5])
+    phones, durations = torch.tensor([1, 10, 12]), torch.tensor([2, 2, 1])
+    tokens, _, start = training_sequence(VOCAB, text, codes, None, continuation=True)
+    train_inputs, _ = phone_training_inputs(tokens.numel(), start, phones, durations)
+    # inference: the first 3 frames are the prompt (phones 1 1 10), the rest is generated
+    prefix = inference_prompt(VOCAB, text[1:], codes[:3], prompt_text_ids=text[:1])
+    inputs = prefix_phone_inputs(prefix.numel(), torch.tensor([1, 1, 10]))
+    assert torch.equal(prefix, tokens[: prefix.numel()])
+    assert torch.equal(inputs[:-1], train_inputs[: prefix.numel() - 1])
