@@ -117,14 +117,20 @@ def load_model(
 def save_ar_as_hf(model: TTSModel, directory: str | os.PathLike) -> Path:
     """The AR decoder as a stock transformers `LlamaModel` directory (config.json + model.safetensors) plus
     `code_head.safetensors` (`weight`, and with ar_codebooks > 1 the delayed codebooks'
-    `delayed_embeds.R.weight` / `delayed_heads.R.weight`); loads with
-    `LlamaModel.from_pretrained(directory)`."""
+    `delayed_embeds.R.weight` / `delayed_heads.R.weight`, and with alignment = "phoneme" the phone inputs
+    `phone_embed.weight` / `phone_pos_embed.weight` and the advance head `advance_head.weight` / `.bias`);
+    loads with `LlamaModel.from_pretrained(directory)`."""
     directory = Path(directory)
     model.ar.model.save_pretrained(directory, safe_serialization=True)
     heads = {"weight": model.ar.code_head.weight}
     for name in ("delayed_embeds", "delayed_heads"):
         for r, module in enumerate(getattr(model.ar, name)):
             heads[f"{name}.{r}.weight"] = module.weight
+    if model.ar.advance_head is not None:
+        heads.update({"phone_embed.weight": model.ar.phone_embed.weight,
+                      "phone_pos_embed.weight": model.ar.phone_pos_embed.weight,
+                      "advance_head.weight": model.ar.advance_head.weight,
+                      "advance_head.bias": model.ar.advance_head.bias})
     save_file(
         {key: weight.detach().cpu().contiguous() for key, weight in heads.items()},
         str(directory / "code_head.safetensors"),

@@ -35,6 +35,7 @@ from data_pipeline.text import TextTokenizer
 from lm.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
 from lm.generate import SamplingConfig, TTSRequest, generate
 from lm.model import TTSModel
+from lm.phone_alignment import prompt_frame_phones, text_phone_ids
 from lm.sentences import split_sentences
 from lm.sequence import inference_prompt
 
@@ -190,6 +191,8 @@ class _Row:
     prompt_codes: torch.Tensor  # [Q, Fp]
     prompt_text_ids: torch.Tensor | None
     decode: DecodeConfig
+    phone_ids: torch.Tensor | None = None  # [P] target phones (phone-aligned models)
+    prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
 
 
 class Synthesizer:
@@ -336,23 +339,49 @@ class Synthesizer:
         for i, (req, cfg, codes) in enumerate(zip(requests, configs, prompts, strict=True)):
             if not isinstance(req.text, str) or not req.text.strip():
                 raise SynthesisError(f"request {i}: the text to synthesize is empty")
-            prompt_text_ids = None
+            prompt_text_ids = prompt_phones = None
             if _has_text(req.prompt_text):
                 prompt_text_ids = self._encode_text(req.prompt_text)
+                if self.phone_aligned:
+                    prompt_phones = self._prompt_phones(i, req, codes.shape[-1])
             pieces = []
             for piece in split_sentences(req.text, max_chars=cfg.max_chars):
                 ids = self._encode_text(piece)
-                if ids.numel() == 0:
+                phone_ids = self._piece_phones(piece) if self.phone_aligned and ids.numel() else None
+                if ids.numel() == 0 or (self.phone_aligned and phone_ids is None):
                     log.warning("request %d: sentence piece %r has nothing to speak after normalisation; "
                                 "skipped", i, piece)
                     continue
-                rows.append(_Row(i, len(pieces), ids, codes, prompt_text_ids, cfg))
+                rows.append(_Row(i, len(pieces), ids, codes, prompt_text_ids, cfg, phone_ids, prompt_phones))
                 pieces.append(piece)
             if not pieces:
                 raise SynthesisError(f"request {i}: nothing to speak in {req.text!r} after text "
                                      "normalisation")
             all_pieces.append(pieces)
         return rows, all_pieces
+
+    @property
+    def phone_aligned(self) -> bool:
+        return self.model.config.alignment == "phoneme"
+
+    @staticmethod
+    def _piece_phones(piece: str) -> torch.Tensor | None:
+        from data_pipeline.alignment.g2p import G2PError
+
+        try:
+            return text_phone_ids(piece)
+        except G2PError:
+            return None
+
+    @staticmethod
+    def _prompt_phones(i: int, req: SynthesisRequest, frames: int) -> torch.Tensor:
+        from data_pipeline.alignment.aligner import AlignmentError
+
+        try:
+            return prompt_frame_phones(req.prompt_wav, req.prompt_sample_rate, req.prompt_text, frames)
+        except AlignmentError as e:
+            raise SynthesisError(f"request {i}: the prompt audio does not fit its transcript ({e}); give the "
+                                 "right prompt_text, or none for speaker-prompt mode") from e
 
     def _encode_text(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
@@ -386,7 +415,8 @@ class Synthesizer:
         sampling.top_k = [r.decode.top_k for r in batch]
         sampling.top_p = [r.decode.top_p for r in batch]
         sampling.repetition_penalty = [r.decode.repetition_penalty for r in batch]
-        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids) for r in batch]
+        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones)
+                    for r in batch]
         out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
         results = []
         for b, row in enumerate(batch):

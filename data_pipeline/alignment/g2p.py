@@ -22,6 +22,7 @@ G2P_NAME = "flite-2.2 cmulex"
 class WordPhones:
     word: str
     phones: tuple[str, ...]
+    pause_after: bool = False  # punctuation follows the word (a clause or sentence boundary)
 
 
 class G2PError(ValueError):
@@ -37,9 +38,23 @@ def transcript_phones(text: str) -> tuple[WordPhones, ...]:
         raise G2PError(f"the transcript {text[:80]!r} has no words to say")
     _, _, alignment = flite_synthesize(spoken, "kal")
     out = []
-    for i, (word, _, _) in enumerate(words):
+    for i, (word, _, end) in enumerate(words):
         phones = tuple(p.phone for p in alignment.phones if p.word_index == i and p.phone != PAUSE)
         if not phones:
             raise G2PError(f"no pronunciation for word {word!r} of {text[:80]!r}")
-        out.append(WordPhones(word, phones))
+        out.append(WordPhones(word, phones, pause_after=spoken[end:end + 1] in tuple(",.;:!?")))
     return tuple(out)
+
+
+def spoken_phones(text: str) -> list[str]:
+    """The phone sequence a TTS model speaks for `text`: a pause first and last (the corpus clips keep 0.1 s
+    of silence at each end) and after every word that punctuation follows (where the synthesisers of the
+    training corpus pause), the words' phones in between."""
+    phones = [PAUSE]
+    for w in transcript_phones(text):
+        phones += w.phones
+        if w.pause_after:
+            phones.append(PAUSE)
+    if phones[-1] != PAUSE:
+        phones.append(PAUSE)
+    return phones

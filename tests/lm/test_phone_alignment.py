@@ -198,3 +198,21 @@ def test_continuation_prefix_phones_are_the_training_layout() -> None:
     inputs = prefix_phone_inputs(prefix.numel(), torch.tensor([1, 1, 10]))
     assert torch.equal(prefix, tokens[: prefix.numel()])
     assert torch.equal(inputs[:-1], train_inputs[: prefix.numel() - 1])
+
+
+def test_checkpoint_and_hf_export_keep_the_phone_tables(phone_config: ModelConfig, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from lm.checkpoint import load_model, save_ar_as_hf, save_model
+
+    torch.manual_seed(0)
+    model = TTSModel(phone_config)
+    save_model(model, model.config, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.config.alignment == "phoneme"
+    for name in ("phone_embed", "phone_pos_embed", "advance_head"):
+        assert torch.equal(getattr(loaded.ar, name).weight, getattr(model.ar, name).weight)
+    assert torch.equal(loaded.nar.phone_embed.weight, model.nar.phone_embed.weight)
+    heads = load_file(str(save_ar_as_hf(model, tmp_path / "hf") / "code_head.safetensors"))
+    assert {"phone_embed.weight", "advance_head.bias"} <= set(heads)
+    assert torch.equal(heads["phone_pos_embed.weight"], model.ar.phone_pos_embed.weight)

@@ -31,6 +31,7 @@ from data_pipeline.text import TextTokenizer
 from lm.config import get_preset
 from lm.export import export_inference_dir
 from lm.model import TTSModel
+from lm.phone_alignment import text_phone_ids
 from lm.sentences import split_sentences
 from lm.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
 
@@ -238,6 +239,25 @@ def test_an_export_whose_ar_predicts_two_codebooks_synthesises_in_both_modes(tmp
         assert len(result.wav) == 30 * hop(s) and np.isfinite(result.wav).all() and result.wav.std() > 0
         again = s.synthesize("Two codebooks a step.", *prompt, prompt_text=prompt_text, seed=0, **FAST)
         np.testing.assert_array_equal(again.wav, result.wav)
+
+
+def test_a_phone_aligned_export_walks_its_phones_in_both_modes(tmp_path, prompt) -> None:
+    """alignment=phoneme through the whole API: G2P phones for each piece, the prompt force-aligned in
+    continuation mode, the pointer ending each piece (an untrained advance head, greedy: p ~ 0.5, so the
+    max_phone_frames guard moves it on), the phone-aware NAR, the codec."""
+    s = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "export", alignment="phoneme"),
+                                    temperature=0.0, max_seconds=10.0)
+    assert s.phone_aligned
+    text = "Two words. And three more."
+    for prompt_text in (None, "in being comparatively modern."):
+        result = s.synthesize(text, *prompt, prompt_text=prompt_text, seed=0)
+        phones = [len(text_phone_ids(piece)) for piece in result.pieces]
+        # every phone lasts 1..max_phone_frames frames, and the row ends with its last phone
+        assert all(n <= f <= n * 40 for n, f in zip(phones, result.piece_frames, strict=True)), result
+        assert not any(result.hit_length_guard)
+        assert np.isfinite(result.wav).all() and result.wav.std() > 0
+    with pytest.raises(SynthesisError, match="does not fit its transcript"):
+        s.synthesize(text, *prompt, prompt_text="A completely different sentence about seven green apples.")
 
 
 # ---- generate.py -------------------------------------------------------------------------------------------
