@@ -125,3 +125,15 @@ def test_a_tiny_aligner_trains_saves_and_loads(tmp_path: Path) -> None:
     assert len(a.words) == len(SENTENCES[0].split())
     with pytest.raises(FileNotFoundError, match="no aligner in"):
         Aligner.load(tmp_path / "nowhere")
+
+
+def test_bench_align_runs_and_beats_its_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_align.py"), "--clips", "3",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "| all |" in done.stdout and "baseline" in done.stdout
+    figures = json.loads(out.read_text())["figures"]["all"]
+    assert figures["words"]["n"] > 0 and figures["audio_seconds"] > 0
+    # the forced aligner's word starts are closer to the truth than hama's greedy CTC path
+    assert figures["word_starts"]["median_ms"] < figures["baseline_word_starts"]["median_ms"]
