@@ -127,3 +127,30 @@ def test_loader_refuses_frames_that_do_not_sum(synth_dir: Path, codec_dir: Path,
     assert list(np.repeat(ids, durations)) == [1, 1, 1, 5, 5, 5, 5, 1, 1]
     with pytest.raises(ValueError, match="sum to 9, the codes have 10 frames"):
         decode_alignment(json.dumps(record).encode(), 10)
+
+
+def test_real_clips_are_force_aligned_and_misfits_rejected(codec_dir: Path, tmp_path: Path) -> None:
+    """--align auto on real recordings without timings: the aligner writes their alignments, and a clip
+    whose transcript belongs to another clip goes to rejects.jsonl with the reason, not into the shard."""
+    arctic = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech" / "cmu-arctic-sample"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = (arctic / "transcripts.tsv").read_text().splitlines()
+    for line in lines[1:4]:
+        name = line.split("\t")[0]
+        (corpus / name).write_bytes((arctic / name).read_bytes())
+    swapped = lines[3].split("\t")
+    swapped[2] = lines[1].split("\t")[2]  # clip a0003 labelled with a0001's words
+    (corpus / "transcripts.tsv").write_text("\n".join([lines[0], lines[1], lines[2], "\t".join(swapped)]) + "\n")
+    raw = tmp_path / "raw"
+    assert ingest(corpus, raw, IngestConfig(workers=0), progress=False).accepted == 3
+    tok = tmp_path / "tok"
+    run = tokenize_shards(raw, tok, TokenizeConfig(codec=str(codec_dir), align="auto", progress=False))
+    assert run.written == 2 and run.aligned == 2 and run.rejected == 1
+    rejects = [json.loads(line) for line in (tok / REJECTS_FILE).read_text().splitlines()]
+    assert len(rejects) == 1 and rejects[0]["reason"] == "align_poor_fit" and "score" in rejects[0]["detail"]
+    aligns = {k: json.loads(v) for k, v in _members(tok, ".align.json").items()}
+    assert len(aligns) == 2 and rejects[0]["key"] not in aligns
+    for record in aligns.values():
+        assert record["aligner"].startswith("codectts-aligner") and record["score"] is not None
+        assert sum(record["frame_durations"]) == record["num_frames"]
