@@ -141,7 +141,8 @@ def test_real_clips_are_force_aligned_and_misfits_rejected(codec_dir: Path, tmp_
         (corpus / name).write_bytes((arctic / name).read_bytes())
     swapped = lines[3].split("\t")
     swapped[2] = lines[1].split("\t")[2]  # clip a0003 labelled with a0001's words
-    (corpus / "transcripts.tsv").write_text("\n".join([lines[0], lines[1], lines[2], "\t".join(swapped)]) + "\n")
+    rows = [lines[0], lines[1], lines[2], "\t".join(swapped)]
+    (corpus / "transcripts.tsv").write_text("\n".join(rows) + "\n")
     raw = tmp_path / "raw"
     assert ingest(corpus, raw, IngestConfig(workers=0), progress=False).accepted == 3
     tok = tmp_path / "tok"
