@@ -211,7 +211,11 @@ def save_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Opt
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
-    rng = {"torch": torch.get_rng_state(), "data": gen.get_state().cpu()}
+    # Python's `random` draws the speed changes and quantizer dropout: its state too, or a resumed run
+    # would draw other ones than the uninterrupted run (the Mersenne Twister's 625 words; weights_only
+    # loading takes a list of ints)
+    rng = {"torch": torch.get_rng_state(), "data": gen.get_state().cpu(),
+           "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, tmp / "trainer.pt")
@@ -246,6 +250,8 @@ def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Opt
         gen.set_state(trainer["rng"]["data"].to(gen.get_state().device))
         if "cuda" in trainer["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state(trainer["rng"]["cuda"])
+        if "python" in trainer["rng"]:  # absent from checkpoints written before it was saved
+            random.setstate((3, tuple(trainer["rng"]["python"]), None))
     else:
         log.warning("%s has no trainer.pt: fresh optimizer, warm-up restarts at step %d", directory,
                     state["step"])
@@ -308,8 +314,10 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if resume is not None and (resume_dir / "state.json").is_file():
+        # a checkpoint without Python's RNG state (an older one): at least not the first run's draws again;
+        # load_checkpoint replaces this seeding with the saved state when there is one
+        random.seed(cfg.seed + saved["step"])
         state = load_checkpoint(resume_dir, model, optimizer, gen)
-        random.seed(cfg.seed + state["step"])  # speed / quantizer-dropout draws differ from the first run's
         log.info("resumed from %s at step %d", resume_dir, state["step"])
     loss_fn = CodecLoss(codec_config.sample_rate, cfg.loss).to(device)
     log.info("RVQCodec: %.2fM parameters, %d Hz, %.1f frames/s, %d x %d codebooks, device %s",

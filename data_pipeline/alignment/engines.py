@@ -87,9 +87,9 @@ def _voice_features(voice: int) -> int:
 def flite_synthesize(text: str, voice: str = "slt", stretch: float = 1.0,
                      f0_mean: float | None = None) -> tuple[np.ndarray, int, Alignment]:
     """flite reads normalised `text` -> (int16 samples, sample rate, exact alignment in seconds)."""
-    lib = _flite()
     words = transcript_words(text)
-    with _flite_lock:
+    with _flite_lock:  # the library's first load and registration too: neither is thread-safe
+        lib = _flite()
         v = _flite_voice(voice)
         feats = _voice_features(v)
         lib.feat_set_float(feats, b"duration_stretch", C.c_float(stretch))
@@ -231,10 +231,10 @@ def espeak_synthesize(text: str, voice: str = "en-us", rate: int = 175,
                       pitch: int = 50) -> tuple[np.ndarray, int, Alignment]:
     """espeak-ng reads normalised `text` -> (int16 samples, sample rate, exact alignment in seconds).
     `rate` (words per minute) and `pitch` (0-99) are the command line's -s and -p."""
-    lib, sample_rate, state, _ = _espeak()
     words = transcript_words(text)
     data = text.encode("utf-8")
-    with _espeak_lock:
+    with _espeak_lock:  # espeak_Initialize too: two threads initialising at once hang or lose events
+        lib, sample_rate, state, _ = _espeak()
         state.chunks.clear()
         state.events.clear()
         if lib.espeak_SetVoiceByName(_espeak_voice_file(voice).encode()) != 0:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from codec import load_audio, load_codec
 from codec.augment import AugmentConfig, augment, change_speed
@@ -16,6 +17,7 @@ from codec.base import CONFIG_FILE
 from codec.losses import CodecLoss
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
 from codec.trainer import TrainConfig, lr_at, progress_of
+from codec.trainer import train as train_codec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech"
@@ -194,6 +196,66 @@ def test_train_script_trains_resumes_and_exports(tmp_path) -> None:
     assert isinstance(codec, RVQCodec) and codec.num_codebooks == 4
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main([*args, "--max-steps", "6", "--resume", str(tmp_path / "missing")])
+
+
+def _train_tiny(out: Path, resume: bool = False, time_limit: float | None = None) -> dict:
+    """6 steps of codec.trainer.train on the Arctic clips with the default augmentation (speed changes and
+    quantizer dropout: Python's `random`; crops, EQ, reverb, noise: the data generator), k-means-initialised
+    EMA codebooks with dead-code expiry (torch's RNG), a train log line every step. time_limit=0 stops the
+    run right after its first step, with a checkpoint (what a kill leaves behind, at a known step)."""
+    cfg = TrainConfig(data=[str(ARCTIC.parent)], out=str(out), max_steps=6, batch_size=2, segment_seconds=0.4,
+                      lr=3e-3, warmup_steps=2, log_every=1, eval_every=1000, ckpt_every=1000, device="cpu",
+                      time_limit=time_limit)
+    return train_codec(cfg, tiny_rvq_config(architecture="spectral", threshold_ema_dead_code=1.0),
+                       resume="auto" if resume else None)
+
+
+def _trained_state(out: Path) -> tuple[dict, dict, list[dict]]:
+    weights = load_file(str(out / "ckpt" / "model.safetensors"))
+    trainer = torch.load(out / "ckpt" / "trainer.pt", weights_only=True)
+    timing = {"train_s", "steps_per_s", "audio_s_per_s", "elapsed_s"}
+    log = [{k: v for k, v in json.loads(line).items() if k not in timing}
+           for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return weights, trainer, log
+
+
+def _assert_same(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        same = torch.equal(a, b)
+        assert same, f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    """Stopped after step 1 and resumed, the codec trainer ends where the uninterrupted run ends: the same
+    weights and EMA codebook statistics, optimizer moments, RNG states, and step for step the same losses
+    (the same crops, speed changes, augmentations and quantizer dropout: the same data order)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train_tiny(straight)["step"] == 6
+    assert _train_tiny(split, time_limit=0.0)["step"] == 1
+    stopped, _, _ = _trained_state(split)
+    assert _train_tiny(split, resume=True)["step"] == 6
+    want, got = _trained_state(straight), _trained_state(split)
+
+    codebook = [k for k in want[0] if k.startswith("quantizer.") and "_codebook." in k]
+    assert {k.rsplit(".", 1)[1] for k in codebook} >= {"embed", "embed_avg", "cluster_size"}
+    assert not all(torch.equal(stopped[k], want[0][k]) for k in codebook)  # steps 2..6 moved them
+    _assert_same(got[0], want[0], "model.safetensors")
+    assert got[1]["optimizer"]["state"] and got[1]["optimizer"]["state"][0]["step"] == 6
+    _assert_same(got[1]["optimizer"], want[1]["optimizer"], "optimizer")
+    _assert_same(got[1]["rng"], want[1]["rng"], "rng")
+    assert [r["step"] for r in got[2]] == [1, 2, 3, 4, 5, 6]
+    _assert_same(got[2], want[2], "metrics.jsonl")
 
 
 def test_nearest_code_encode_matches_residual_vq_on_the_shipped_codec():

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +97,105 @@ def test_tts_corpus_leaves_out_evaluation_texts_and_clips(tmp_path) -> None:
     repo_lists = str(Path(__file__).resolve().parents[2] / "evaluation" / "lists" / "*.lst")
     unseen = "Hereupon the Persians who had been left for the purpose at Babylon by the river side"
     assert script.text_key(unseen) in script.evaluation_texts([repo_lists])  # unseen list: never trained on
+
+
+# ---- the corpus builders, killed and rerun ----------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+# Runs a script with soundfile.write wrapped: right after the KILL_AT_CLIP-th synthetic clip is written to its
+# temporary name (before its sidecar and the rename), the process SIGKILLs itself: a kill at a known point.
+_KILLED_AT_A_CLIP = """
+import os, runpy, signal, sys, threading
+import soundfile
+kill_at, real, lock, written = int(os.environ["KILL_AT_CLIP"]), soundfile.write, threading.Lock(), [0]
+def write(file, *args, **kwargs):
+    real(file, *args, **kwargs)
+    if str(file).endswith(".tmp.flac"):
+        with lock:
+            written[0] += 1
+            if written[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+soundfile.write = write
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+_SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A stitch in time saves nine.",
+              "Every stage resumes after a kill.", "Rain fell on the quiet town all night.",
+              "She sells sea shells by the sea shore.", "Two plus two is four.",
+              "The printer ran out of paper again.", "Bring the blue book to the library."]
+
+
+def _builder(name: str, cwd: Path, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    """scripts/NAME.py on the eight sentences, run in `cwd` with relative paths (so CORPUS.md, which quotes
+    the command, is the same in every directory): nothing counts as evaluation material. One worker: two
+    threads that start espeak-ng at the same moment can hang in its initialisation (see the report)."""
+    args = ["--out", "corpus", "--sentences", "../sentences.tsv", "--exclude-dir", "no-evaluation-clips",
+            "--exclude-list", "no-evaluation-lists-*.lst", "--workers", "1"]
+    if name == "build_codec_corpus":  # 2 real clips, 4 espeak-ng jobs, 3 flite jobs
+        args += ["--speech-root", "../speech", "--espeak-minutes", "0.3", "--flite-minutes", "0.3"]
+    script = str(ROOT / "scripts" / f"{name}.py")
+    cmd = [sys.executable, script, *args] if kill_at is None else [sys.executable, "-c", _KILLED_AT_A_CLIP,
+                                                                    script, *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT_CLIP": str(kill_at)}
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _labels(sidecar: bytes) -> tuple[list, list, float]:
+    """A clip's timing sidecar without its times: (words, phones, duration)."""
+    alignment = json.loads(sidecar)
+    return ([w["word"] for w in alignment["words"]], [p["phone"] for p in alignment["phones"]],
+            alignment["duration"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name,kill_at,folder", [
+    ("build_tts_corpus", 4, "synth"),  # 8 clips by the fixed voices: killed while writing the 4th
+    ("build_codec_corpus", 6, "synth/flite"),  # after the real clips and the espeak-ng ones: in flite's stage
+])
+def test_a_killed_corpus_build_rerun_gives_the_uninterrupted_corpus(tmp_path, name, kill_at, folder) -> None:
+    """Every stage resumes: a build SIGKILLed halfway through writing a clip, then rerun, holds the corpus
+    an uninterrupted build holds: the same files, the same transcripts.tsv manifests byte for byte, the same
+    CORPUS.md (up to the lengths it quotes), the same words and phones in every clip's timing sidecar. (The
+    audio itself is not compared byte for byte: flite and espeak-ng draw noise from process-wide state, so
+    a clip depends on what the process synthesised before it; a clip's length moves by milliseconds.)"""
+    if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
+        pytest.skip("espeak-ng and flite are needed (apt-get install -y espeak-ng flite)")
+    (tmp_path / "sentences.tsv").write_text("".join(f"S-{i}\t{t}\n" for i, t in enumerate(_SENTENCES)))
+    clips = ROOT / "tests" / "data" / "speech" / "cmu-arctic-sample"
+    (tmp_path / "speech" / "arctic").mkdir(parents=True)
+    for wav in sorted(clips.glob("*.wav"))[:2]:
+        shutil.copy(wav, tmp_path / "speech" / "arctic" / wav.name)
+
+    straight = _builder(name, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    want = _tree(tmp_path / "straight" / "corpus")
+    killed = _builder(name, tmp_path / "killed", kill_at=kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    out = tmp_path / "killed" / "corpus"
+    assert len(list((out / folder).glob("*.tmp.flac"))) == 1  # killed halfway through writing a clip
+    assert not (out / folder / "transcripts.tsv").exists() and not (out / "CORPUS.md").exists()
+    done = {p: p.stat() for p in (out / folder).glob("*.flac") if not p.name.endswith(".tmp.flac")}
+    assert 0 < len(done) < sum(k.startswith(f"{folder}/") and k.endswith(".align.json") for k in want)
+
+    rerun = _builder(name, tmp_path / "killed")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # the clips finished before the kill were kept, not synthesised again
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done} == {
+        p: (st.st_ino, st.st_mtime_ns) for p, st in done.items()}
+    got = _tree(out)
+    assert sorted(got) == sorted(want)  # nothing of the killed run left over, nothing missing
+    manifests = [k for k in want if k.endswith("transcripts.tsv")]
+    assert f"{folder}/transcripts.tsv" in manifests
+    assert [k for k in manifests if got[k] != want[k]] == []
+    # CORPUS.md: the same clip counts, command, exclusions; its minutes / hours move with the clips' lengths
+    assert re.sub(rb"\d+\.\d+", b"#", got["CORPUS.md"]) == re.sub(rb"\d+\.\d+", b"#", want["CORPUS.md"])
+    assert want[f"{folder}/transcripts.tsv"].count(b"\n") == 1 + sum(k.startswith(f"{folder}/")
+                                                                    and k.endswith(".flac") for k in want)
+    for key in (k for k in want if k.endswith(".align.json")):
+        (words, phones, seconds), expected = _labels(got[key]), _labels(want[key])
+        assert (words, phones) == expected[:2], key
+        assert seconds == pytest.approx(expected[2], abs=0.05), key

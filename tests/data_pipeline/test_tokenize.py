@@ -11,11 +11,14 @@ import importlib.util
 import io
 import json
 import os
+import queue
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -248,23 +251,72 @@ def test_ljspeech_sample_end_to_end(tmp_path, tiny_codec_dir, corpus, codec_spec
     assert loader.stats.samples == summary.accepted and loader.stats.corrupt == 0
 
 
+class _Lines:
+    """The lines of a process's output pipe, read by a thread, so waiting for one has a deadline."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.queue, self.seen = stream, queue.Queue(), []
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        for line in self.stream:
+            self.queue.put(line)
+        self.queue.put(None)  # end of stream
+
+    def wait_for(self, pattern: str, count: int, timeout: float) -> list[str]:
+        """The first `count` lines that match `pattern`; fails after `timeout` s or at the end of the
+        stream."""
+        matched, deadline = [], time.monotonic() + timeout
+        while len(matched) < count:
+            try:
+                line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = "<timeout>"
+            if line in (None, "<timeout>"):
+                pytest.fail(f"{len(matched)} of {count} lines matching {pattern!r}, then "
+                            f"{'a timeout' if line else 'the end'}: {''.join(self.seen)[-2000:]}")
+            self.seen.append(line)
+            if re.search(pattern, line):
+                matched.append(line)
+        return matched
+
+    def close(self) -> None:
+        """After the writer is gone: the thread reads to the end, then the pipe is closed."""
+        self.thread.join(timeout=60)
+        self.stream.close()
+
+
 @pytest.mark.integration
 def test_killed_tokenize_process_resumes_without_duplicates(tmp_path, tiny_codec_dir):
+    """A real tokenize process, SIGKILLed at a known point: raw shard 5 is a named pipe that nobody writes,
+    so the process finishes shards 0-4 and then waits for ever to read shard 5. Once it has logged shard 4
+    it is killed; the rerun (shard 5 a real file again) tokenizes the other 12 and keeps the 5."""
     raw, tok = tmp_path / "raw", tmp_path / "tok"
     ingest(SPEECH / "ljspeech-sample", raw, IngestConfig(shard_max_count=2, workers=0), progress=False)
-    proc = subprocess.Popen(_cli("--input", str(raw), "--output", str(tok), "--codec", str(tiny_codec_dir)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
-    deadline = time.time() + 240
-    while len(list(tok.glob("*.tar"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = len(list(tok.glob("*.tar")))
-    assert 3 <= finished < 17, "the run was not killed mid-way"
-    done = subprocess.run(_cli("--input", str(raw), "--output", str(tok), "--codec", str(tiny_codec_dir)),
-                          capture_output=True, text=True, timeout=600)
+    assert len(list(raw.glob("*.tar"))) == 17
+    held, kept = raw / "raw-000005.tar", tmp_path / "raw-000005.tar"
+    held.rename(kept)
+    os.mkfifo(held)
+    spec = str(raw / "raw-{000000..000016}.tar")  # the directory form lists regular files only
+    # --align off: the kill and the rerun are the subject here, not phone alignments (no aligner needed)
+    cmd = _cli("--input", spec, "--output", str(tok), "--codec", str(tiny_codec_dir), "--align", "off")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = _Lines(proc.stderr)
+    try:
+        logged = log.wait_for(r"-> tokens-\d{6}\.tar: ", count=5, timeout=240)  # one line per shard
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        log.close()
+    first_five = [f"tokens-{i:06d}" for i in range(5)]
+    assert [re.search(r"tokens-\d{6}", line).group() for line in logged] == first_five
+    assert sorted(p.name for p in tok.glob("*.tar")) == [f"tokens-{i:06d}.tar" for i in range(5)]
+    held.unlink()
+    kept.rename(held)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"{17 - finished} tokenized, {finished} already done" in done.stdout
+    assert "12 tokenized, 5 already done" in done.stdout
     contents = token_contents(tok)
     assert set(contents) == raw_keys(raw) and all(len(v) == 1 for v in contents.values())
     assert not list(tok.glob("*.tmp"))

@@ -16,7 +16,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from safetensors.torch import load_file
 from suite_helpers import port_taken, run_on_free_port
@@ -83,6 +85,13 @@ def finetuned(export, voice_folder, tmp_path_factory) -> tuple[Path, subprocess.
     return out, proc
 
 
+def read_pcm(path: Path) -> np.ndarray:
+    """generate.py's output as written (16-bit PCM), for exact comparisons."""
+    samples, rate = sf.read(path, dtype="int16")
+    assert rate == 24000 and len(samples) > 0
+    return samples
+
+
 def token_keys(shard: Path) -> set[str]:
     with tarfile.open(shard) as tar:
         return {name.split(".")[0] for name in tar.getnames()}
@@ -136,7 +145,8 @@ def test_generate_uses_the_adapter_and_merge_writes_a_standalone_model(finetuned
     assert "% of the model" in capsys.readouterr().out
     merged = ["--checkpoint", str(tmp_path / "merged"), *common, "--out", str(tmp_path / "m.wav")]
     assert generate(merged) == 0
-    assert (tmp_path / "m.wav").is_file()
+    # the merged export generates what base + adapter generates (same seed: the same samples)
+    assert np.array_equal(read_pcm(tmp_path / "m.wav"), read_pcm(tmp_path / "adapted.wav"))
 
     other = tiny_export(tmp_path / "other", seed=1)
     capsys.readouterr()
@@ -167,3 +177,20 @@ def test_two_ranks_under_the_deepspeed_launcher(export, voice_folder, tmp_path) 
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and all(float(w.abs().max()) > 0 for w in lora_b)  # trained: B left zero
     assert not (out / "curve.jsonl").exists()
+
+    # the trained adapter (3 steps at --lr 1e-2) changes what generate.py says for a fixed seed, and
+    # merge_lora.py's export says exactly what base + adapter says
+    generate, merge = script_main("generate"), script_main("merge_lora")
+    common = ["--prompt-audio", str(SPEECH / "ljspeech-sample" / "LJ001-0002.wav"), "--text",
+              "Printing is an art.", "--seed", "1", "--max-seconds", "0.3", "--threads", "1"]
+    wavs = {}
+    for name, args in (("base", ["--checkpoint", export]),
+                       ("adapted", ["--checkpoint", export, "--adapter", out / "adapter"])):
+        assert generate([*map(str, args), *common, "--out", str(tmp_path / f"{name}.wav")]) == 0
+        wavs[name] = read_pcm(tmp_path / f"{name}.wav")
+    assert len(wavs["adapted"]) == len(wavs["base"]) and not np.array_equal(wavs["adapted"], wavs["base"])
+    assert merge(["--checkpoint", str(export), "--adapter", str(out / "adapter"),
+                  "--out", str(tmp_path / "merged")]) == 0
+    assert generate(["--checkpoint", str(tmp_path / "merged"), *common,
+                     "--out", str(tmp_path / "merged.wav")]) == 0
+    assert np.array_equal(read_pcm(tmp_path / "merged.wav"), wavs["adapted"])
