@@ -17,15 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from codec.audio import resample
-from data_pipeline.alignment.engines import espeak_synthesize, flite_synthesize
 from data_pipeline.alignment.features import FRAME_RATE, SAMPLE_RATE, frame_features, num_frames
 from data_pipeline.alignment.phones import PHONE_ID
-from data_pipeline.alignment.schema import Alignment, speakable_text
-from data_pipeline.text import normalize_text
+from data_pipeline.alignment.schema import Alignment
+from data_pipeline.synthetic_speech import SynthJob, synthesize
 
 
 @dataclass(frozen=True)
@@ -54,31 +51,12 @@ HELDOUT_VOICES: tuple[Voice, ...] = tuple(
 
 
 def synthesize_timed(text: str, voice: Voice) -> tuple[np.ndarray, Alignment]:
-    """16 kHz float32 audio (silence trimmed to 0.1 s margins, as the corpus builder does) + its exact
-    alignment at the codec's frame rate."""
-    spoken = speakable_text(normalize_text(text))
-    if voice.engine == "flite":
-        samples, sr, alignment = flite_synthesize(spoken, voice.voice, voice.speed, voice.pitch)
-    else:
-        samples, sr, alignment = espeak_synthesize(spoken, voice.voice, int(voice.speed), int(voice.pitch))
-    wav = resample(torch.from_numpy(samples.astype(np.float32) / 32768.0)[None], sr, SAMPLE_RATE)[0]
-    wav, offset = trim_silence(wav)
-    alignment = alignment.shifted(offset / SAMPLE_RATE, len(wav) / SAMPLE_RATE)
+    """16 kHz float32 audio, made exactly as the corpus builder makes its clips (silence trimmed to 0.1 s
+    margins, peak-normalised), + its exact alignment at the codec's frame rate."""
+    job = SynthJob("aligner", voice.engine, voice.voice, text, voice.speed, voice.pitch)
+    wav, alignment = synthesize(job, SAMPLE_RATE)
     alignment.frame_rate = FRAME_RATE
     return wav.numpy(), alignment
-
-
-def trim_silence(wav: torch.Tensor, threshold_db: float = -40.0, margin_s: float = 0.1,
-                 peak: float = 0.9) -> tuple[torch.Tensor, int]:
-    """Cut leading / trailing silence (keep `margin_s`), scale to `peak` -> (audio, samples cut in front)."""
-    amp = wav.abs()
-    top = float(amp.max()) if wav.numel() else 0.0
-    if top == 0.0:
-        return wav, 0
-    loud = torch.nonzero(amp > top * 10 ** (threshold_db / 20)).flatten()
-    margin = int(margin_s * SAMPLE_RATE)
-    start, end = max(0, int(loud[0]) - margin), min(wav.numel(), int(loud[-1]) + margin)
-    return wav[start:end] * (peak / top), start
 
 
 def frame_labels(alignment: Alignment, frames: int) -> np.ndarray:

@@ -70,3 +70,15 @@ def token_shards(tmp_path: Path) -> ShardWriter:
         return paths
 
     return write
+
+
+@pytest.fixture(scope="module")
+def tiny_codec_dir(tmp_path_factory) -> Path:
+    """A tiny EnCodec-family codec (16 kHz, 125 frames a second) saved as a codec checkpoint directory: the
+    same class and loading path as the full model."""
+    from codec.encodec_codec import EncodecCodec, EncodecConfig
+
+    config = EncodecConfig(name="tiny", sample_rate=16_000, causal=True, n_filters=4, ratios=[4, 4, 4, 2],
+                           dimension=16, lstm_layers=0, codebook_size=64, max_codebooks=4, num_codebooks=4,
+                           target_bandwidths=[])
+    return EncodecCodec.random(config, seed=0).save_pretrained(tmp_path_factory.mktemp("codec") / "tiny")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from codec.encodec_codec import EncodecCodec, EncodecConfig
 from data_pipeline.alignment.phones import PHONE_ID
 from data_pipeline.alignment.schema import Alignment
 from data_pipeline.ingest import IngestConfig, ingest
@@ -38,14 +37,6 @@ def synth_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def codec_dir(tmp_path_factory) -> Path:
-    config = EncodecConfig(name="tiny", sample_rate=16_000, causal=True, n_filters=4, ratios=[4, 4, 4, 2],
-                           dimension=16, lstm_layers=0, codebook_size=64, max_codebooks=4, num_codebooks=4,
-                           target_bandwidths=[])
-    return EncodecCodec.random(config, seed=0).save_pretrained(tmp_path_factory.mktemp("codec") / "tiny")
-
-
 def _members(shard_dir: Path, suffix: str) -> dict[str, bytes]:
     out = {}
     for shard in sorted(shard_dir.glob("*.tar")):
@@ -56,14 +47,14 @@ def _members(shard_dir: Path, suffix: str) -> dict[str, bytes]:
     return out
 
 
-def test_exact_timings_reach_the_batches(synth_dir: Path, codec_dir: Path, tmp_path: Path) -> None:
+def test_exact_timings_reach_the_batches(synth_dir: Path, tiny_codec_dir: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     summary = ingest(synth_dir, raw, IngestConfig(workers=0), progress=False)
     assert summary.accepted == 4
     raw_aligns = _members(raw, ".align.json")
     assert len(raw_aligns) == 4
     tok = tmp_path / "tok"
-    run = tokenize_shards(raw, tok, TokenizeConfig(codec=str(codec_dir), align="exact", progress=False))
+    run = tokenize_shards(raw, tok, TokenizeConfig(codec=str(tiny_codec_dir), align="exact", progress=False))
     assert run.written == 4 and run.aligned == 4
     metas = {k: json.loads(v) for k, v in _members(tok, ".json").items() if not k.endswith(".align")}
     aligns = {k: json.loads(v) for k, v in _members(tok, ".align.json").items()}
@@ -97,7 +88,7 @@ def test_exact_timings_reach_the_batches(synth_dir: Path, codec_dir: Path, tmp_p
             seen += 1
     assert seen == 4
 
-    off = tokenize_shards(raw, tmp_path / "tok_off", TokenizeConfig(codec=str(codec_dir), align="off",
+    off = tokenize_shards(raw, tmp_path / "tok_off", TokenizeConfig(codec=str(tiny_codec_dir), align="off",
                                                                     progress=False))
     assert off.written == 4 and off.aligned == 0 and not _members(tmp_path / "tok_off", ".align.json")
 
@@ -119,7 +110,7 @@ def test_a_sidecar_that_does_not_match_its_clip_is_rejected(synth_dir: Path, tmp
     assert all("align.json" in r["detail"] for r in rejects)  # the message names the sidecar
 
 
-def test_loader_refuses_frames_that_do_not_sum(synth_dir: Path, codec_dir: Path, tmp_path: Path) -> None:
+def test_loader_refuses_frames_that_do_not_sum(synth_dir: Path, tiny_codec_dir: Path, tmp_path: Path) -> None:
     from data_pipeline.loader import decode_alignment
 
     record = {"phone_ids": [1, 5, 1], "frame_durations": [3, 4, 2]}
@@ -129,7 +120,7 @@ def test_loader_refuses_frames_that_do_not_sum(synth_dir: Path, codec_dir: Path,
         decode_alignment(json.dumps(record).encode(), 10)
 
 
-def test_real_clips_are_force_aligned_and_misfits_rejected(codec_dir: Path, tmp_path: Path) -> None:
+def test_real_clips_are_force_aligned_and_misfits_rejected(tiny_codec_dir: Path, tmp_path: Path) -> None:
     """--align auto on real recordings without timings: the aligner writes their alignments, and a clip
     whose transcript belongs to another clip goes to rejects.jsonl with the reason, not into the shard."""
     arctic = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech" / "cmu-arctic-sample"
@@ -146,7 +137,7 @@ def test_real_clips_are_force_aligned_and_misfits_rejected(codec_dir: Path, tmp_
     raw = tmp_path / "raw"
     assert ingest(corpus, raw, IngestConfig(workers=0), progress=False).accepted == 3
     tok = tmp_path / "tok"
-    run = tokenize_shards(raw, tok, TokenizeConfig(codec=str(codec_dir), align="auto", progress=False))
+    run = tokenize_shards(raw, tok, TokenizeConfig(codec=str(tiny_codec_dir), align="auto", progress=False))
     assert run.written == 2 and run.aligned == 2 and run.rejected == 1
     rejects = [json.loads(line) for line in (tok / REJECTS_FILE).read_text().splitlines()]
     assert len(rejects) == 1 and rejects[0]["reason"] == "align_poor_fit" and "score" in rejects[0]["detail"]

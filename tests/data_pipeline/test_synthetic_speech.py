@@ -162,8 +162,6 @@ def test_a_killed_corpus_build_rerun_gives_the_uninterrupted_corpus(tmp_path, na
     CORPUS.md (up to the lengths it quotes), the same words and phones in every clip's timing sidecar. (The
     audio itself is not compared byte for byte: flite and espeak-ng draw noise from process-wide state, so
     a clip depends on what the process synthesised before it; a clip's length moves by milliseconds.)"""
-    if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
-        pytest.skip("espeak-ng and flite are needed (apt-get install -y espeak-ng flite)")
     (tmp_path / "sentences.tsv").write_text("".join(f"S-{i}\t{t}\n" for i, t in enumerate(_SENTENCES)))
     clips = ROOT / "tests" / "data" / "speech" / "cmu-arctic-sample"
     (tmp_path / "speech" / "arctic").mkdir(parents=True)

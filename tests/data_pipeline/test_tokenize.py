@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec.encodec_codec import EncodecCodec, EncodecConfig
 from data_pipeline.ingest import IngestConfig, ingest
 from data_pipeline.loader import LoaderStats, build_loader, read_token_shard
 from data_pipeline.records import REJECTS_FILE
@@ -57,14 +56,6 @@ def token_contents(tok_dir: Path) -> dict[str, list]:
             out.setdefault(utt.key, []).append((utt.codes, metas[utt.key]))
     assert stats.corrupt == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def tiny_codec_dir(tmp_path_factory) -> Path:
-    config = EncodecConfig(name="tiny", sample_rate=16_000, causal=True, n_filters=4, ratios=[4, 4, 4, 2],
-                           dimension=16, lstm_layers=0, codebook_size=64, max_codebooks=4, num_codebooks=4,
-                           target_bandwidths=[])
-    return EncodecCodec.random(config, seed=0).save_pretrained(tmp_path_factory.mktemp("codec") / "tiny")
 
 
 @pytest.fixture(scope="module")
