@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluation.pace import within_tolerance
+
 MEAN_METRICS = ("sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "pesq_wb", "stoi", "rtf",
-                "first_audio_s", "duration_s")
+                "first_audio_s", "duration_s", "pace_ratio")
 HALLUCINATION_WER = 0.5
 
 
@@ -37,6 +39,9 @@ def summarize_group(rows: Sequence[Any]) -> dict:
         "wer": (sum(r.errors for r in scored) / ref_words) if ref_words else None,
         "wer_mean_per_utt": _mean(r.wer for r in scored),
         "wer_above_50": sum(1 for r in scored if r.wer > HALLUCINATION_WER),
+        # utterances read within +-30 % of the prompt speaker's pace (None when no row had a pace)
+        "pace_within_30": (sum(1 for r in rows if within_tolerance(r.pace_ratio))
+                           if any(math.isfinite(r.pace_ratio) for r in rows) else None),
     }
     for name in MEAN_METRICS:
         out[name] = _mean(getattr(r, name) for r in rows)
@@ -70,6 +75,8 @@ COLUMNS = [  # (key, header, format)
     ("stoi", "STOI", "{:.3f}"),
     ("rtf", "RTF", "{:.3f}"),
     ("first_audio_s", "first audio s", "{:.2f}"),
+    ("pace_ratio", "pace", "{:.2f}"),
+    ("pace_within_30", "pace ±30%", "{:d}"),
 ]
 
 
@@ -109,6 +116,8 @@ def write_markdown(summary: dict, path: str | Path) -> None:
     parts += ["", markdown_table(summary), "",
               "WER as a percentage: corpus (errors / reference words) and mean of per-utterance WER; WER>50% "
               "counts utterances above 50 % WER. SIM: resemblyzer cosine to the prompt audio. "
+              "pace: seconds per phone against the prompt's own (1 = the prompt speaker's pace); "
+              "pace ±30%: utterances within 30 % of it. "
               "Ground-truth rows score the real recordings the same way."]
     failed = summary.get("failed", [])
     if failed:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from evaluation.asr import ASRConfig, WhisperASR, text_word_errors
 from evaluation.audio import AudioError, load_audio, resample, save_audio, to_mono
 from evaluation.cases import EvalCase, read_librispeech_pc_list, read_list
+from evaluation.pace import pace_ratio
 from evaluation.quality import DNSMOS, pesq_wb, stoi
 from evaluation.report import summarize, write_markdown
 from evaluation.speaker import SpeakerEncoder
@@ -90,6 +91,7 @@ class UttScore:
     rtf: float = math.nan
     first_audio_s: float = math.nan
     duration_s: float = math.nan
+    pace_ratio: float = math.nan  # seconds per phone against the prompt's (evaluation/pace.py)
     audio_path: str = ""
     error: str = ""
 
@@ -122,7 +124,7 @@ class Scorers:
                 "dnsmos": self.dnsmos.describe()}
 
     def score(self, row: UttScore, wav: np.ndarray, rate: int, prompt: tuple[np.ndarray, int],
-              reference: tuple[np.ndarray, int] | None = None) -> UttScore:
+              reference: tuple[np.ndarray, int] | None = None, prompt_text: str | None = None) -> UttScore:
         """Fill `row` in place. A metric that fails is logged, left NaN and named in `row.error`."""
         row.duration_s = len(wav) / rate
         problems = []
@@ -150,9 +152,14 @@ class Scorers:
             row.pesq_wb = pesq_wb(reference[0], reference[1], wav, rate)
             row.stoi = stoi(reference[0], reference[1], wav, rate)
 
+        def pace() -> None:
+            row.pace_ratio = pace_ratio(wav, rate, row.target_text, *prompt, prompt_text)
+
         attempt("asr", asr)
         attempt("sim", sim)
         attempt("dnsmos", mos)
+        if prompt_text:
+            attempt("pace", pace)
         if reference is not None:
             attempt("pesq/stoi", intrusive)
         row.error = "; ".join(problems)
@@ -269,7 +276,7 @@ def run_evaluation(config: EvalConfig, synthesizer: SynthesizerLike | None = Non
             rows.append(_score_system(scorers, case, prompt, gt, output, config, out))
             if gt is not None and config.score_ground_truth:
                 row = UttScore(case.id, GROUND_TRUTH, case.target_text, audio_path=str(case.ground_truth_wav))
-                rows.append(scorers.score(row, gt[0], gt[1], prompt))
+                rows.append(scorers.score(row, gt[0], gt[1], prompt, prompt_text=case.prompt_text))
             progress.update(1)
     progress.close()
 
@@ -315,7 +322,7 @@ def _score_system(scorers: Scorers, case: EvalCase, prompt, gt, output: Output |
         row.audio_path = str(path)
     # PESQ / STOI only for a codec round trip: synthesised speech is not sample-aligned with the recording.
     reference = gt if config.codec_only else None
-    return scorers.score(row, output.wav, output.sample_rate, prompt, reference)
+    return scorers.score(row, output.wav, output.sample_rate, prompt, reference, prompt_text=case.prompt_text)
 
 
 def write_csv(rows: list[UttScore], path: Path) -> None:

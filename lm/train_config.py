@@ -104,6 +104,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints; 0: only at the end and on SIGTERM
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     export: bool = True  # write OUT/export at the end
+    # An export or published model (e.g. models/default) whose weights, tokenizer and step count start a run
+    # that has no checkpoint yet (lm/warm_start.py); ignored once the run has checkpoints.
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         return to_plain(self)

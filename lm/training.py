@@ -70,6 +70,7 @@ from lm.train_state import (
     tag_for,
 )
 from lm.vocab import IGNORE_INDEX
+from lm.warm_start import fast_forward_scheduler, init_tokenizer_path, load_init_weights
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,10 @@ class Trainer:
 
         self.train_urls, self.val_urls = split_train_val(cfg, self.world_size)
         info = inspect_token_shards(self.train_urls)
+        warm = tag is None and cfg.init_from is not None  # a fresh run from published weights
+        if warm and cfg.tokenizer.path is None:
+            tokenizer_cfg = dataclasses.replace(cfg.tokenizer, path=str(init_tokenizer_path(cfg.init_from)))
+            cfg = dataclasses.replace(cfg, tokenizer=tokenizer_cfg)
         self.tokenizer = prepare_tokenizer(cfg, self.paths, self.train_urls, self.rank)
         model_cfg = model_config_for(cfg, self.tokenizer, info)
         schedule = dataclasses.replace(cfg.schedule, total_steps=cfg.schedule.total_steps or cfg.max_steps)
@@ -317,6 +322,7 @@ class Trainer:
         # identical initial weights on every rank; then per-rank streams for dropout and batch layouts
         torch.manual_seed(cfg.seed)
         model = TTSModel(model_cfg)
+        init_step = load_init_weights(model, cfg.init_from) if warm else 0
         if cfg.activation_checkpointing:
             model.set_activation_checkpointing(True)
         self.flops = FlopCounter(model)
@@ -341,6 +347,9 @@ class Trainer:
         self.step, self.tokens_seen = 0, 0
         if tag is not None:
             self._restore(tag)
+        elif init_step:
+            fast_forward_scheduler(self.engine.lr_scheduler, init_step)
+            self.step = init_step
         elif resume:
             log.info("--resume: no checkpoint in %s yet, starting from step 0", self.paths.checkpoints)
         self.train_iter: Iterator = iter(self.loader)
@@ -575,7 +584,8 @@ class Trainer:
                 self.paths.export, self.cfg.model, state, self.paths.tokenizer, self.cfg.codec,
                 train_config=self.cfg,
                 metadata={"frame_rate": self.info.frame_rate, "train_step": self.step,
-                          "preset": self.cfg.preset, "run_dir": str(self.paths.root.resolve())},
+                          "preset": self.cfg.preset, "run_dir": str(self.paths.root.resolve()),
+                          "init_from": self.cfg.init_from},
             )
         dist.barrier()
         return self.paths.export

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
 CODEC=${CODEC:-models/codec_rvq16k}
-CONFIG=${CONFIG:-configs/train_mini_cpu.yaml}
+CONFIG=${CONFIG:-configs/train_mini_cpu_phone.yaml}  # the phone-aligned mini model (README: A/B)
 TOKENS=${TOKENS:-data/tts_tokens_v2}  # token shards with phone alignments
 SENTENCES=${1:-5400}; shift $(( $# > 0 ? 1 : 0 ))
 mkdir -p "$RUN"
@@ -21,6 +21,15 @@ $PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCE
     --shard-max-count 250 \
     --overwrite && touch data/tts_raw/.done-v2; }
 $PY scripts/tokenize_shards.py --input data/tts_raw --output "$TOKENS" --codec "$CODEC" --align auto
+# Run directories do not outlive a machine: a run with no checkpoint starts from the committed default's
+# weights and step count (lm/warm_start.py) when it is the same recipe; FRESH=1 starts from scratch.
+INIT=()
+if [ ! -f "$RUN/train/checkpoints/latest" ] && [ -f models/default/config.json ] && [ -z "${FRESH:-}" ] \
+        && [ "$CONFIG" = configs/train_mini_cpu_phone.yaml ]; then
+    INIT=(init_from=models/default)
+    echo "no checkpoint in $RUN/train: starting from models/default ($(grep -o '"train_step": [0-9]*' \
+        models/default/config.json))"
+fi
 $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
-    --deepspeed ds_configs/zero2.json --resume "$@"
-echo "export: $RUN/train/export (copy it to models/default with scripts/publish_default.py)"
+    --deepspeed ds_configs/zero2.json --resume "${INIT[@]}" "$@"
+echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export)"
