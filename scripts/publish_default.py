@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from lm.checkpoint import CONFIG_FILE, FORMAT, MODEL_FILE
 from lm.export import CODEC_DIR
+from lm.synthesizer import DecodeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +35,11 @@ def same_codec(a: Path, b: Path) -> bool:
                for n in names)
 
 
-def publish(export: Path, out: Path, codec_dir: Path | None) -> Path:
+def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None = None) -> Path:
     config = json.loads((export / CONFIG_FILE).read_text())
     meta = config.setdefault("metadata", {})
+    if decode:  # the decoding defaults that measured best for this model (Synthesizer reads metadata.decode)
+        meta["decode"] = {**meta.get("decode", {}), **decode}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -68,10 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "models" / "default")
     p.add_argument("--codec-dir", type=Path, default=ROOT / "models" / "codec_rvq16k",
                    help="a codec directory in the repo to reference instead of copying")
+    p.add_argument("--decode", action="append", default=[], metavar="KEY=VALUE",
+                   help="a decoding default stored with the model, e.g. temperature=0.5 (repeatable)")
     args = p.parse_args(argv)
+    try:
+        decode = {key: float(value) if "." in value else int(value)
+                  for key, value in (item.split("=", 1) for item in args.decode)}
+        DecodeConfig().updated(decode)
+    except (ValueError, TypeError) as err:
+        p.error(f"--decode: {err}")
     if not (args.export / CONFIG_FILE).is_file():
         p.error(f"{args.export}: not an export directory (no {CONFIG_FILE})")
-    out = publish(args.export, args.out, args.codec_dir)
+    out = publish(args.export, args.out, args.codec_dir, decode)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"published {out} ({size / 1e6:.1f} MB)")
     return 0

@@ -9,7 +9,6 @@ there.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import math
@@ -24,6 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from suite_helpers import build_tiny_export
 
 from codec.audio import resample
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
@@ -40,20 +40,6 @@ SPEECH = ROOT / "tests" / "data" / "speech"
 PROMPT = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"  # 1.9 s, 22.05 kHz mono
 CODEC_SPEC = "encodec_24khz:random"
 FAST = {"max_seconds": 0.4}  # an untrained model never says <eos>: keep its rows short
-
-
-def build_tiny_export(directory: Path, codec_spec: str = CODEC_SPEC, **model_overrides) -> Path:
-    """Tiny preset, random init, sentencepiece trained on the repo transcripts, written by the training
-    run's own exporter (lm.export -> lm.checkpoint.save_model), so the layout cannot drift from training's."""
-    texts = []
-    for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):
-        with tsv.open() as f:
-            texts += [row["transcript"] for row in csv.DictReader(f, delimiter="\t")]
-    tokenizer_path = directory.with_name(directory.name + "-text.model")
-    tokenizer = TextTokenizer.train(texts, tokenizer_path, vocab_size=400)
-    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size, **model_overrides)
-    torch.manual_seed(0)
-    return export_inference_dir(directory, config, TTSModel(config).state_dict(), tokenizer_path, codec_spec)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -326,10 +312,16 @@ def test_published_default_model_is_what_generate_uses_without_checkpoint(tmp_pa
     assert (export / "codec" / "config.json").is_file()  # the export carries its own copy
     default = repo / "models" / "default"
     publish = load_script("publish_default")
-    assert publish.main(["--export", str(export), "--out", str(default), "--codec-dir", str(codec_dir)]) == 0
+    with pytest.raises(SystemExit):  # an unknown decoding option is refused before anything is written
+        publish.main(["--export", str(export), "--out", str(default), "--decode", "temprature=0.5"])
+    assert not default.exists()
+    assert publish.main(["--export", str(export), "--out", str(default), "--codec-dir", str(codec_dir),
+                         "--decode", "temperature=0.5"]) == 0
     assert f"published {default}" in capsys.readouterr().out
     meta = json.loads((default / "config.json").read_text())["metadata"]
     assert meta["codec"] == "../codec_tiny" and not (default / "codec").exists()
+    assert meta["decode"]["temperature"] == 0.5  # the decoding default published with the model ...
+    assert Synthesizer.from_pretrained(default).defaults.temperature == 0.5  # ... is the one it loads with
     weights = load_file(default / "model.safetensors")
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
     for name, value in load_file(export / "model.safetensors").items():  # the export's weights, in fp16
