@@ -3,9 +3,11 @@ tests/ on sys.path when it loads tests/conftest.py (rootdir-relative imports, no
 
 from __future__ import annotations
 
+import csv
 import re
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
@@ -69,3 +71,30 @@ def deepspeed_group_release(groups: ModuleType) -> Callable[..., None]:
             f"that private function to drop DeepSpeed's cached process groups between test modules; find "
             f"its new name in the installed DeepSpeed and update tests/suite_helpers.py")
     return release
+
+
+# ---- a tiny exported model ---------------------------------------------------------------------------------
+SPEECH = Path(__file__).resolve().parent / "data" / "speech"
+TINY_CODEC_SPEC = "encodec_24khz:random"
+
+
+def build_tiny_export(directory: Path, codec_spec: str = TINY_CODEC_SPEC, **model_overrides) -> Path:
+    """Tiny preset, random init, sentencepiece trained on the repo transcripts, written by the training
+    run's own exporter (lm.export -> lm.checkpoint.save_model), so the layout cannot drift from training's.
+    (Imports inside: this module is loaded by conftest.py before torch.)"""
+    import torch
+
+    from data_pipeline.text import TextTokenizer
+    from lm.config import get_preset
+    from lm.export import export_inference_dir
+    from lm.model import TTSModel
+
+    texts = []
+    for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):
+        with tsv.open() as f:
+            texts += [row["transcript"] for row in csv.DictReader(f, delimiter="\t")]
+    tokenizer_path = directory.with_name(directory.name + "-text.model")
+    tokenizer = TextTokenizer.train(texts, tokenizer_path, vocab_size=400)
+    config = get_preset("tiny", text_vocab_size=tokenizer.vocab_size, **model_overrides)
+    torch.manual_seed(0)
+    return export_inference_dir(directory, config, TTSModel(config).state_dict(), tokenizer_path, codec_spec)
