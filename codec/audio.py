@@ -6,7 +6,9 @@ Everything here is float32 in [-1, 1]; codecs never see anything but mono audio 
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from torchaudio.functional import functional as _AF_IMPL
 
 
 class AudioReadError(RuntimeError):
@@ -83,13 +86,34 @@ def resample(wav: torch.Tensor, from_sr: int, to_sr: int) -> torch.Tensor:
     n_out = resampled_length(wav.shape[-1], from_sr, to_sr)
     if wav.shape[-1] == 0:
         return wav.new_zeros(*wav.shape[:-1], 0)
-    out = AF.resample(wav, from_sr, to_sr)
+    out = _sinc_resample(wav, from_sr, to_sr)
     # torchaudio computes the length through a float32 ceil; pin it to the exact integer one.
     if out.shape[-1] > n_out:
         out = out[..., :n_out]
     elif out.shape[-1] < n_out:
         out = torch.nn.functional.pad(out, (0, n_out - out.shape[-1]))
     return out
+
+
+# torchaudio's own steps of AF.resample (default filter), so the kernel of a rate pair is built once: building
+# it cost as much as applying it to a few seconds of audio, a third of the resampling time when tokenizing
+# (scripts/bench_tokenize.py, overhead table). Same kernel, same convolution: bit-identical output.
+_KERNEL_STEPS = all(hasattr(_AF_IMPL, f)
+                    for f in ("_get_sinc_resample_kernel", "_apply_sinc_resample_kernel"))
+
+
+@functools.lru_cache(maxsize=64)
+def _sinc_kernel(from_sr: int, to_sr: int, device: torch.device,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    return _AF_IMPL._get_sinc_resample_kernel(from_sr, to_sr, math.gcd(from_sr, to_sr), 6, 0.99,
+                                              "sinc_interp_hann", None, device, dtype)
+
+
+def _sinc_resample(wav: torch.Tensor, from_sr: int, to_sr: int) -> torch.Tensor:
+    if not _KERNEL_STEPS or wav.requires_grad or not wav.is_floating_point():
+        return AF.resample(wav, from_sr, to_sr)  # another torchaudio, or a case we leave to it
+    kernel, width = _sinc_kernel(from_sr, to_sr, wav.device, wav.dtype)
+    return _AF_IMPL._apply_sinc_resample_kernel(wav, from_sr, to_sr, math.gcd(from_sr, to_sr), kernel, width)
 
 
 def pad_batch(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

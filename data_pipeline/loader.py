@@ -11,6 +11,11 @@ worker; a restored loader replays each worker's current epoch up to that count, 
 would have yielded next. DataLoader workers hand out batches round-robin, so the restored loader also
 rotates which logical worker is physical worker 0, so the interleaving continues where it stopped.
 Replay reads the current epoch's share of shards up to the position: cost bounded by one epoch per worker.
+A position saved at another number of ranks or workers is handed over by `load_resharded_state`
+(data_pipeline/loader_handover.py): the new streams finish the old streams' current epochs, then go on.
+
+Fewer shards than ranks x workers (a small fine-tuning set on a big node): every stream reads every shard
+and keeps every (ranks x workers)-th sample instead of owning whole shards; the same determinism holds.
 
 Corrupt samples (unreadable tar members, bad JSON / npy, shapes that disagree with the metadata) are
 logged with the shard URL and key, counted in `stats`, and skipped; the run goes on.
@@ -23,7 +28,7 @@ import io
 import json
 import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -43,6 +48,7 @@ from data_pipeline.batching import (
     length_rejection,
     plan_batch,
 )
+from data_pipeline.loader_handover import HandoverSource, StreamId, plan_handover
 from data_pipeline.records import ALIGN_EXT, CODES_EXT, META_EXT, TTSBatch
 from data_pipeline.sharding import expand_shards, process_place, split_shards
 
@@ -91,6 +97,8 @@ class _Position:
     done: bool = False  # finite mode: this worker's pass is complete
     epoch_start: LoaderStats = field(default_factory=LoaderStats)  # counters when the epoch began
     latest: LoaderStats = field(default_factory=LoaderStats)
+    # sources still to finish before `epoch` (after a resume at another world size); [] otherwise
+    handover: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +106,8 @@ class _Position:
     @staticmethod
     def from_dict(d: dict) -> _Position:
         return _Position(epoch=d["epoch"], batches=d["batches"], done=d["done"],
-                         epoch_start=LoaderStats(**d["epoch_start"]), latest=LoaderStats(**d["latest"]))
+                         epoch_start=LoaderStats(**d["epoch_start"]), latest=LoaderStats(**d["latest"]),
+                         handover=list(d.get("handover", [])))  # absent in states written before it
 
 
 @dataclass
@@ -111,6 +120,7 @@ class _Tag:
     stats: LoaderStats
     epoch_start: LoaderStats
     done: bool = False  # finite mode end-of-pass marker (carries no batch)
+    handover: list[dict] = field(default_factory=list)  # the worker's hand-over sources after this batch
 
 
 def decode_token_sample(sample: dict, num_codebooks: int | None = None) -> Utterance:
@@ -165,8 +175,10 @@ def decode_alignment(data: bytes, num_frames: int) -> tuple[np.ndarray, np.ndarr
     return phone_ids, durations
 
 
-def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = None) -> Iterator[Utterance]:
-    """Utterances of one token shard in stored order; corrupt ones are logged, counted and skipped."""
+def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = None,
+                     keep: Callable[[], bool] | None = None) -> Iterator[Utterance]:
+    """Utterances of one token shard in stored order; corrupt ones are logged, counted and skipped.
+    `keep()`, when given, is asked once per sample (before decoding) whether this reader wants it."""
 
     def on_error(exc: Exception) -> bool:
         stats.corrupt += 1
@@ -181,6 +193,8 @@ def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = N
     try:
         files = tar_file_expander([{"url": url, "stream": stream}], handler=on_error)
         for sample in group_by_keys(files, handler=on_error):
+            if keep is not None and not keep():
+                continue
             stats.samples += 1
             try:
                 yield decode_token_sample(sample, num_codebooks)
@@ -220,17 +234,31 @@ class _TokenStream(IterableDataset):
     def _rng(self, *parts: object) -> random.Random:
         return random.Random("/".join(str(p) for p in (self.cfg.seed, *parts)))
 
-    def epoch_shards(self, epoch: int, worker: int, num_workers: int) -> list[str]:
+    def epoch_utterances(self, stream: StreamId, epoch: int, stats: LoaderStats) -> Iterator[Utterance]:
+        """One stream's utterances of one epoch: its share of the shards, or with fewer shards than
+        streams, its share of the samples (every stream reads every shard in the same order)."""
         order = list(self.shards)
         if self.cfg.shuffle_shards:
             self._rng("shards", epoch).shuffle(order)  # same order on every rank and worker
-        return split_shards(split_shards(order, self.rank, self.world_size), worker, num_workers)
+        num_codebooks = self.cfg.num_codebooks
+        if split_mode(len(order), stream.members) == "shard":
+            mine = split_shards(split_shards(order, stream.rank, stream.world_size), stream.worker,
+                                stream.num_workers)
+            for url in mine:
+                yield from read_token_shard(url, stats, num_codebooks)
+            return
+        counter = iter(range(1 << 62))  # the sample index across this epoch's shards
 
-    def epoch_plans(self, epoch: int, worker: int, num_workers: int,
-                    stats: LoaderStats) -> Iterator[BatchPlan]:
+        def keep() -> bool:
+            return next(counter) % stream.members == stream.member
+
+        for url in order:
+            yield from read_token_shard(url, stats, num_codebooks, keep)
+
+    def epoch_plans(self, stream: StreamId, epoch: int, stats: LoaderStats) -> Iterator[BatchPlan]:
         """The deterministic batch plans of one (rank, worker, epoch)."""
         cfg, bcfg = self.cfg, self.cfg.batching
-        tag = (self.rank, worker, epoch)
+        tag = (stream.rank, stream.worker, epoch)
 
         def kept(utts: Iterable[Utterance]) -> Iterator[Utterance]:
             for utt in utts:
@@ -240,13 +268,28 @@ class _TokenStream(IterableDataset):
                 else:
                     setattr(stats, reason, getattr(stats, reason) + 1)
 
-        utts = (u for url in self.epoch_shards(epoch, worker, num_workers)
-                for u in read_token_shard(url, stats, cfg.num_codebooks))
-        paired = PromptPairer(bcfg, self._rng("pair", *tag))(kept(utts))
+        utts = kept(self.epoch_utterances(stream, epoch, stats))
+        paired = PromptPairer(bcfg, self._rng("pair", *tag))(utts)
         shuffled = _shuffle(paired, cfg.shuffle_buffer, self._rng("shuffle", *tag))
         plan_rng = self._rng("plan", *tag)
         for items in BucketBatcher(bcfg)(shuffled):
             yield plan_batch(items, bcfg, plan_rng)
+
+    def _handover(self, pos: _Position, worker: int, stats: LoaderStats
+                  ) -> Iterator[tuple[_Tag, TTSBatch | None]]:
+        """The rest of other streams' epochs this worker took over (resume at another world size)."""
+        sources = [HandoverSource.from_dict(s) for s in pos.handover]
+        epoch_start = LoaderStats(**asdict(stats))
+        while sources:
+            src = sources[0]
+            for index, plan in enumerate(self.epoch_plans(src.stream, src.epoch, stats)):
+                if index != src.next_index:
+                    continue  # before the position, or another new stream's share of this source
+                src.taken += 1
+                stats.batches += 1
+                yield (_Tag(worker, pos.epoch, -1, LoaderStats(**asdict(stats)), epoch_start,
+                            handover=[s.to_dict() for s in sources]), collate(plan, self.text_encoder))
+            sources.pop(0)
 
     def __iter__(self) -> Iterator[tuple[_Tag, TTSBatch | None]]:
         info = get_worker_info()
@@ -255,16 +298,14 @@ class _TokenStream(IterableDataset):
         pos = self.positions[worker]
         if pos.done:
             return
-        if not self.epoch_shards(pos.epoch, worker, num_workers):
-            if self.cfg.infinite:
-                raise RuntimeError(f"rank {self.rank} worker {worker} has no shards: {len(self.shards)} "
-                                   f"shards for {self.world_size} ranks x {num_workers} workers")
-            log.warning("rank %d worker %d has no shards to read", self.rank, worker)
-        epoch, skip, stats = pos.epoch, pos.batches, LoaderStats(**asdict(pos.epoch_start))
+        stream = StreamId(self.rank, self.world_size, worker, num_workers)
+        stats = LoaderStats(**asdict(pos.epoch_start))
+        yield from self._handover(pos, worker, stats)
+        epoch, skip = pos.epoch, pos.batches
         while True:
             epoch_start = LoaderStats(**asdict(stats))
             count = 0
-            for count, plan in enumerate(self.epoch_plans(epoch, worker, num_workers, stats), start=1):
+            for count, plan in enumerate(self.epoch_plans(stream, epoch, stats), start=1):
                 stats.batches += 1
                 if count <= skip:
                     continue  # replaying up to the restored position: no collate
@@ -275,8 +316,15 @@ class _TokenStream(IterableDataset):
                 return
             if count == 0:
                 raise RuntimeError(f"rank {self.rank} worker {worker}: a whole epoch gave no batch "
-                                   f"(stats {stats}); check the shards and the length limits")
+                                   f"(stats {stats}, {len(self.shards)} shards for {stream.members} ranks x "
+                                   f"workers); check the shards and the length limits")
             epoch, skip = epoch + 1, 0
+
+
+def split_mode(num_shards: int, members: int) -> str:
+    """'shard': each of `members` streams (ranks x workers) owns whole shards; 'sample': fewer shards
+    than streams, so each stream reads all of them and keeps every `members`-th sample."""
+    return "shard" if num_shards >= members else "sample"
 
 
 class TokenLoader:
@@ -299,9 +347,13 @@ class TokenLoader:
         place = process_place(config.rank, config.world_size)
         self.rank, self.world_size = place.rank, place.world_size
         self.num_workers = max(1, config.num_workers)
-        if config.infinite and len(self.shards) < self.world_size * self.num_workers:
-            raise ValueError(f"{len(self.shards)} shards cannot feed {self.world_size} ranks x "
-                             f"{self.num_workers} workers; write smaller shards or use fewer workers")
+        members = self.world_size * self.num_workers
+        self.split = split_mode(len(self.shards), members)
+        if self.split == "sample":
+            # a small set on many ranks: whole shards would leave some streams without data
+            log.info("%d token shard(s) for %d rank(s) x %d worker(s): splitting by sample (every stream "
+                     "reads every shard and keeps 1 sample in %d), not by shard", len(self.shards),
+                     self.world_size, self.num_workers, members)
         self._reset()
 
     def _reset(self) -> None:
@@ -330,7 +382,7 @@ class TokenLoader:
         for tag, batch in source:
             pos = self._positions[tag.worker]
             pos.epoch, pos.batches, pos.done = tag.epoch, tag.batch_index + 1, tag.done
-            pos.epoch_start, pos.latest = tag.epoch_start, tag.stats
+            pos.epoch_start, pos.latest, pos.handover = tag.epoch_start, tag.stats, tag.handover
             self._next_worker = (tag.worker + 1) % self.num_workers
             if batch is not None:
                 yield batch
@@ -354,6 +406,30 @@ class TokenLoader:
                                  f"now {mine.get(name)!r}")
         self._positions = [_Position.from_dict(p) for p in state["positions"]]
         self._next_worker = int(state["next_worker"])
+
+    def load_resharded_state(self, states: list[dict]) -> str:
+        """Continue from the states of *every* rank of a run with another number of ranks or workers (a
+        training loader only): this rank's streams finish the old streams' current epochs from where
+        they stopped, then start new epochs (data_pipeline/loader_handover.py). No sample is repeated or
+        skipped. Returns a one-line description for the log."""
+        if not self.config.infinite:
+            raise ValueError("only a training (infinite) loader can continue at another world size")
+        mine = self._fingerprint()
+        for state in states:
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"loader state version {state.get('version')} != {STATE_VERSION}")
+            for name, value in state["fingerprint"].items():
+                if name not in ("rank", "world_size", "num_workers") and mine.get(name) != value:
+                    raise ValueError(f"cannot hand the loader position over: {name} was {value!r}, "
+                                     f"now {mine.get(name)!r}")
+        plan = plan_handover(states, self.rank, self.world_size, self.num_workers)
+        self._positions = [_Position(epoch=plan.first_epoch, handover=[s.to_dict() for s in sources])
+                           for sources in plan.sources]
+        self._next_worker = 0
+        return (f"data: {plan.old_world_size} rank(s) x {plan.old_num_workers} worker(s) -> "
+                f"{self.world_size} x {self.num_workers}; the {plan.remaining} unfinished stream epoch(s) "
+                f"are finished from where they stopped (no sample repeated or skipped), then epoch "
+                f"{plan.first_epoch} starts; split by {self.split}")
 
     def _fingerprint(self) -> dict:
         cfg = self.config

@@ -6,6 +6,8 @@ the rules for finding, validating, loading and pruning them.
         mp_rank_00_model_states.pt, zero_pp_rank_*  DeepSpeed (model, ZeRO optimizer partitions, scheduler)
         train_state_rank00000.pt                    ours, one per rank: step, loader position, RNG states
         train_config.yaml                           the resolved training config of the run
+    OUT/checkpoints/universal/step_00001000/        a world-size-free copy, made when a run resumes on
+                                                    another number of ranks (lm/elastic_resume.py)
 
 Everything is read with the weights-only unpickler: our files with plain `weights_only=True`, DeepSpeed's
 through `deepspeed_setup.weights_only_checkpoint_loading`. A pickle payload is refused, never executed.
@@ -31,6 +33,7 @@ from lm.train_config import TrainConfig, config_from_dict, dump_yaml, load_yaml
 log = logging.getLogger(__name__)
 
 LATEST_FILE = "latest"
+UNIVERSAL_DIR = "universal"
 CONFIG_FILE = "train_config.yaml"
 STATE_VERSION = 1
 _TAG_RE = re.compile(r"^step_(\d{8})$")
@@ -154,6 +157,7 @@ def save_checkpoint(engine, ckpt_root: Path, cfg: TrainConfig, extra: ExtraState
         for old in list_tags(ckpt_root)[:-keep]:
             if old != tag:
                 shutil.rmtree(ckpt_root / old, ignore_errors=True)
+                shutil.rmtree(ckpt_root / UNIVERSAL_DIR / old, ignore_errors=True)
     dist.barrier()
     log.info("saved checkpoint %s", tag_dir)
     return tag_dir

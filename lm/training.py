@@ -52,6 +52,7 @@ from lm.deepspeed_setup import (
     training_device,
     zero_stage,
 )
+from lm.elastic_resume import checkpoint_world_size, restore_at_new_world_size, universal_load_config
 from lm.export import export_inference_dir
 from lm.losses import tts_loss
 from lm.model import TTSModel
@@ -329,6 +330,10 @@ class Trainer:
         counts = {part: model.num_parameters(part) / 1e6 for part in ("all", "ar", "nar")}  # before ZeRO-3
         self.ds_config = build_ds_config(load_ds_config(ds_config), cfg, self.precision, self.device)
         self.zero_stage = zero_stage(self.ds_config)
+        # a checkpoint from another number of ranks loads via a universal checkpoint (lm/elastic_resume.py)
+        self.saved_world = checkpoint_world_size(self.paths.checkpoints / tag) if tag else None
+        if self.saved_world not in (None, self.world_size) and self.zero_stage > 0:
+            self.ds_config = universal_load_config(self.ds_config)
         sched = WarmupCosine(schedule.warmup_steps, schedule.total_steps, schedule.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model,
@@ -364,9 +369,10 @@ class Trainer:
         log.info("model %s: %.2fM parameters (AR %.2fM, NAR %.2fM) | text vocab %d | %d codebooks x %d | "
                  "codec %s", cfg.preset, counts["all"], counts["ar"], counts["nar"],
                  model_cfg.text_vocab_size, model_cfg.num_codebooks, model_cfg.codebook_size, cfg.codec)
-        log.info("DeepSpeed ZeRO-%d | %s | %d rank(s) on %s | %d train shards, %d validation shards | "
-                 "grad accumulation %d", self.zero_stage, self.precision, self.world_size, self.device.type,
-                 len(self.train_urls), len(self.val_urls), cfg.gradient_accumulation_steps)
+        log.info("DeepSpeed ZeRO-%d | %s | %d rank(s) on %s | %d train shards (split by %s), %d validation "
+                 "shards | grad accumulation %d", self.zero_stage, self.precision, self.world_size,
+                 self.device.type, len(self.train_urls), self.loader.split, len(self.val_urls),
+                 cfg.gradient_accumulation_steps)
 
     # -- setup helpers
     def _loader_config(self, urls: list[str], infinite: bool) -> LoaderConfig:
@@ -388,6 +394,11 @@ class Trainer:
                         "exact): %s", ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items()))
 
     def _restore(self, tag: str) -> None:
+        if self.saved_world != self.world_size:
+            self.step, self.tokens_seen = restore_at_new_world_size(
+                self.engine, self.loader, self.generator, self.paths.checkpoints, tag, self.zero_stage,
+                self.cfg.seed, self.cfg.gradient_accumulation_steps)
+            return
         extra = load_checkpoint(self.engine, self.paths.checkpoints, tag)
         self.loader.load_state_dict(extra["loader"])
         set_rng_state(extra["rng"], self.generator)

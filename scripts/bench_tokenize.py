@@ -11,6 +11,10 @@ codec forward per file (`batch_seconds=0`) and once per --batch-seconds with len
 all in the same run; the table prints the ratios. A second table gives each codec's encode cost per audio
 second against the batch size on equal-length clips (no padding, no I/O): where it is flat, the codec is
 compute-bound at batch 1 and batching cannot pay (it only amortises per-call overhead).
+The overhead table answers "how close to the bare codec does tokenizing run": in interleaved rounds it
+times the whole tokenize_shards run (read, decode, resample, batch, pad, encode, write) and the bare codec
+forwards alone on the same clips in the same padded batches (decoded and padded beforehand, untimed), and
+reports the share of the run spent outside those forwards, with where it goes (each part timed alone).
 Part 2 runs the loader over token shards of --utterances utterances with LibriTTS-like lengths
 (log-normal, median ~5 s) and reports the padding fraction of the batches with length buckets and without.
 """
@@ -30,17 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.audio import pad_batch
 from codec.base import load_codec
 from data_pipeline.batching import BatchingConfig, padding_fraction
 from data_pipeline.ingest import IngestConfig, ingest
 from data_pipeline.loader import LoaderConfig, TokenLoader
 from data_pipeline.records import TokenMeta
+from data_pipeline.sharding import expand_shards
 from data_pipeline.tokenize import (
     SUMMARY_DIR,
+    ShardTokenizer,
     TokenizeConfig,
+    _Clip,
+    read_raw_shard,
     token_sample,
     tokenize_shards,
     write_shard_atomically,
+    write_tar,
 )
 
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
@@ -111,6 +121,126 @@ def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
                       f"{wall:>7.1f} {speed:>6.1f} {speed / base_wall:>5.2f}x {cpu:>7.1f} {cpu_speed:>6.1f} "
                       f"{cpu_speed / base_cpu:>5.2f}x {run.encode_seconds / wall:>12.0%}")
                 shutil.rmtree(out)
+
+
+def _decoded(tokenizer: ShardTokenizer, raw: Path) -> list[list[_Clip]]:
+    """Every raw shard's clips decoded and resampled as tokenize does it (through its private steps: this
+    benchmark measures them)."""
+    shards = []
+    for url in expand_shards(str(raw)):
+        clips = []
+        for key, members in read_raw_shard(url, []):
+            clip = _Clip(index=len(clips), key=key, meta={})
+            tokenizer._decode(clip, members)
+            clips.append(clip)
+        shards.append(clips)
+    return shards
+
+
+def _median_times(fn, rounds: int) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of `fn()` over `rounds` calls."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def bench_overhead(args: argparse.Namespace, work: Path) -> None:
+    """The share of a tokenize run outside the codec forwards, and the codec's bare forward throughput."""
+    device = torch.device(args.device)
+    print(f"\n## overhead outside the codec forward: tokenize_shards (default batching for the device), "
+          f"{args.rounds} rounds, medians. 'in run' = codec.encode calls timed inside the run; outside = "
+          "1 - in run / tokenize; bare = codec.encode alone on the same padded batches, interleaved with the "
+          "runs (the codec's own throughput, in audio s per CPU s); parts = the steps around the forward, "
+          "each timed alone (CPU s)")
+    print(f"{'codec':<22} {'threads':>7} {'audio s':>7} {'tokenize cpu':>12} {'in run':>6} {'outside':>7} "
+          f"{'wall outside':>12} {'bare cpu':>8} {'bare speed':>10} {'tokenize speed':>14} "
+          f"{'decode+resample':>15} {'pad':>6} {'write':>6}")
+    for spec in args.codec:
+        codec = load_codec(spec, device=device)
+        codec.encode(torch.zeros(1, 1, codec.sample_rate, device=device))
+        for threads in args.threads:
+            if device.type == "cpu":
+                torch.set_num_threads(threads)
+            print(_overhead_row(spec, codec, args, work, threads))
+
+
+def _overhead_row(spec: str, codec, args: argparse.Namespace, work: Path, threads: int) -> str:
+    raw, device = work / "raw", torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cfg = TokenizeConfig(codec=spec, device=args.device, align="off", progress=False)
+    tokenizer = ShardTokenizer(codec, spec, cfg)
+    shards = _decoded(tokenizer, raw)
+    batches = [pad_batch([c.wav for c in b]) for clips in shards for b in tokenizer._batches(clips)]
+    forward = codec.encode
+    inside = [0.0, 0.0]  # CPU, wall seconds in codec.encode during a run
+
+    def timed_forward(*a, **k):
+        cpu, wall = time.process_time(), time.perf_counter()
+        out = forward(*a, **k)
+        sync()
+        inside[0] += time.process_time() - cpu
+        inside[1] += time.perf_counter() - wall
+        return out
+
+    def bare() -> None:
+        for wav, lengths in batches:
+            forward(wav.to(device), lengths.to(device), sample_rate=codec.sample_rate)
+        sync()
+
+    def run() -> float:
+        out = work / "tok-overhead"
+        shutil.rmtree(out, ignore_errors=True)
+        return tokenize_shards(raw, out, cfg, codec=codec).audio_seconds
+
+    bare(), run()  # warm-up of every shape
+    rows = []
+    codec.encode = timed_forward  # this instance only, for the runs
+    try:
+        for _ in range(args.rounds):
+            inside[:] = [0.0, 0.0]
+            cpu, wall = time.process_time(), time.perf_counter()
+            audio = run()
+            sync()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            bare_cpu = _median_times(bare, 1)[1]
+            rows.append((cpu, inside[0] / cpu, 1 - inside[1] / wall, bare_cpu))
+    finally:
+        del codec.encode
+    cpu, share_in, wall_outside, bare_cpu = (float(np.median([r[i] for r in rows])) for i in range(4))
+    parts = _overhead_parts(tokenizer, raw, work / "tok-parts")
+    return (f"{spec[-22:]:<22} {threads:>7} {audio:>7.0f} {cpu:>12.2f} {share_in * cpu:>6.2f} "
+            f"{1 - share_in:>7.1%} {wall_outside:>12.1%} {bare_cpu:>8.2f} {audio / bare_cpu:>10.1f} "
+            f"{audio / cpu:>14.1f} {parts['decode']:>15.3f} {parts['pad']:>6.3f} {parts['write']:>6.3f}")
+
+
+def _overhead_parts(tokenizer: ShardTokenizer, raw: Path, out: Path) -> dict[str, float]:
+    """CPU seconds of the steps around the forward, each run alone on the same shards."""
+    start = time.process_time()
+    shards = _decoded(tokenizer, raw)
+    decode = time.process_time() - start
+    start = time.process_time()
+    for clips in shards:
+        for batch in tokenizer._batches(clips):
+            pad_batch([c.wav for c in batch])
+    pad = time.process_time() - start
+    out.mkdir(parents=True, exist_ok=True)
+    codes = {}
+    for clips in shards:  # codes of the right shape (their values do not matter for writing)
+        for clip in clips:
+            frames = -(-clip.wav.shape[-1] // tokenizer.codec.hop_length)
+            codes[clip.key] = np.zeros((tokenizer.codec.num_codebooks, frames), tokenizer.dtype)
+    start = time.process_time()
+    for i, clips in enumerate(shards):
+        for clip in clips:
+            clip.codes = codes[clip.key]
+        samples = [tokenizer._sample(c, f"raw-{i:06d}.tar") for c in clips]
+        write_tar(out / f"tokens-{i:06d}.tar", samples)
+    write = time.process_time() - start
+    return {"decode": decode, "pad": pad, "write": write}
 
 
 def bench_batch_scaling(args: argparse.Namespace) -> None:
@@ -202,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="for the padding part (default: %(default)s)")
     p.add_argument("--max-frames", type=int, default=BatchingConfig().max_frames)
     p.add_argument("--clip-seconds", type=float, default=5.0, help="clip length of the batch-size table")
+    p.add_argument("--rounds", type=int, default=3, help="overhead table rounds (default: %(default)s)")
     p.add_argument("--skip-tokenize", action="store_true")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-padding", action="store_true")
@@ -210,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
         if not args.skip_tokenize:
             bench_tokenize(args, Path(tmp))
+            bench_overhead(args, Path(tmp))
         if not args.skip_scaling:
             bench_batch_scaling(args)
         if not args.skip_padding:

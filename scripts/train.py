@@ -6,14 +6,18 @@ Launch (any of):
       --deepspeed ds_configs/zero2.json --max-steps 200                           # one process (CPU or GPU)
   deepspeed --num_gpus 8 scripts/train.py --data /data/tokens --out runs/big --preset large \\
       --deepspeed ds_configs/zero3.json gradient_accumulation_steps=4 optim.lr=2e-4
-  deepspeed --hostfile hosts --num_nodes 4 --num_gpus 8 scripts/train.py ...    # several nodes
+  deepspeed --hostfile hosts --num_nodes 4 --num_gpus 8 scripts/train.py ...    # several nodes (ssh)
+  torchrun --nnodes 4 --node_rank N --nproc_per_node 8 --master_addr HOST0 \\
+      --master_port 29500 scripts/train.py ...                 # on each node N (README: Train on a cluster)
   torchrun --nproc_per_node 2 scripts/train.py ...                                # CPU: gloo
   deepspeed --num_gpus 2 scripts/train.py ...    # on a CPU-only machine: 2 CPU ranks (gloo)
 
 Settings: --config YAML (a saved OUT/train_config.yaml works) and `a.b=value` overrides, checked against
 lm/train_config.py (unknown keys and wrong types are errors). Later wins: preset < YAML < flags < overrides.
 --resume continues OUT from its newest checkpoint (model, optimizer, scheduler, RNG, data position):
-the continuation is exact with the same number of ranks. SIGTERM checkpoints and exits with status 143.
+the continuation is exact with the same number of ranks. On another number of ranks the checkpoint is
+converted to a DeepSpeed universal checkpoint (OUT/checkpoints/universal/) and the data position handed
+over (lm/elastic_resume.py). SIGTERM checkpoints and exits with status 143.
 At the end OUT/export holds model.safetensors, config.json, tokenizer.model (+ codec/ for a local codec).
 """
 

@@ -86,6 +86,20 @@ def test_resample_of_padded_batch_equals_per_item() -> None:
         torch.testing.assert_close(row[:, :n], single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(("sr_in", "sr_out"), [(22_050, 16_000), (16_000, 24_000), (44_100, 24_000)])
+def test_resample_with_the_cached_kernel_is_torchaudios_bit_for_bit(sr_in: int, sr_out: int) -> None:
+    """resample() builds torchaudio's kernel once per rate pair: the output must stay exactly
+    torchaudio.functional.resample's (token corpora made before the cache stay reproducible)."""
+    import torchaudio.functional as AF
+
+    g = torch.Generator().manual_seed(1)
+    for wav in (torch.randn(1, 9_999, generator=g), torch.randn(2, 1, 4_000, generator=g)):
+        for _ in range(2):  # the second call uses the cached kernel
+            ours, theirs = resample(wav, sr_in, sr_out), AF.resample(wav, sr_in, sr_out)
+            n = resampled_length(wav.shape[-1], sr_in, sr_out)
+            assert ours.shape[-1] == n and torch.equal(ours, theirs[..., :n])
+
+
 def test_pad_batch() -> None:
     wav, lengths = pad_batch([torch.ones(1, 3), torch.ones(5) * 2])
     assert wav.shape == (2, 1, 5) and lengths.tolist() == [3, 5]

@@ -159,7 +159,10 @@ def test_pipe_urls_are_read(token_shards, text_encoder):
     assert len(all_keys(loader)) == 8
 
 
-def test_too_few_shards_for_the_workers_is_a_clear_error(token_shards, text_encoder):
-    paths = token_shards(num_shards=2, per_shard=2)
-    with pytest.raises(ValueError, match="2 shards cannot feed"):
-        build_loader(str(paths[0].parent), text_encoder, num_workers=4, **SMALL)
+def test_fewer_shards_than_workers_split_by_sample(token_shards, text_encoder, caplog):
+    paths = token_shards(num_shards=1, per_shard=5)
+    caplog.set_level(logging.INFO, logger="data_pipeline.loader")
+    loader = build_loader(str(paths[0].parent), text_encoder, infinite=False, num_workers=2, **SMALL)
+    assert loader.split == "sample" and "splitting by sample" in caplog.text
+    keys = all_keys(loader)
+    assert len(keys) == 5 and set(keys.values()) == {1}

@@ -4,11 +4,14 @@ with the tokenizer's own writer. Transcripts and speakers are the repository's r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +83,25 @@ def script_main(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+def launch_all(cmds: list[list[str]], env: dict | None = None, timeout: float = 300) -> list[tuple[int, str]]:
+    """Start every command at once (the processes of one job: one launcher per simulated node), each in its
+    own process group, and wait for all -> [(exit status, output)]. Past `timeout` every group still
+    running is killed and the outputs so far are returned with status -9: no rank outlives the test."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True, env=full_env) for cmd in cmds]
+    deadline = time.monotonic() + timeout
+    results = []
+    for proc in procs:
+        try:
+            output, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((proc.returncode, output))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(other.pid, signal.SIGKILL)
+            output, _ = proc.communicate(timeout=60)
+            results.append((-9, output + f"\n[killed after {timeout} s]"))
+    return results
