@@ -1,0 +1,44 @@
+"""The committed default model (models/default, the one `generate.py` uses without --checkpoint): it loads
+from the repository as published (fp16 weights, the referenced codec, its decoding defaults), is phone-aligned,
+and reads a sentence it never trained on at about its real prompt speaker's pace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.audio import load_audio
+from evaluation.pace import pace_ratio
+from lm.synthesizer import DEFAULT_MODEL_DIR, Synthesizer
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = ROOT / "tests" / "data" / "speech" / "ljspeech-sample" / "LJ001-0002.wav"
+PROMPT_TEXT = "in being comparatively modern."
+
+
+@pytest.fixture(scope="module")
+def default_model() -> Synthesizer:
+    assert (DEFAULT_MODEL_DIR / "config.json").is_file(), f"{DEFAULT_MODEL_DIR}: the default model is missing"
+    torch.set_num_threads(1)
+    return Synthesizer.from_pretrained(DEFAULT_MODEL_DIR)
+
+
+def test_the_default_model_loads_as_published(default_model: Synthesizer) -> None:
+    assert default_model.phone_aligned
+    assert default_model.defaults.temperature == 0.3  # metadata.decode, as publish_default.py stored it
+    assert default_model.sample_rate == 16000
+
+
+@pytest.mark.parametrize("prompt_text", [None, PROMPT_TEXT], ids=["speaker-prompt", "continuation"])
+def test_it_reads_a_new_sentence_at_its_prompt_speakers_pace(default_model: Synthesizer,
+                                                              prompt_text: str | None) -> None:
+    text = "The printing press changed the world, and it changed it quickly."
+    wav, rate = load_audio(PROMPT)
+    result = default_model.synthesize(text, wav, rate, prompt_text=prompt_text, seed=0)
+    out = result.wav
+    assert out.ndim == 1 and np.isfinite(out).all() and np.abs(out).max() > 0.01
+    # the pointer walk ends the utterance at the text's last phone, with the advance head's durations
+    assert 0.6 < pace_ratio(out, result.sample_rate, text, wav, rate, PROMPT_TEXT) < 1.6
