@@ -1,6 +1,6 @@
 """The committed default model (models/default, the one `generate.py` uses without --checkpoint): it loads
-from the repository as published (fp16 weights, the referenced codec, its decoding defaults), is phone-aligned,
-and reads a sentence it never trained on at about its real prompt speaker's pace."""
+from the repository as published (fp16 weights, the referenced codec, its decoding defaults), is
+phone-aligned, and reads a sentence it never trained on at about its real prompt speaker's pace."""
 
 from __future__ import annotations
 
