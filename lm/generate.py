@@ -19,6 +19,7 @@ frames.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -75,6 +76,30 @@ class ARResult:
     steps: int  # decode steps run (the longest row)
     delayed_codes: torch.Tensor | None = None  # [B, R, F] codebooks 2..R+1 (ar_codebooks > 1), 0 past lengths
     frame_phones: torch.Tensor | None = None  # [B, F] the phone each frame was generated for (phone mode)
+
+
+@dataclass
+class ARStep:
+    """What `generate_ar`'s `on_step` callback sees after decode step `step`: the loop's own buffers (read
+    them, do not keep or modify them). A row that is not finished has `complete_frames()` frames whose AR
+    codes are final; a finished row has `lengths[b]`."""
+
+    step: int
+    codes: torch.Tensor  # [B, max_steps] codebook-1 codes (0 past each row's end)
+    delayed_codes: torch.Tensor | None  # [B, R, max_steps] (ar_codebooks > 1)
+    frame_phones: torch.Tensor | None  # [B, max_steps] (phone-aligned models)
+    lengths: torch.Tensor  # [B] frames of the finished rows
+    finished: torch.Tensor  # [B] bool
+    hit_length_guard: torch.Tensor  # [B] bool: a finished row was stopped by the guard, not by <eos>
+
+    def complete_frames(self) -> int:
+        """Frames with all AR codebooks of an unfinished row: a delayed codebook's code for frame t arrives
+        one step after it."""
+        return self.step + 1 - (0 if self.delayed_codes is None else self.delayed_codes.shape[1])
+
+
+# on_step(view) -> None, or a [B] bool tensor of rows to stop now (a caller that no longer wants them)
+StepCallback = Callable[[ARStep], torch.Tensor | None]
 
 
 def frame_limits(text_lengths: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +283,7 @@ def generate_ar(
     first_delayed: torch.Tensor | None = None,
     phone_seqs: list[torch.Tensor] | None = None,
     prefix_phones: list[torch.Tensor] | None = None,
+    on_step: StepCallback | None = None,
 ) -> ARResult:
     """Generate codebook 1 (and, when ar_codebooks > 1, the delayed codebooks) for a batch of AR prefixes
     (from `lm.sequence.inference_prompt`).
@@ -272,6 +298,8 @@ def generate_ar(
     inputs of its prefix (`lm.phone_alignment.prefix_phone_inputs`). A pointer walks each row's phones: every
     slot reads the current phone and the frame's index inside it, the advance head moves the pointer on, and
     the row ends with the frame that leaves its last phone (no <eos>).
+    on_step: called after every step with an `ARStep` (streaming synthesis reads the frames made so far);
+    the rows of the [B] bool tensor it may return stop there, as if finished (their output is cut short).
     """
     sampling = sampling or SamplingConfig()
     ar, vocab = model.ar, model.vocab
@@ -298,6 +326,7 @@ def generate_ar(
         phone_inputs = phone_inputs.to(device)
         pointer = torch.zeros(bsz, dtype=torch.long, device=device)
         in_phone = torch.zeros(bsz, dtype=torch.long, device=device)
+        stay = torch.ones(bsz, device=device)  # greedy rows: P(the phone lasts past this frame)
         rows = torch.arange(bsz, device=device)
     else:
         phone_inputs = None
@@ -355,7 +384,8 @@ def generate_ar(
             # this frame belongs to the current phone; the advance head says whether it is the phone's last
             current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
             phones_out[:, t] = torch.where(finished, 0, current)
-            advance = _advance(advance_logits, temperature, generator, in_phone, sampling.max_phone_frames)
+            advance, stay = _advance(advance_logits, temperature, generator, in_phone,
+                                     sampling.max_phone_frames, stay)
             pointer = pointer + advance.long()
             in_phone = torch.where(advance, 0, in_phone + 1)
             passed = (pointer >= phone_lengths) & ~finished & ~is_eos
@@ -375,6 +405,13 @@ def generate_ar(
         if not phone_mode:
             out[:, t] = torch.where(finished | is_eos, 0, nxt)
         finished |= is_eos
+        if on_step is not None:
+            stop = on_step(ARStep(t, out, delayed_out if num_delayed else None,
+                                  phones_out if phone_mode else None, lengths, finished, hit_guard))
+            if stop is not None:
+                stop = stop.to(device) & ~finished
+                lengths = torch.where(stop, t + 1, lengths)
+                finished |= stop
         if t + 1 == max_steps or (t % check_every == 0 and bool(finished.all())):
             break
         counts.scatter_add_(1, nxt[:, None], torch.ones_like(counts[:, :1]))
@@ -454,14 +491,19 @@ def _advance(
     generator: torch.Generator | None,
     in_phone: torch.Tensor,
     max_frames: int,
-) -> torch.Tensor:
-    """Whether each row's frame is its phone's last: sampled from the advance head (greedy rows: p > 0.5);
-    a phone held for `max_frames` frames is left regardless."""
+    stay: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each row's frame is its phone's last, and the rows' new `stay`. Sampled rows draw it from the
+    advance head's p. The head is a hazard (p ~ 1 / duration per frame), so "p > 0.5" would hold every phone
+    far too long; greedy rows instead end a phone at its median length: when the probability that it lasts
+    past this frame, the product of (1 - p) over its frames (`stay`), falls below one half. A phone held for
+    `max_frames` frames is left regardless."""
     p = torch.sigmoid(logits)
     drawn = torch.rand(p.shape, generator=generator, device=p.device) < p if generator is not None \
         else torch.rand_like(p) < p
-    decided = torch.where(temperature.view(-1) <= 0, p > 0.5, drawn)
-    return decided | (in_phone + 1 >= max_frames)
+    stay = stay * (1.0 - p)
+    decided = torch.where(temperature.view(-1) <= 0, stay < 0.5, drawn) | (in_phone + 1 >= max_frames)
+    return decided, torch.where(decided, torch.ones_like(stay), stay)
 
 
 # -- NAR -----------------------------------------------------------------------------------------------------
@@ -477,10 +519,13 @@ def generate_nar(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     frame_phones: torch.Tensor | None = None,
+    advance_generator: bool = True,
 ) -> torch.Tensor:
     """Fill codebooks A+1..Q: text_ids [B, L], prompt_codes [B, Q, Fp], first_codes [B, F] (A = 1) or
     [B, A, F] (the AR's codebooks) -> [B, Q, F]. frame_phones [B, F]: a phone-aligned NAR's per-frame
-    phones (what the AR generated each frame for)."""
+    phones (what the AR generated each frame for). Greedy passes (temperature <= 0) still draw the noise a
+    sampled pass would, so the generator goes on as before; advance_generator=False skips that draw (for a
+    caller whose generator serves nothing after it)."""
     if first_codes.dim() == 2:
         first_codes = first_codes[:, None]
     num_q, bsz, num_first, frames = model.config.num_codebooks, *first_codes.shape
@@ -492,6 +537,7 @@ def generate_nar(
     temp = as_row_tensor(temperature, dtype=torch.float32, **row)
     no_k = as_row_tensor(0, dtype=torch.long, **row)
     no_p = as_row_tensor(1.0, dtype=torch.float32, **row)
+    greedy = not isinstance(temperature, list | tuple | torch.Tensor) and temperature <= 0
     for stage in range(num_first, num_q):
         inp = nar_inputs(
             text_ids,
@@ -504,7 +550,13 @@ def generate_nar(
             frame_phones=frame_phones,
         )
         logits = model.nar(inp)  # [B, F, K]
-        picked = sample(logits.flatten(0, 1), temp, no_k, no_p, generator).view(bsz, frames)
+        if greedy:  # what `sample` returns for temperature <= 0, without its sorts over K classes per frame
+            picked = logits.argmax(dim=-1)
+            if advance_generator:  # the noise `sample` draws all the same: a seeded stream goes on as before
+                noise = torch.empty(bsz * frames, logits.shape[-1], device=device)
+                noise.exponential_(1.0, generator=generator)
+        else:
+            picked = sample(logits.flatten(0, 1), temp, no_k, no_p, generator).view(bsz, frames)
         codes[:, stage] = torch.where(valid, picked, 0)
     return codes
 
@@ -559,8 +611,13 @@ def generate(
     generator: torch.Generator | None = None,
     compile_step: bool = False,
     progress: bool = False,
+    on_step: StepCallback | None = None,
+    run_nar: bool = True,
 ) -> GenerationResult:
-    """Requests -> all Q codebooks of each target (AR with KV cache, then Q-1 NAR passes)."""
+    """Requests -> all Q codebooks of each target (AR with KV cache, then Q-1 NAR passes).
+
+    on_step: passed to `generate_ar`. run_nar=False returns the AR's codebooks only ([B, ar_codebooks, F]):
+    a streaming caller runs the NAR itself, on chunks."""
     sampling = sampling or SamplingConfig()
     for i, req in enumerate(requests):
         _check_request(i, req, model)
@@ -596,6 +653,7 @@ def generate(
         first_delayed=first_delayed,
         phone_seqs=phone_seqs,
         prefix_phones=prefix_phones,
+        on_step=on_step,
     )
     ar_codes = ar_out.codes[:, None]
     if ar_out.delayed_codes is not None:
@@ -603,7 +661,7 @@ def generate(
     if bool(ar_out.hit_length_guard.any()):
         rows = ar_out.hit_length_guard.nonzero().flatten().tolist()
         log.warning("rows %s hit the length guard without emitting <eos> (output truncated)", rows)
-    if model.nar is None:
+    if model.nar is None or not run_nar:
         return GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard)
 
     bsz = len(requests)

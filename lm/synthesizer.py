@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from lm.model import TTSModel
 from lm.phone_alignment import prompt_frame_phones, text_phone_ids
 from lm.sentences import split_sentences
 from lm.sequence import inference_prompt
+
+if TYPE_CHECKING:  # lm.streaming builds on this module
+    from lm.streaming import AudioChunk, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,19 @@ class SynthesisResult:
 
 
 @dataclass
+class Voice:
+    """A voice prompt encoded once, reusable for any number of requests (`Synthesizer.encode_voice`).
+
+    codes [Q, Fp]; prompt_text: the prompt's transcript (continuation mode) or None (speaker-prompt mode);
+    prompt_phones [Fp]: the phone of every prompt frame (phone-aligned models in continuation mode only).
+    """
+
+    codes: torch.Tensor
+    prompt_text: str | None = None
+    prompt_phones: torch.Tensor | None = None
+
+
+@dataclass
 class _Row:
     """One sentence piece of one request: what one AR batch row generates."""
 
@@ -276,6 +292,56 @@ class Synthesizer:
             return []
         return self._run(reqs, rows_per_batch=None)
 
+    def encode_voice(self, prompt_wav: np.ndarray | torch.Tensor, prompt_sample_rate: int,
+                     prompt_text: str | None = None, **decode: Any) -> Voice:
+        """Encode a voice prompt once (the codec, and the aligner for a phone-aligned model in continuation
+        mode), for `stream(voice=...)` and the server's saved voices."""
+        cfg = self.defaults.updated(decode)
+        request = SynthesisRequest("", prompt_wav, prompt_sample_rate, prompt_text)
+        codes = self._encode_prompts([request], [cfg])[0]
+        if not _has_text(prompt_text):
+            return Voice(codes)
+        phones = self._prompt_phones(0, request, codes.shape[-1]) if self.phone_aligned else None
+        return Voice(codes, prompt_text, phones)
+
+    def stream(self, text: str, prompt_wav: np.ndarray | torch.Tensor | None = None,
+               prompt_sample_rate: int | None = None, prompt_text: str | None = None,
+               seed: int | None = None, voice: Voice | None = None, stream_config: StreamConfig | None = None,
+               **decode: Any) -> Iterator[AudioChunk]:
+        """Speak `text` as a stream of `lm.streaming.AudioChunk`s: sentence by sentence, and within a sentence
+        in chunks of frames as the AR makes them (see lm/streaming.py for the chunking and how close the
+        stream comes to `synthesize`'s waveform). The voice is `voice` or `prompt_wav` as for `synthesize`.
+        `stream_config`: an `lm.streaming.StreamConfig`. Stop iterating (or close the iterator) to cancel."""
+        from lm.streaming import stream_utterance
+
+        if voice is None:
+            if prompt_wav is None or prompt_sample_rate is None:
+                raise SynthesisError("stream needs a voice: pass voice=..., or prompt_wav and "
+                                     "prompt_sample_rate")
+            voice = self.encode_voice(prompt_wav, prompt_sample_rate, prompt_text, **decode)
+        return stream_utterance(self, text, voice, seed=seed, config=stream_config, decode=decode)
+
+    def plan(self, text: str, voice: Voice, cfg: DecodeConfig, request: int = 0
+             ) -> tuple[list[_Row], list[str]]:
+        """`text` -> one AR row per sentence piece (in order) and the pieces' text."""
+        if not isinstance(text, str) or not text.strip():
+            raise SynthesisError(f"request {request}: the text to synthesize is empty")
+        prompt_text_ids = self._encode_text(voice.prompt_text) if _has_text(voice.prompt_text) else None
+        rows, pieces = [], []
+        for piece in split_sentences(text, max_chars=cfg.max_chars):
+            ids = self._encode_text(piece)
+            phone_ids = self._piece_phones(piece) if self.phone_aligned and ids.numel() else None
+            if ids.numel() == 0 or (self.phone_aligned and phone_ids is None):
+                log.warning("request %d: sentence piece %r has nothing to speak after normalisation; skipped",
+                            request, piece)
+                continue
+            rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
+                             voice.prompt_phones))
+            pieces.append(piece)
+        if not pieces:
+            raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
+        return rows, pieces
+
     # ---- the engine ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _run(self, requests: list[SynthesisRequest], rows_per_batch: int | None) -> list[SynthesisResult]:
@@ -337,26 +403,14 @@ class Synthesizer:
                    prompts: list[torch.Tensor]) -> tuple[list[_Row], list[list[str]]]:
         rows, all_pieces = [], []
         for i, (req, cfg, codes) in enumerate(zip(requests, configs, prompts, strict=True)):
-            if not isinstance(req.text, str) or not req.text.strip():
+            if not isinstance(req.text, str) or not req.text.strip():  # before the aligner's work
                 raise SynthesisError(f"request {i}: the text to synthesize is empty")
-            prompt_text_ids = prompt_phones = None
+            voice = Voice(codes)
             if _has_text(req.prompt_text):
-                prompt_text_ids = self._encode_text(req.prompt_text)
-                if self.phone_aligned:
-                    prompt_phones = self._prompt_phones(i, req, codes.shape[-1])
-            pieces = []
-            for piece in split_sentences(req.text, max_chars=cfg.max_chars):
-                ids = self._encode_text(piece)
-                phone_ids = self._piece_phones(piece) if self.phone_aligned and ids.numel() else None
-                if ids.numel() == 0 or (self.phone_aligned and phone_ids is None):
-                    log.warning("request %d: sentence piece %r has nothing to speak after normalisation; "
-                                "skipped", i, piece)
-                    continue
-                rows.append(_Row(i, len(pieces), ids, codes, prompt_text_ids, cfg, phone_ids, prompt_phones))
-                pieces.append(piece)
-            if not pieces:
-                raise SynthesisError(f"request {i}: nothing to speak in {req.text!r} after text "
-                                     "normalisation")
+                phones = self._prompt_phones(i, req, codes.shape[-1]) if self.phone_aligned else None
+                voice = Voice(codes, req.prompt_text, phones)
+            request_rows, pieces = self.plan(req.text, voice, cfg, request=i)
+            rows += request_rows
             all_pieces.append(pieces)
         return rows, all_pieces
 
@@ -403,6 +457,18 @@ class Synthesizer:
 
     def _generate(self, batch: list[_Row], generator: torch.Generator) -> list[tuple[np.ndarray, int, bool]]:
         """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard) a row."""
+        sampling, requests = self.batch_inputs(batch)
+        out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
+        results = []
+        for b, row in enumerate(batch):
+            num_frames = int(out.frame_lengths[b])
+            codes = out.codes[b, :, :num_frames]
+            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
+        return results
+
+    def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:
+        """The generation settings and requests of one AR batch (per-row knobs from each row, the rest from
+        the first row)."""
         vocab, cfg = self.model.vocab, batch[0].decode
         prefix = max(inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids).numel()
                      for r in batch)
@@ -417,13 +483,7 @@ class Synthesizer:
         sampling.repetition_penalty = [r.decode.repetition_penalty for r in batch]
         requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones)
                     for r in batch]
-        out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
-        results = []
-        for b, row in enumerate(batch):
-            num_frames = int(out.frame_lengths[b])
-            codes = out.codes[b, :, :num_frames]
-            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
-        return results
+        return sampling, requests
 
     def _decode(self, codes: torch.Tensor, row: _Row) -> np.ndarray:
         """Target codes [Q, F] -> wav [F * hop]. In continuation mode the tail of the prompt is decoded first

@@ -216,3 +216,27 @@ def test_checkpoint_and_hf_export_keep_the_phone_tables(phone_config: ModelConfi
     heads = load_file(str(save_ar_as_hf(model, tmp_path / "hf") / "code_head.safetensors"))
     assert {"phone_embed.weight", "advance_head.bias"} <= set(heads)
     assert torch.equal(heads["phone_pos_embed.weight"], model.ar.phone_pos_embed.weight)
+
+
+def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
+    """The advance head is a hazard: at p = 0.2 per frame a phone lasts past k frames with probability
+    0.8^k, so greedy decoding leaves it on frame 4 (0.8^3 = 0.51, 0.8^4 = 0.41), not never (p > 0.5 would
+    hold it to max_frames); sampled rows draw each frame and average 1 / p = 5 frames."""
+    logits = torch.logit(torch.tensor([0.2, 0.2]))
+    temperature = torch.tensor([0.0, 1.0])
+    generator = torch.Generator().manual_seed(0)
+    in_phone, stay = torch.zeros(2, dtype=torch.long), torch.ones(2)
+    greedy_ends, sampled_ends = [], []
+    for frame in range(1, 4001):
+        advance, stay = generation._advance(logits, temperature, generator, in_phone, 40, stay)
+        in_phone = torch.where(advance, 0, in_phone + 1)
+        if advance[0]:
+            greedy_ends.append(frame)
+        if advance[1]:
+            sampled_ends.append(frame)
+    assert greedy_ends[:3] == [4, 8, 12]
+    lengths = torch.diff(torch.tensor([0, *sampled_ends])).float()
+    assert 4.5 < float(lengths.mean()) < 5.5
+    held, _ = generation._advance(torch.tensor([-20.0]), torch.tensor([0.0]), None, torch.tensor([39]), 40,
+                                  torch.ones(1))
+    assert held.item()  # max_frames ends a phone whatever the head says
