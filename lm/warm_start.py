@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from codec.identity import codec_identity
+from data_pipeline.token_codec import CodecMismatchError
 from lm.checkpoint import MODEL_FILE, read_config
 from lm.model import TTSModel
 
@@ -31,6 +33,28 @@ def init_tokenizer_path(directory: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the init_from model has no text tokenizer (its text ids need it)")
     return path
+
+
+def check_init_codec(directory: str | Path, data_codec: str, data_spec: str) -> None:
+    """The init_from model must have been trained on tokens of the codec the data come from: its code
+    embeddings mean those codes. `data_codec` is the shards' identity (or their spec, for old shards)."""
+    directory = Path(directory)
+    _, meta = read_config(directory)
+    if not meta.get("codec"):
+        log.warning("init_from %s records no codec; cannot check it against the data's %s", directory,
+                    data_spec)
+        return
+    path = directory / str(meta["codec"])
+    if data_codec.startswith("sha256:"):
+        theirs = codec_identity(path) if path.is_dir() else "unknown (its codec directory is missing)"
+        same = theirs == data_codec
+    else:  # shards from before identities: compare where the codecs live
+        theirs = str(meta.get("codec_source") or path)
+        same = path.resolve() == Path(data_spec).resolve() or theirs == data_spec
+    if not same:
+        raise CodecMismatchError(f"init_from {directory} was trained on tokens of codec {meta['codec']} "
+                                 f"({theirs}); the training data are tokens of {data_spec} ({data_codec}). "
+                                 f"Start from scratch, or tokenize the corpus with the model's codec")
 
 
 def load_init_weights(model: TTSModel, directory: str | Path) -> int:

