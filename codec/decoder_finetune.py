@@ -12,6 +12,7 @@ Output folder:
     OUT/ckpt/         codec.safetensors, discriminator.safetensors, trainer.pt (optimizers + RNG), state.json
     OUT/export/       the codec checkpoint directory (stored in the source's dtype), encoder and codebooks
                       bit-identical to the source
+    OUT/best/         the export (+ training.json) with the best held-out STOI at the most levels so far
     OUT/metrics.jsonl one JSON object per log / eval line
 
 Shape letters: B batch, T samples, Q codebooks.
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from codec.audio import pad_batch
 from codec.base import WEIGHTS_FILE, load_codec
+from codec.checkpoint import save_if_best, swap_in
 from codec.discriminator import (
     MultiResolutionSTFTDiscriminator,
     discriminator_loss,
@@ -44,7 +46,7 @@ from codec.discriminator import (
 )
 from codec.losses import MultiScaleMelLoss
 from codec.rvq_codec import RVQCodec
-from codec.trainer import AudioPool, load_eval_clips, parse_source, pick_device, stoi_available, swap_in
+from codec.trainer import AudioPool, load_eval_clips, parse_source, pick_device, stoi_available
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,8 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
             last.update(evaluate_decoder(codec, eval_clips, mel_loss, levels, quality))
             record({"step": step, "elapsed_s": round(time.time() - t_start, 1), **last})
             log.info("eval step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in last.items()))
+            best_by = f"stoi_q{max(levels)}"  # OUT/best: the export with the best STOI at the most levels
+            save_if_best(out, codec, {"step": step, **last}, best_by, {"codec": cfg.codec}, export_dtype)
 
     def checkpoint_and_export() -> None:
         run_state = {"step": step, "codec": cfg.codec, "config": asdict(cfg)}  # json writes tuples as lists

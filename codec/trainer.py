@@ -1,9 +1,11 @@
 """Training loop for `RVQCodec`: in-memory audio pool, on-device crops and augmentation, checkpoints with
 resume, periodic STOI on held-out clips, export to a codec checkpoint directory.
 
-Run through `scripts/train_codec.py`. Output folder:
+Run through `scripts/train_codec.py`; `init_from` starts a run from an exported codec (codec.checkpoint).
+Output folder:
     OUT/ckpt/        model.safetensors (full fp32 state), trainer.pt (optimizer + RNG), state.json
     OUT/export/      the codec checkpoint directory (fp16) that `load_codec(OUT/export)` opens
+    OUT/best/        the export (+ training.json) with the best held-out STOI so far
     OUT/metrics.jsonl one JSON object per log / eval line
 
 Shape letters: B batch, T samples.
@@ -15,7 +17,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,11 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from codec.audio import AudioReadError, load_audio, pad_batch, resample, to_mono
 from codec.augment import AugmentConfig, augment, change_speed
+from codec.checkpoint import (
+    check_same_config,
+    exported_config,
+    init_from_export,
+    load_checkpoint,
+    save_checkpoint,
+    save_if_best,
+)
 from codec.losses import CodecLoss, CodecLossWeights
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
 
@@ -58,6 +66,7 @@ class TrainConfig:
     # so a run on hardware of unknown speed still anneals, and stops when the budget is spent
     time_budget: float | None = None
     eval_max_clips: int = 48
+    eval_codebooks: tuple[int, ...] = ()  # also evaluate decoding the first N levels: stoi_qN, eval_mel_qN
     seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA; CPU runs stay fp32
@@ -72,8 +81,8 @@ def _audio_items(path: Path):
         for p in sorted(path.rglob("*")):
             if p.suffix.lower() == ".tar":
                 yield from _audio_items(p)
-            elif p.suffix.lower() in AUDIO_SUFFIXES:
-                yield str(p), p
+            elif p.suffix.lower() in AUDIO_SUFFIXES and not p.stem.lower().endswith(".tmp"):
+                yield str(p), p  # NAME.tmp.flac: a file another job is still writing
     elif path.suffix.lower() == ".tar":
         try:
             with tarfile.open(path) as tar:
@@ -202,63 +211,6 @@ def evaluate(model: RVQCodec, clips: list[torch.Tensor], mel_loss: torch.nn.Modu
     return result
 
 
-# ---- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer, state: dict,
-                    gen: torch.Generator) -> None:
-    """Write to DIR.tmp, then swap it in: a kill mid-write leaves the previous checkpoint intact."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))
-    # Python's `random` draws the speed changes and quantizer dropout: its state too, or a resumed run
-    # would draw other ones than the uninterrupted run (the Mersenne Twister's 625 words; weights_only
-    # loading takes a list of ints)
-    rng = {"torch": torch.get_rng_state(), "data": gen.get_state().cpu(),
-           "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    swap_in(tmp, directory)
-
-
-def swap_in(tmp: Path, directory: Path) -> None:
-    """Replace `directory` with the fully written `tmp` (the old one is removed only after the rename)."""
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer,
-                    gen: torch.Generator) -> dict:
-    """Restore model (+ optimizer and RNG when trainer.pt is there) -> the saved state dict.
-
-    Without trainer.pt (e.g. only the weights were carried over) training goes on with a fresh optimizer
-    and a new warm-up, which the returned state records as `rewarm_from`.
-    """
-    state = json.loads((directory / "state.json").read_text())
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    trainer_path = directory / "trainer.pt"
-    if trainer_path.is_file():
-        trainer = torch.load(trainer_path, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(trainer["optimizer"])
-        torch.set_rng_state(trainer["rng"]["torch"])
-        gen.set_state(trainer["rng"]["data"].to(gen.get_state().device))
-        if "cuda" in trainer["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state(trainer["rng"]["cuda"])
-        if "python" in trainer["rng"]:  # absent from checkpoints written before it was saved
-            random.setstate((3, tuple(trainer["rng"]["python"]), None))
-    else:
-        log.warning("%s has no trainer.pt: fresh optimizer, warm-up restarts at step %d", directory,
-                    state["step"])
-        state["rewarm_from"] = state["step"]
-    return state
-
-
 def progress_of(cfg: TrainConfig, step: int, train_seconds: float) -> float:
     """Fraction of training done: by steps, or by the time budget when that comes first."""
     progress = step / max(1, cfg.max_steps)
@@ -288,8 +240,14 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = None) -> dict:
-    """Train (or resume) and export. Returns the last metrics."""
+def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = None,
+          init_from: str | None = None) -> dict:
+    """Train (or resume) and export. Returns the last metrics.
+
+    `init_from`: an exported codec directory whose weights (encoder, codebooks with their EMA state, decoder)
+    start the run, with a fresh optimizer at step 0; its config must equal `codec_config`. A checkpoint found
+    by `resume` wins over it (so one command line both starts and resumes such a run).
+    """
     t_start = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,20 +263,26 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
     ckpt_dir = out / "ckpt"
     resume_dir = Path(resume) if resume not in (None, "", "auto") else ckpt_dir
     state = {"step": 0, "rewarm_from": 0}
-    if resume is not None and (resume_dir / "state.json").is_file():
+    resuming = resume is not None and (resume_dir / "state.json").is_file()
+    if resuming:
         saved = json.loads((resume_dir / "state.json").read_text())
         codec_config = RVQCodecConfig.from_dict(saved["codec_config"])  # the checkpoint's architecture wins
     elif resume not in (None, "auto"):
         raise FileNotFoundError(f"--resume {resume_dir}: no checkpoint there (state.json missing)")
+    elif init_from:
+        check_same_config(codec_config, exported_config(init_from), init_from)
     model = RVQCodec(codec_config).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if resume is not None and (resume_dir / "state.json").is_file():
+    if resuming:
         # a checkpoint without Python's RNG state (an older one): at least not the first run's draws again;
         # load_checkpoint replaces this seeding with the saved state when there is one
         random.seed(cfg.seed + saved["step"])
         state = load_checkpoint(resume_dir, model, optimizer, gen)
         log.info("resumed from %s at step %d", resume_dir, state["step"])
+    elif init_from:
+        init_from_export(model, init_from)
+        state["init_from"] = str(init_from)
     loss_fn = CodecLoss(codec_config.sample_rate, cfg.loss).to(device)
     log.info("RVQCodec: %.2fM parameters, %d Hz, %.1f frames/s, %d x %d codebooks, device %s",
              sum(p.numel() for p in params) / 1e6, codec_config.sample_rate, codec_config.frame_rate,
@@ -338,7 +302,8 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
 
     def run_state() -> dict:
         return {"step": step, "train_seconds": round(train_seconds, 1),
-                "rewarm_from": state.get("rewarm_from", 0), "codec_config": codec_config.to_dict(),
+                "rewarm_from": state.get("rewarm_from", 0), "init_from": state.get("init_from"),
+                "codec_config": codec_config.to_dict(),
                 "train_config": _jsonable(asdict(cfg))}
 
     def checkpoint_and_export() -> None:
@@ -351,11 +316,17 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
             return
         t0 = time.time()
         result = evaluate(model, eval_clips, loss_fn.mel)
+        for q in cfg.eval_codebooks:
+            part = evaluate(model, eval_clips, loss_fn.mel, num_codebooks=q)
+            result |= {f"{k}_q{q}": v for k, v in part.items()}
         last.update(result)
         _append_jsonl(metrics_path, {"step": step, "elapsed_s": round(time.time() - t_start, 1), **result})
         log.info("eval step %d: %s (%.1fs)", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()),
                  time.time() - t0)
+        save_if_best(out, model, result, "stoi", run_state())  # OUT/best: the export with the best STOI
 
+    if step == 0 and state.get("init_from"):
+        run_eval()  # the starting point of the curve
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train codec", unit="step", disable=None)
     window_t, window_steps, bad_steps = time.time(), 0, 0
     sums: dict[str, torch.Tensor] = {}

@@ -5,6 +5,7 @@
     python scripts/train_codec.py --data data/codec_corpus/synth:0.8 --data data/codec_corpus/real:0.2 \\
         --eval-data tests/data/speech --out runs/codec_rvq16k --max-steps 20000 --time-limit 540
     python scripts/train_codec.py ... --resume            # go on from OUT/ckpt (or --resume PATH)
+    python scripts/train_codec.py ... --init-from models/codec_rvq16k --resume   # fine-tune an export
 
 `--data PATH[:WEIGHT]` (repeatable): a folder of audio (recursive), a raw shard .tar or a folder of them;
 sources are drawn in proportion to WEIGHT. The codec lands in OUT/export (`load_codec(OUT/export)`),
@@ -20,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from codec.checkpoint import exported_config
 from codec.rvq_codec import RVQCodecConfig
 from codec.trainer import TrainConfig, train
 
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run folder (ckpt/, export/, metrics.jsonl)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from OUT/ckpt when present (or from the given checkpoint folder)")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start from an exported codec's weights (fresh optimizer, step 0); its config must "
+                        "equal --codec-config (default: the export's config). A checkpoint in OUT/ckpt found "
+                        "by --resume wins over it")
+    p.add_argument("--eval-codebooks", type=int, nargs="*", default=[],
+                   help="also evaluate decoding only the first N levels (stoi_qN), e.g. 4")
     p.add_argument("--max-steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--segment-seconds", type=float, default=1.0)
@@ -53,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    codec_fields = json.loads(args.codec_config.read_text()) if args.codec_config else {}
-    codec_config = RVQCodecConfig.from_dict(codec_fields)
+    if args.codec_config:
+        codec_config = RVQCodecConfig.from_dict(json.loads(args.codec_config.read_text()))
+    elif args.init_from:
+        codec_config = exported_config(args.init_from)
+    else:
+        codec_config = RVQCodecConfig()
     if args.num_codebooks:
         codec_config = dataclasses.replace(codec_config, num_codebooks=args.num_codebooks)
     if args.codebook_size:
@@ -64,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
         warmup_steps=args.warmup_steps, log_every=args.log_every, eval_every=args.eval_every,
         ckpt_every=args.ckpt_every, time_limit=args.time_limit, time_budget=args.time_budget,
-        seed=args.seed, device=args.device,
+        seed=args.seed, device=args.device, eval_codebooks=tuple(args.eval_codebooks),
         bf16=not args.no_bf16,
     )
-    result = train(cfg, codec_config, resume=args.resume)
+    result = train(cfg, codec_config, resume=args.resume, init_from=args.init_from)
     print(json.dumps({"out": str(Path(args.out) / "export"), **result}))
     return 0
 
