@@ -37,7 +37,9 @@ INIT=()
 if [ ! -f "$RUN/train/checkpoints/latest" ] && [ -f models/default/config.json ] && [ -z "${FRESH:-}" ] \
         && [ "$CONFIG" = configs/train_mini_cpu_phone.yaml ]; then
     if $PY -c "import sys; from codec.identity import codec_identity; from lm.warm_start import check_init_codec
-check_init_codec('models/default', codec_identity(sys.argv[1]), sys.argv[1])" "$CODEC"; then
+from data_pipeline.token_codec import CodecMismatchError
+try: check_init_codec('models/default', codec_identity(sys.argv[1]), sys.argv[1])
+except CodecMismatchError as e: sys.exit(f'{e}')" "$CODEC"; then
         INIT=(init_from=models/default)
         echo "no checkpoint in $RUN/train: starting from models/default ($(grep -o '"train_step": [0-9]*' \
             models/default/config.json))"
