@@ -59,6 +59,9 @@ class SamplingConfig:
     min_frames_per_text_token: float = 0.0
     nar_temperature: float = 0.0  # NAR passes are greedy by default (as in VALL-E)
     max_phone_frames: int = 40  # phone-aligned models: a phone held this many frames is left
+    # phone-aligned models, sampled rows: "sample" draws each frame's advance from the head; "median" ends
+    # every phone at its median length, as greedy rows always do (the codes are still sampled)
+    phone_durations: str = "sample"
 
     @classmethod
     def from_dict(cls, d: dict) -> SamplingConfig:
@@ -66,6 +69,10 @@ class SamplingConfig:
         if set(d) - known:
             raise ValueError(f"unknown sampling keys {sorted(set(d) - known)}")
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.phone_durations not in ("sample", "median"):
+            raise ValueError(f"phone_durations must be 'sample' or 'median', got {self.phone_durations!r}")
 
 
 @dataclass
@@ -338,6 +345,7 @@ def generate_ar(
     top_k = as_row_tensor(sampling.top_k, dtype=torch.long, **row)
     top_p = as_row_tensor(sampling.top_p, dtype=torch.float32, **row)
     penalty = as_row_tensor(sampling.repetition_penalty, dtype=torch.float32, **row)
+    median_rows = (temperature <= 0) | (sampling.phone_durations == "median")
 
     out = torch.zeros(bsz, max_steps, dtype=torch.long, device=device)
     delayed_out = torch.zeros(bsz, num_delayed, max_steps, dtype=torch.long, device=device)
@@ -384,7 +392,7 @@ def generate_ar(
             # this frame belongs to the current phone; the advance head says whether it is the phone's last
             current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
             phones_out[:, t] = torch.where(finished, 0, current)
-            advance, stay = _advance(advance_logits, temperature, generator, in_phone,
+            advance, stay = _advance(advance_logits, median_rows, generator, in_phone,
                                      sampling.max_phone_frames, stay)
             pointer = pointer + advance.long()
             in_phone = torch.where(advance, 0, in_phone + 1)
@@ -487,22 +495,22 @@ def _phone_setup(
 
 def _advance(
     logits: torch.Tensor,
-    temperature: torch.Tensor,
+    median_rows: torch.Tensor,
     generator: torch.Generator | None,
     in_phone: torch.Tensor,
     max_frames: int,
     stay: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether each row's frame is its phone's last, and the rows' new `stay`. Sampled rows draw it from the
+    """Whether each row's frame is its phone's last, and the rows' new `stay`. Other rows draw it from the
     advance head's p. The head is a hazard (p ~ 1 / duration per frame), so "p > 0.5" would hold every phone
-    far too long; greedy rows instead end a phone at its median length: when the probability that it lasts
-    past this frame, the product of (1 - p) over its frames (`stay`), falls below one half. A phone held for
-    `max_frames` frames is left regardless."""
+    far too long; `median_rows` (greedy rows, or all with phone_durations="median") instead end a phone at its
+    median length: when the probability that it lasts past this frame, the product of (1 - p) over its
+    frames (`stay`), falls below one half. A phone held for `max_frames` frames is left regardless."""
     p = torch.sigmoid(logits)
     drawn = torch.rand(p.shape, generator=generator, device=p.device) < p if generator is not None \
         else torch.rand_like(p) < p
     stay = stay * (1.0 - p)
-    decided = torch.where(temperature.view(-1) <= 0, stay < 0.5, drawn) | (in_phone + 1 >= max_frames)
+    decided = torch.where(median_rows.view(-1), stay < 0.5, drawn) | (in_phone + 1 >= max_frames)
     return decided, torch.where(decided, torch.ones_like(stay), stay)
 
 

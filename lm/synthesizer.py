@@ -90,6 +90,7 @@ class DecodeConfig:
     # passed through to lm.generate.SamplingConfig
     repetition_window: int = 16
     nar_temperature: float = 0.0
+    phone_durations: str = "sample"  # phone-aligned models: "sample" or "median" (see SamplingConfig)
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -113,6 +114,8 @@ class DecodeConfig:
         if self.max_chars < 1 or self.batch_size < 1:
             raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
                                  f"{self.batch_size}")
+        if self.phone_durations not in ("sample", "median"):
+            raise SynthesisError(f"phone_durations must be 'sample' or 'median', got {self.phone_durations!r}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
@@ -132,7 +135,7 @@ class DecodeConfig:
             max_new_frames=cap, max_frames_per_text_token=frames(self.max_seconds_per_token),
             guard_slack_frames=math.ceil(frames(self.guard_slack_seconds)), min_new_frames=1,
             min_frames_per_text_token=min_per_token,
-            nar_temperature=self.nar_temperature)
+            nar_temperature=self.nar_temperature, phone_durations=self.phone_durations)
 
 
 @dataclass

@@ -223,12 +223,12 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
     0.8^k, so greedy decoding leaves it on frame 4 (0.8^3 = 0.51, 0.8^4 = 0.41), not never (p > 0.5 would
     hold it to max_frames); sampled rows draw each frame and average 1 / p = 5 frames."""
     logits = torch.logit(torch.tensor([0.2, 0.2]))
-    temperature = torch.tensor([0.0, 1.0])
+    median_rows = torch.tensor([True, False])  # a greedy row (or phone_durations="median"), a sampled one
     generator = torch.Generator().manual_seed(0)
     in_phone, stay = torch.zeros(2, dtype=torch.long), torch.ones(2)
     greedy_ends, sampled_ends = [], []
     for frame in range(1, 4001):
-        advance, stay = generation._advance(logits, temperature, generator, in_phone, 40, stay)
+        advance, stay = generation._advance(logits, median_rows, generator, in_phone, 40, stay)
         in_phone = torch.where(advance, 0, in_phone + 1)
         if advance[0]:
             greedy_ends.append(frame)
@@ -237,6 +237,18 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
     assert greedy_ends[:3] == [4, 8, 12]
     lengths = torch.diff(torch.tensor([0, *sampled_ends])).float()
     assert 4.5 < float(lengths.mean()) < 5.5
-    held, _ = generation._advance(torch.tensor([-20.0]), torch.tensor([0.0]), None, torch.tensor([39]), 40,
+    held, _ = generation._advance(torch.tensor([-20.0]), torch.tensor([True]), None, torch.tensor([39]), 40,
                                   torch.ones(1))
     assert held.item()  # max_frames ends a phone whatever the head says
+
+
+def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
+    """phone_durations="median" (decode option) makes sampled rows end phones at their median length too;
+    an unknown value is refused with the allowed ones named."""
+    from lm.synthesizer import DecodeConfig, SynthesisError
+
+    assert DecodeConfig(phone_durations="median").sampling(50.0, 500, 10).phone_durations == "median"
+    with pytest.raises(SynthesisError, match="'sample' or 'median'"):
+        DecodeConfig().updated({"phone_durations": "mean"})
+    with pytest.raises(ValueError, match="'sample' or 'median'"):
+        SamplingConfig(phone_durations="mean")
