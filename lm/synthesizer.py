@@ -115,7 +115,8 @@ class DecodeConfig:
             raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
                                  f"{self.batch_size}")
         if self.phone_durations not in ("sample", "median"):
-            raise SynthesisError(f"phone_durations must be 'sample' or 'median', got {self.phone_durations!r}")
+            raise SynthesisError(f"phone_durations must be 'sample' or 'median', "
+                                 f"got {self.phone_durations!r}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
