@@ -322,20 +322,26 @@ class BoundedShardWriter:
 
     webdataset's ShardWriter starts a new shard only after the limit is passed; this one computes the exact
     tar size before writing, so the bound holds (a single sample larger than the bound gets its own shard).
+    Given the `total` number of samples, the count limit is spread evenly: 3,760 clips at most 250 a shard
+    make 16 shards of 235, not 15 of 250 and one of 10 (training holds out the last shard for validation).
     """
 
-    def __init__(self, out_dir: Path, max_bytes: int, max_count: int, pattern: str = RAW_SHARD_PATTERN):
+    def __init__(self, out_dir: Path, max_bytes: int, max_count: int, pattern: str = RAW_SHARD_PATTERN,
+                 total: int | None = None):
         self.out_dir, self.pattern = Path(out_dir), pattern
         self.max_bytes, self.max_count = max_bytes, max_count
+        self.total = total
+        self.planned = math.ceil(total / max_count) if total else 0
         self.shards: list[dict] = []
         self._writer: wds.TarWriter | None = None
         self._tmp: Path | None = None
-        self._content = self._count = 0
+        self._content = self._count = self._written = 0
+        self._limit = max_count
 
     def write(self, key: str, files: dict[str, bytes]) -> None:
         size = sum(_tar_member_size(len(v)) for v in files.values())
         if self._writer is not None and (
-            self._count >= self.max_count or _tar_file_size(self._content + size) > self.max_bytes
+            self._count >= self._limit or _tar_file_size(self._content + size) > self.max_bytes
         ):
             self._finish()
         if self._writer is None:
@@ -348,8 +354,14 @@ class BoundedShardWriter:
         self._writer.write({"__key__": key, **files})
         self._content += size
         self._count += 1
+        self._written += 1
 
     def _open(self) -> None:
+        left_shards = self.planned - len(self.shards)
+        if self.total and left_shards > 0:
+            self._limit = min(self.max_count, math.ceil(max(self.total - self._written, 1) / left_shards))
+        else:
+            self._limit = self.max_count
         name = self.pattern % len(self.shards)
         self._tmp = self.out_dir / (name + ".tmp")
         self._writer = wds.TarWriter(str(self._tmp), encoder=False, mtime=0)
@@ -453,7 +465,8 @@ def ingest(
     reasons: Counter[str] = Counter()
     speakers: set[str] = set()
     seconds = 0.0
-    writer = BoundedShardWriter(out_dir, int(cfg.shard_size_mb * 2**20), cfg.shard_max_count)
+    writer = BoundedShardWriter(out_dir, int(cfg.shard_size_mb * 2**20), cfg.shard_max_count,
+                                total=len(keyed))
     with open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
         bar = tqdm(_results(keyed, cfg), total=len(keyed), unit="clip", desc="ingest", disable=not progress)
         for res in bar:

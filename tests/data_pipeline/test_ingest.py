@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import re
 from dataclasses import fields
@@ -370,3 +371,14 @@ def test_config_is_validated():
         IngestConfig(min_seconds=5, max_seconds=1)
     with pytest.raises(ValueError, match="format"):
         IngestConfig(format="mp3")
+
+
+def test_shard_count_limit_is_spread_evenly(tmp_path):
+    """33 clips at most 10 a shard: 4 shards of 9/8/8/8, not 10/10/10/3 (the last shard is the default
+    validation set, and a remainder shard would make it tiny)."""
+    out = tmp_path / "raw"
+    summary = ingest(LJ, out, IngestConfig(workers=1, shard_max_count=10), progress=False)
+    counts = [s["samples"] for s in summary.shards]
+    assert sum(counts) == summary.accepted
+    assert len(counts) == math.ceil(summary.total / 10)
+    assert max(counts) - min(counts) <= 1, counts
