@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lm.ar import ARDecoder
 from lm.model import TTSModel
+from lm.phone_pointer import advance_phones, given_durations, phone_setup
 from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
 from lm.sequence import (
     NO_CODE,
@@ -291,6 +292,7 @@ def generate_ar(
     phone_seqs: list[torch.Tensor] | None = None,
     prefix_phones: list[torch.Tensor] | None = None,
     on_step: StepCallback | None = None,
+    phone_durations: list[torch.Tensor | None] | None = None,
 ) -> ARResult:
     """Generate codebook 1 (and, when ar_codebooks > 1, the delayed codebooks) for a batch of AR prefixes
     (from `lm.sequence.inference_prompt`).
@@ -304,7 +306,9 @@ def generate_ar(
     phone_seqs [P_b] / prefix_phones [len(prompt_b), 2]: a phone-aligned model's target phones and the phone
     inputs of its prefix (`lm.phone_alignment.prefix_phone_inputs`). A pointer walks each row's phones: every
     slot reads the current phone and the frame's index inside it, the advance head moves the pointer on, and
-    the row ends with the frame that leaves its last phone (no <eos>).
+    the row ends with the frame that leaves its last phone (no <eos>). phone_durations [P_b] (or None per
+    row): frames per phone to hold instead of asking the advance head (given timings, or an oracle for
+    `scripts/diagnose_stages.py`).
     on_step: called after every step with an `ARStep` (streaming synthesis reads the frames made so far);
     the rows of the [B] bool tensor it may return stop there, as if finished (their output is cut short).
     """
@@ -328,13 +332,14 @@ def generate_ar(
     phone_mode = ar.advance_head is not None
     phone_ids = None
     if phone_mode:
-        phone_ids, phone_lengths, phone_inputs = _phone_setup(prompts, phone_seqs, prefix_phones, prefix_len)
+        phone_ids, phone_lengths, phone_inputs = phone_setup(prompts, phone_seqs, prefix_phones, prefix_len)
         phone_ids, phone_lengths = phone_ids.to(device), phone_lengths.to(device)
         phone_inputs = phone_inputs.to(device)
         pointer = torch.zeros(bsz, dtype=torch.long, device=device)
         in_phone = torch.zeros(bsz, dtype=torch.long, device=device)
         stay = torch.ones(bsz, device=device)  # greedy rows: P(the phone lasts past this frame)
         rows = torch.arange(bsz, device=device)
+        given_rows, given = given_durations(phone_durations, bsz, phone_ids.shape[1], device)
     else:
         phone_inputs = None
     min_len, guard = (t.to(device) for t in frame_limits(text_lengths.cpu(), sampling))
@@ -392,8 +397,11 @@ def generate_ar(
             # this frame belongs to the current phone; the advance head says whether it is the phone's last
             current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
             phones_out[:, t] = torch.where(finished, 0, current)
-            advance, stay = _advance(advance_logits, median_rows, generator, in_phone,
-                                     sampling.max_phone_frames, stay)
+            advance, stay = advance_phones(advance_logits, median_rows, generator, in_phone,
+                                           sampling.max_phone_frames, stay)
+            if given is not None:  # given durations replace the head
+                hold = given[rows, pointer.clamp(max=given.shape[1] - 1)]
+                advance = torch.where(given_rows, in_phone + 1 >= hold, advance)
             pointer = pointer + advance.long()
             in_phone = torch.where(advance, 0, in_phone + 1)
             passed = (pointer >= phone_lengths) & ~finished & ~is_eos
@@ -465,55 +473,6 @@ def generate_ar(
     )
 
 
-def _phone_setup(
-    prompts: list[torch.Tensor],
-    phone_seqs: list[torch.Tensor] | None,
-    prefix_phones: list[torch.Tensor] | None,
-    prefix_len: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (target phones [B, P] 0-padded, phones per row [B], prefix phone inputs [B, prefix_len, 2]
-    left-padded like the prompts, the last slot reading the first target phone)."""
-    if phone_seqs is None or len(phone_seqs) != len(prompts):
-        raise ValueError("this model is phone-aligned: pass one phone sequence per prompt (phone_seqs)")
-    if any(p.numel() == 0 for p in phone_seqs):
-        raise ValueError("every row needs at least one target phone")
-    bsz = len(prompts)
-    width = max(p.numel() for p in phone_seqs)
-    ids = torch.zeros(bsz, width, dtype=torch.long)
-    inputs = torch.zeros(bsz, prefix_len, 2, dtype=torch.long)
-    for b, (prompt, phones) in enumerate(zip(prompts, phone_seqs, strict=True)):
-        ids[b, : phones.numel()] = phones.cpu()
-        if prefix_phones is not None:
-            given = prefix_phones[b].cpu()
-            if tuple(given.shape) != (prompt.numel(), 2):
-                raise ValueError(f"row {b}: prefix phones {tuple(given.shape)} do not fit its prompt of "
-                                 f"{prompt.numel()} tokens")
-            inputs[b, prefix_len - prompt.numel():] = given
-        inputs[b, -1] = torch.tensor([int(phones[0]), 0])
-    return ids, torch.tensor([p.numel() for p in phone_seqs]), inputs
-
-
-def _advance(
-    logits: torch.Tensor,
-    median_rows: torch.Tensor,
-    generator: torch.Generator | None,
-    in_phone: torch.Tensor,
-    max_frames: int,
-    stay: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether each row's frame is its phone's last, and the rows' new `stay`. Other rows draw it from the
-    advance head's p. The head is a hazard (p ~ 1 / duration per frame), so "p > 0.5" would hold every phone
-    far too long; `median_rows` (greedy rows, or all with phone_durations="median") instead end a phone at its
-    median length: when the probability that it lasts past this frame, the product of (1 - p) over its
-    frames (`stay`), falls below one half. A phone held for `max_frames` frames is left regardless."""
-    p = torch.sigmoid(logits)
-    drawn = torch.rand(p.shape, generator=generator, device=p.device) < p if generator is not None \
-        else torch.rand_like(p) < p
-    stay = stay * (1.0 - p)
-    decided = torch.where(median_rows.view(-1), stay < 0.5, drawn) | (in_phone + 1 >= max_frames)
-    return decided, torch.where(decided, torch.ones_like(stay), stay)
-
-
 # -- NAR -----------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def generate_nar(
@@ -577,6 +536,7 @@ class TTSRequest:
     prompt_codes [Q', Fp] codes of the voice prompt (Q' >= the model's Q; extra codebooks are dropped).
     prompt_text_ids: the prompt's transcript -> continuation mode; None -> speaker-prompt mode.
     phone_ids [P]: a phone-aligned model's target phones (lm.phone_alignment.text_phones);
+    phone_durations [P]: frames to hold each of them (default: the model's advance head decides);
     prompt_phones [Fp]: in continuation mode, the phone of each prompt frame (from the aligner).
     """
 
@@ -585,6 +545,7 @@ class TTSRequest:
     prompt_text_ids: torch.Tensor | None = None
     phone_ids: torch.Tensor | None = None
     prompt_phones: torch.Tensor | None = None
+    phone_durations: torch.Tensor | None = None
 
 
 @dataclass
@@ -609,6 +570,9 @@ def _check_request(i: int, req: TTSRequest, model: TTSModel) -> None:
         )
     if int(pc.min()) < 0 or int(pc.max()) >= cfg.codebook_size:
         raise ValueError(f"request {i}: prompt codes outside [0, {cfg.codebook_size})")
+    d = req.phone_durations
+    if d is not None and (req.phone_ids is None or d.shape != req.phone_ids.shape or int(d.min()) < 1):
+        raise ValueError(f"request {i}: phone_durations must be >= 1 frame for each of its phone_ids")
 
 
 @torch.inference_mode()
@@ -662,6 +626,7 @@ def generate(
         phone_seqs=phone_seqs,
         prefix_phones=prefix_phones,
         on_step=on_step,
+        phone_durations=[r.phone_durations for r in requests] if phone_seqs is not None else None,
     )
     ar_codes = ar_out.codes[:, None]
     if ar_out.delayed_codes is not None:

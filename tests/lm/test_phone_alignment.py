@@ -12,6 +12,7 @@ from lm.config import ModelConfig
 from lm.generate import SamplingConfig, TTSRequest, generate, generate_ar
 from lm.losses import tts_loss
 from lm.model import TTSModel
+from lm.phone_pointer import advance_phones
 from lm.sequence import (
     build_lm_batch,
     inference_prompt,
@@ -228,7 +229,7 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
     in_phone, stay = torch.zeros(2, dtype=torch.long), torch.ones(2)
     greedy_ends, sampled_ends = [], []
     for frame in range(1, 4001):
-        advance, stay = generation._advance(logits, median_rows, generator, in_phone, 40, stay)
+        advance, stay = advance_phones(logits, median_rows, generator, in_phone, 40, stay)
         in_phone = torch.where(advance, 0, in_phone + 1)
         if advance[0]:
             greedy_ends.append(frame)
@@ -237,7 +238,7 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
     assert greedy_ends[:3] == [4, 8, 12]
     lengths = torch.diff(torch.tensor([0, *sampled_ends])).float()
     assert 4.5 < float(lengths.mean()) < 5.5
-    held, _ = generation._advance(torch.tensor([-20.0]), torch.tensor([True]), None, torch.tensor([39]), 40,
+    held, _ = advance_phones(torch.tensor([-20.0]), torch.tensor([True]), None, torch.tensor([39]), 40,
                                   torch.ones(1))
     assert held.item()  # max_frames ends a phone whatever the head says
 
@@ -252,3 +253,26 @@ def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
         DecodeConfig().updated({"phone_durations": "mean"})
     with pytest.raises(ValueError, match="'sample' or 'median'"):
         SamplingConfig(phone_durations="mean")
+
+
+def test_given_phone_durations_are_held_exactly(phone_config: ModelConfig, aligned_batch) -> None:
+    """TTSRequest.phone_durations replaces the advance head: an untrained model holds every phone for the
+    given frames (row 0), while a row without them (row 1) still walks its phones by the head."""
+    torch.manual_seed(0)
+    model = TTSModel(phone_config).eval()
+    batch = aligned_batch(phone_config, [14, 9], seed=3)
+    reqs = _requests(batch)
+    given = torch.arange(len(reqs[0].phone_ids)) % 3 + 1
+    reqs[0].phone_durations = given
+    out = generate(model, reqs, SamplingConfig(temperature=0.0, max_phone_frames=4))
+    n = int(out.frame_lengths[0])
+    assert n == int(given.sum())
+    assert out.codes.shape[1] == phone_config.num_codebooks
+    held = generate_ar(model, *_ar_args(model, batch), SamplingConfig(temperature=0.0),
+                       **_phone_kwargs(model, batch), phone_durations=[given, None])
+    assert torch.equal(held.frame_phones[0, :n], torch.repeat_interleave(reqs[0].phone_ids, given))
+    assert torch.equal(torch.unique_consecutive(held.frame_phones[1, : int(held.lengths[1])]),
+                       torch.unique_consecutive(reqs[1].phone_ids))
+    reqs[0].phone_durations = torch.zeros_like(given)
+    with pytest.raises(ValueError, match="phone_durations must be >= 1 frame"):
+        generate(model, reqs, SamplingConfig(temperature=0.0))
