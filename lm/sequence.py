@@ -286,6 +286,22 @@ class LMBatch:
         return int((self.labels != IGNORE_INDEX).sum())
 
 
+def corrupt_target_codes(batch: LMBatch, vocab: Vocab, share: float,
+                         generator: torch.Generator | None = None) -> LMBatch:
+    """Replace `share` of the target frames' input codes (not the prompt's, not the labels) by uniformly
+    random codes, in place; returns the batch. Input position s carries frame s - target_start and predicts
+    the next one, so a corrupted input hides the AR's own history from it, never the answer."""
+    if share <= 0:
+        return batch
+    ids = batch.input_ids
+    pos = torch.arange(ids.shape[1])[None]
+    target = (pos >= batch.target_start[:, None]) & vocab.is_audio(ids) & batch.attention_mask
+    hit = target & (torch.rand(ids.shape, generator=generator) < share)
+    noise = torch.randint(0, vocab.codebook_size, ids.shape, generator=generator) + vocab.audio_offset
+    batch.input_ids = torch.where(hit, noise, ids)
+    return batch
+
+
 def _move(value, device):
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=True)

@@ -37,6 +37,10 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank
     shuffle_buffer: int = 1000
     continuation_prob: float = 0.25  # share of examples laid out in continuation mode (prompt transcript)
+    # share of the AR's target-frame input codes replaced by random codes (labels stay clean): the AR learns
+    # to lean on its text / phones instead of copying its own previous codes, which drift when it runs free
+    # (scripts/diagnose_stages.py: row ar_tf against ar_given). 0: off
+    code_noise: float = 0.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
@@ -300,6 +304,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg.schedule.min_lr_ratio}")
     if not 0.0 <= cfg.data.continuation_prob <= 1.0:
         raise ConfigError(f"data.continuation_prob must be in [0, 1], got {cfg.data.continuation_prob}")
+    if not 0.0 <= cfg.data.code_noise < 1.0:
+        raise ConfigError(f"data.code_noise must be in [0, 1), got {cfg.data.code_noise}")
     if cfg.schedule.total_steps is not None and cfg.schedule.total_steps < 1:
         raise ConfigError(f"schedule.total_steps must be >= 1, got {cfg.schedule.total_steps}")
     if cfg.align.weight < 0 or cfg.align.sigma <= 0:

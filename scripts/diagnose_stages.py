@@ -11,6 +11,8 @@ the shards hold no other; the report counts those):
 
     codec     the clip's own codes, first Q codebooks, through the codec decoder: the ceiling of every row
     nar       the clip's codebook 1 and frame phones; the NAR fills codebooks 2..Q
+    ar_tf     the AR teacher-forced on the clip (its codes so far, its phones): each frame's most likely
+              codebook-1 code, then the NAR. Far below `ar_given`: the AR's own samples drift (exposure)
     ar_given  the AR walking the clip's phones for the clip's own durations, then the NAR
     ar        the AR walking the phones with its advance head, then the NAR: what synthesis does
 
@@ -31,10 +33,12 @@ from tqdm import tqdm
 from data_pipeline.records import TTSBatch
 from evaluation.asr import ASRConfig, WhisperASR
 from lm.generate import SamplingConfig, TTSRequest, generate, generate_nar
+from lm.sequence import build_lm_batch
 from lm.synthesizer import Synthesizer
+from lm.vocab import IGNORE_INDEX
 
 log = logging.getLogger("diagnose_stages")
-ROWS = ("codec", "nar", "ar_given", "ar")
+ROWS = ("codec", "nar", "ar_tf", "ar_given", "ar")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,29 +66,46 @@ def clips(synth: Synthesizer, shards: list[str], limit: int, max_seconds: float)
         batch: TTSBatch
         if batch.phone_ids is None or int(batch.phone_lengths[0]) == 0:
             continue
-        p, f = int(batch.phone_lengths[0]), int(batch.frame_lengths[0])
+        p = int(batch.phone_lengths[0])
         request = TTSRequest(
             text_ids=batch.text_ids[0, : batch.text_lengths[0]],
             prompt_codes=batch.prompt_codes[0, :, : batch.prompt_lengths[0]],
             phone_ids=batch.phone_ids[0, :p], phone_durations=batch.phone_durations[0, :p])
         crop = bool(batch.prompt_is_crop[0]) if batch.prompt_is_crop is not None else False
-        yield batch.keys[0], batch.texts[0], request, batch.codes[0, :, :f], batch.frame_phones[0, :f], crop
+        yield batch, request, crop
         n += 1
         if n >= limit:
             return
 
 
-def stage_codes(synth: Synthesizer, request: TTSRequest, codes: torch.Tensor, frame_phones: torch.Tensor,
-                sampling: SamplingConfig, seed: int) -> dict[str, torch.Tensor]:
-    """The four rows' codes [Q, F] for one clip."""
+def teacher_forced_codebook1(synth: Synthesizer, batch: TTSBatch) -> torch.Tensor:
+    """[F] each frame's most likely codebook-1 code given the clip's own earlier codes and its phones
+    (speaker-prompt layout, as in training)."""
+    model, f = synth.model, int(batch.frame_lengths[0])
+    lm = build_lm_batch(batch, model.vocab, model.config.num_codebooks, model.config.max_position_embeddings,
+                        continuation_prob=0.0, phone_aligned=True)
+    logits = model(lm).ar_logits[0]  # [S, classes]
+    targets = (lm.labels[0] != IGNORE_INDEX).nonzero().flatten()[:f]  # the frames (the last label is <eos>)
+    return logits[targets, : model.config.codebook_size].argmax(-1)
+
+
+def stage_codes(synth: Synthesizer, batch: TTSBatch, request: TTSRequest, sampling: SamplingConfig,
+                seed: int) -> dict[str, torch.Tensor]:
+    """Every row's codes [Q, F] for one clip."""
     model = synth.model
+    f = int(batch.frame_lengths[0])
+    codes, frame_phones = batch.codes[0, :, :f], batch.frame_phones[0, :f]
     out = {"codec": codes}
-    f = codes.shape[1]
     prompt = request.prompt_codes[: model.config.num_codebooks]
-    out["nar"] = generate_nar(
-        model, request.text_ids[None], torch.tensor([request.text_ids.numel()]), prompt[None],
-        torch.tensor([prompt.shape[1]]), codes[None, 0], torch.tensor([f]),
-        frame_phones=frame_phones[None])[0]
+
+    def nar(first: torch.Tensor) -> torch.Tensor:
+        return generate_nar(
+            model, request.text_ids[None], torch.tensor([request.text_ids.numel()]), prompt[None],
+            torch.tensor([prompt.shape[1]]), first[None], torch.tensor([f]),
+            frame_phones=frame_phones[None])[0]
+
+    out["nar"] = nar(codes[0])
+    out["ar_tf"] = nar(teacher_forced_codebook1(synth, batch))
     for name, durations in (("ar_given", request.phone_durations), ("ar", None)):
         req = TTSRequest(request.text_ids, request.prompt_codes, phone_ids=request.phone_ids,
                          phone_durations=durations)
@@ -109,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     errors = {r: 0 for r in ROWS}
     words, crops, table = 0, 0, []
     found = clips(synth, args.shards, args.limit, args.max_seconds)
-    for i, (key, text, request, codes, frame_phones, crop) in enumerate(tqdm(found, total=args.limit,
-                                                                            desc="clips")):
+    for i, (batch, request, crop) in enumerate(tqdm(found, total=args.limit, desc="clips")):
         crops += crop
+        key, text = batch.keys[0], batch.texts[0]
         with torch.inference_mode():
-            rows = stage_codes(synth, request, codes, frame_phones, sampling, args.seed + i)
+            rows = stage_codes(synth, batch, request, sampling, args.seed + i)
         line = {"key": key, "text": text, "prompt_is_crop": crop}
         for name, c in rows.items():
             with torch.inference_mode():
@@ -137,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               "",
               "| row | what makes the codes | WER % |", "|---|---|---|"]
     what = {"codec": "the clip's own codes", "nar": "clip's codebook 1 + NAR",
+            "ar_tf": "AR teacher-forced, most likely code per frame + NAR",
             "ar_given": "AR with the clip's durations + NAR", "ar": "AR with its advance head + NAR"}
     for name in ROWS:
         report.append(f"| {name} | {what[name]} | {100 * errors[name] / max(words, 1):.1f} |")

@@ -276,3 +276,24 @@ def test_given_phone_durations_are_held_exactly(phone_config: ModelConfig, align
     reqs[0].phone_durations = torch.zeros_like(given)
     with pytest.raises(ValueError, match="phone_durations must be >= 1 frame"):
         generate(model, reqs, SamplingConfig(temperature=0.0))
+
+
+def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_batch) -> None:
+    """data.code_noise: a share of the target frames' input codes become random codes; the prompt, the text,
+    the labels and the phone inputs stay as they were."""
+    from lm.sequence import corrupt_target_codes
+
+    model = TTSModel(phone_config)
+    batch = aligned_batch(phone_config, [30, 25], seed=1)
+    clean = model.build_batch(batch, 0.0, torch.Generator().manual_seed(0))
+    noisy = corrupt_target_codes(model.build_batch(batch, 0.0, torch.Generator().manual_seed(0)), model.vocab,
+                                 0.5, torch.Generator().manual_seed(1))
+    changed = noisy.input_ids != clean.input_ids
+    pos = torch.arange(clean.input_ids.shape[1])[None]
+    assert changed.any()
+    assert not (changed & (pos < clean.target_start[:, None])).any()  # text and prompt untouched
+    assert model.vocab.is_audio(noisy.input_ids[changed]).all()
+    assert torch.equal(noisy.labels, clean.labels) and torch.equal(noisy.phone_inputs, clean.phone_inputs)
+    share = changed.sum() / (model.vocab.is_audio(clean.input_ids) & (pos >= clean.target_start[:, None])).sum()
+    assert 0.3 < float(share) < 0.6  # 0.5, less the random codes that hit the same code
+    assert corrupt_target_codes(clean, model.vocab, 0.0) is clean
