@@ -294,6 +294,7 @@ def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_
     assert not (changed & (pos < clean.target_start[:, None])).any()  # text and prompt untouched
     assert model.vocab.is_audio(noisy.input_ids[changed]).all()
     assert torch.equal(noisy.labels, clean.labels) and torch.equal(noisy.phone_inputs, clean.phone_inputs)
-    share = changed.sum() / (model.vocab.is_audio(clean.input_ids) & (pos >= clean.target_start[:, None])).sum()
+    targets = model.vocab.is_audio(clean.input_ids) & (pos >= clean.target_start[:, None])
+    share = changed.sum() / targets.sum()
     assert 0.3 < float(share) < 0.6  # 0.5, less the random codes that hit the same code
     assert corrupt_target_codes(clean, model.vocab, 0.0) is clean

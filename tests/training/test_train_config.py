@@ -57,7 +57,7 @@ def test_overrides_set_typed_values_at_any_depth() -> None:
         ("preset=huge", "unknown model preset 'huge'"),
         ("max_steps=0", "max_steps must be >= 1"),
         ("precision=fp16", "precision must be auto, bf16 or fp32"),
-        ("data.code_noise=1.0", "data.code_noise must be in [0, 1)"),
+        ("data.code_noise=1.0", "data.code_noise must be in"),
         ("no_equals_sign", "not of the form a.b=value"),
     ],
 )
