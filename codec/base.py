@@ -242,14 +242,7 @@ class Codec(abc.ABC, torch.nn.Module):
     def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Codec:
         """Load a codec saved by `save_pretrained` (safetensors + JSON; no pickle anywhere)."""
         directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"codec checkpoint {directory}: missing {name}")
-        try:
-            meta = json.loads((directory / CONFIG_FILE).read_text())
-            backend, config = meta["backend"], meta["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"codec checkpoint {directory / CONFIG_FILE}: malformed config ({e})") from e
+        backend, config = read_export_config(directory, "codec checkpoint", "")
         codec = codec_class(backend).from_config(config)
         state = load_file(str(directory / WEIGHTS_FILE))
         missing, unexpected = codec.load_state_dict(state, strict=False)
@@ -296,6 +289,18 @@ def codec_class(backend: str) -> type[Codec]:
 
 _SPEC_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)(?P<random>:random)?(?:@(?P<kbps>\d+(?:\.\d+)?))?$")
 
+
+
+def read_export_config(directory: Path, label: str, missing_hint: str) -> tuple[str, dict]:
+    """(backend, config) of a codec saved by `save_pretrained`; errors start with `label` and the path."""
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{label} {directory}: missing {name}{missing_hint}")
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        return meta["backend"], meta["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{label} {directory / CONFIG_FILE}: malformed config ({e})") from e
 
 def load_codec(spec: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> Codec:
     """Build a codec from a spec, in eval mode on `device`.

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from codec.base import CONFIG_FILE, WEIGHTS_FILE
+from codec.base import WEIGHTS_FILE, read_export_config
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,7 @@ def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Opt
 def exported_config(directory: str | Path) -> RVQCodecConfig:
     """The `RVQCodecConfig` of an exported codec directory; a clear error for anything else."""
     directory = Path(directory)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"--init-from {directory}: missing {name} (not a codec export)")
-    try:
-        meta = json.loads((directory / CONFIG_FILE).read_text())
-        backend, config = meta["backend"], meta["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"--init-from {directory / CONFIG_FILE}: malformed config ({e})") from e
+    backend, config = read_export_config(directory, "--init-from", " (not a codec export)")
     if backend != "rvq":
         raise ValueError(f"--init-from {directory}: backend {backend!r}; only an 'rvq' codec can be trained")
     return RVQCodecConfig.from_dict(config)
