@@ -369,6 +369,9 @@ class Trainer:
         elif init_step:
             fast_forward_scheduler(self.engine.lr_scheduler, init_step)
             self.step = init_step
+            # DeepSpeed counts its own steps and a resume checks them against ours: without this, a
+            # warm-started run's checkpoints could never be resumed ("DeepSpeed is at step 300, ours at 1800")
+            self.engine.global_steps = init_step
         elif resume:
             log.info("--resume: no checkpoint in %s yet, starting from step 0", self.paths.checkpoints)
         self.train_iter: Iterator = iter(self.loader)

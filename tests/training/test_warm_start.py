@@ -60,6 +60,20 @@ def test_the_second_run_continues_steps_schedule_and_tokenizer(runs: tuple[Path,
     assert meta["train_step"] == 6 and meta["init_from"] == str(published)
 
 
+def test_a_warm_started_run_resumes_from_its_own_checkpoint(runs: tuple[Path, Path, Path], token_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second run's step-6 checkpoint continues (once refused: DeepSpeed had counted 2 steps, we 6)."""
+    _, published, second = runs
+    for key, value in single_rank_env().items():
+        monkeypatch.setenv(key, value)
+    ds_config = ROOT / "ds_configs" / "zero2.json"
+    result = train(_config(token_dir, 7, f"init_from={published}"), second, ds_config, resume=True)
+    rows = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    assert result.step == 7 and [r["step"] for r in rows if r["split"] == "train"] == [5, 6, 7]
+    _, meta = read_config(second / "export")
+    assert meta["train_step"] == 7
+
+
 def test_init_weights_are_the_published_ones(runs: tuple[Path, Path, Path]) -> None:
     _, published, _ = runs
     config, _ = read_config(published)
