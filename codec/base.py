@@ -290,7 +290,6 @@ def codec_class(backend: str) -> type[Codec]:
 _SPEC_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)(?P<random>:random)?(?:@(?P<kbps>\d+(?:\.\d+)?))?$")
 
 
-
 def read_export_config(directory: Path, label: str, missing_hint: str) -> tuple[str, dict]:
     """(backend, config) of a codec saved by `save_pretrained`; errors start with `label` and the path."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -301,6 +300,7 @@ def read_export_config(directory: Path, label: str, missing_hint: str) -> tuple[
         return meta["backend"], meta["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{label} {directory / CONFIG_FILE}: malformed config ({e})") from e
+
 
 def load_codec(spec: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> Codec:
     """Build a codec from a spec, in eval mode on `device`.
