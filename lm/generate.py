@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from lm.ar import ARDecoder
+from lm.guidance import conditioned, doubled, guided, unconditioned_prefix
 from lm.model import TTSModel
 from lm.phone_pointer import advance_phones, given_durations, phone_setup
 from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
@@ -63,6 +64,8 @@ class SamplingConfig:
     # phone-aligned models, sampled rows: "sample" draws each frame's advance from the head; "median" ends
     # every phone at its median length, as greedy rows always do (the codes are still sampled)
     phone_durations: str = "sample"
+    # phone-aligned models: classifier-free guidance on the target phones (lm/guidance.py); 1: off
+    phone_guidance: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> SamplingConfig:
@@ -74,6 +77,8 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.phone_durations not in ("sample", "median"):
             raise ValueError(f"phone_durations must be 'sample' or 'median', got {self.phone_durations!r}")
+        if not self.phone_guidance > 0:
+            raise ValueError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
 
 
 @dataclass
@@ -309,6 +314,8 @@ def generate_ar(
     the row ends with the frame that leaves its last phone (no <eos>). phone_durations [P_b] (or None per
     row): frames per phone to hold instead of asking the advance head (given timings, or an oracle for
     `scripts/diagnose_stages.py`).
+    sampling.phone_guidance != 1 runs every row a second time without its target phones and samples from
+    the guided logits (lm/guidance.py): twice the batch for the model, the same rows out.
     on_step: called after every step with an `ARStep` (streaming synthesis reads the frames made so far);
     the rows of the [B] bool tensor it may return stop there, as if finished (their output is cut short).
     """
@@ -342,6 +349,22 @@ def generate_ar(
         given_rows, given = given_durations(phone_durations, bsz, phone_ids.shape[1], device)
     else:
         phone_inputs = None
+    guide = sampling.phone_guidance != 1.0
+    if guide and not phone_mode:
+        raise ValueError("phone_guidance needs a phone-aligned model (model.alignment: phoneme)")
+
+    def model_rows(x: torch.Tensor | None, uncond: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the model reads: the rows, then (guidance) their unconditioned twins."""
+        return doubled(x, uncond) if guide else x
+
+    def heads(out: tuple) -> tuple:
+        """The model's logits -> the rows' (guided) code and delayed logits and the advance logits."""
+        if not guide:
+            return out
+        code, delayed, advance = out
+        scale = sampling.phone_guidance
+        return guided(code, scale), guided(delayed, scale), conditioned(advance)
+
     min_len, guard = (t.to(device) for t in frame_limits(text_lengths.cpu(), sampling))
     max_steps = int(guard.max()) + 1  # +1: the step that emits the forced <eos>
 
@@ -365,20 +388,26 @@ def generate_ar(
     if device.type == "cpu":
         cpu_decode_layout(ar)
     static = static_decode_shapes(compile_step, device)
+    # the model's side of the batch: with phone guidance, every row twice (lm/guidance.py)
+    tokens, pads, delayed_ids = model_rows(tokens), model_rows(pads), model_rows(delayed_ids)
+    if phone_mode:
+        phone_inputs = model_rows(phone_inputs, unconditioned_prefix(phone_inputs))
+    model_bsz = tokens.shape[0]
     if use_cache:
         ar.setup_cache(
-            bsz, cache_slots(prefix_len + max_steps, compile_step, ar.config.max_position_embeddings)
+            model_bsz, cache_slots(prefix_len + max_steps, compile_step, ar.config.max_position_embeddings)
         )
-        logits, delayed_logits, advance_logits = prefill(ar, tokens, pads, delayed_ids, phone_inputs)
+        logits, delayed_logits, advance_logits = heads(prefill(ar, tokens, pads, delayed_ids, phone_inputs))
         step_fn = decode_fn(compile_step, device)
     else:
-        seq = torch.cat([tokens, tokens.new_zeros(bsz, max_steps)], dim=1)
+        seq = torch.cat([tokens, tokens.new_zeros(model_bsz, max_steps)], dim=1)
         if num_delayed:
-            empty = delayed_ids.new_full((bsz, max_steps, num_delayed), NO_CODE)
+            empty = delayed_ids.new_full((model_bsz, max_steps, num_delayed), NO_CODE)
             delayed_seq = torch.cat([delayed_ids, empty], dim=1)
         if phone_mode:
-            phone_seq = torch.cat([phone_inputs, phone_inputs.new_zeros(bsz, max_steps, 2)], dim=1)
-        logits, delayed_logits, advance_logits = recompute_logits(ar, tokens, pads, delayed_ids, phone_inputs)
+            phone_seq = torch.cat([phone_inputs, phone_inputs.new_zeros(model_bsz, max_steps, 2)], dim=1)
+        logits, delayed_logits, advance_logits = heads(
+            recompute_logits(ar, tokens, pads, delayed_ids, phone_inputs))
     check_every = 1 if device.type == "cpu" else 8  # a host sync per step would starve the GPU
     steps = 0
     for t in tqdm(range(max_steps), disable=not progress, desc="AR decode", leave=False):
@@ -433,34 +462,33 @@ def generate_ar(
         counts.scatter_add_(1, nxt[:, None], torch.ones_like(counts[:, :1]))
         if window > 0 and t >= window:
             counts.scatter_add_(1, out[:, t - window, None], -torch.ones_like(counts[:, :1]))
-        token = vocab.head_class_to_token(nxt)[:, None]
-        step_delayed = pending[:, None] if num_delayed else None  # [B, 1, R]
+        token = model_rows(vocab.head_class_to_token(nxt)[:, None])
+        step_delayed = model_rows(pending[:, None]) if num_delayed else None  # [B, 1, R]
         step_phone = None
         if phone_mode:  # the next slot predicts the next frame: the phone the pointer is on now
             current = phone_ids[rows, pointer.clamp(max=phone_ids.shape[1] - 1)]
             step_phone = torch.stack([torch.where(finished, 0, current), in_phone], dim=-1)[:, None]
+            step_phone = model_rows(step_phone, torch.zeros_like(step_phone))
         if use_cache:
             input_pos = torch.tensor([prefix_len + t], device=device)
             if static:  # whole-cache shapes; clone: CUDA-graph outputs are reused by the next call
-                logits, delayed_logits, advance_logits = step_fn(
-                    ar, token, input_pos, pads, None, step_delayed, step_phone)
-                logits = logits.clone()
-                delayed_logits = delayed_logits.clone() if delayed_logits is not None else None
-                advance_logits = advance_logits.clone() if advance_logits is not None else None
+                logits, delayed_logits, advance_logits = heads(tuple(
+                    x.clone() if x is not None else None
+                    for x in step_fn(ar, token, input_pos, pads, None, step_delayed, step_phone)))
             else:
-                logits, delayed_logits, advance_logits = step_fn(
-                    ar, token, input_pos, pads, prefix_len + t + 1, step_delayed, step_phone)
+                logits, delayed_logits, advance_logits = heads(step_fn(
+                    ar, token, input_pos, pads, prefix_len + t + 1, step_delayed, step_phone))
         else:
             seq[:, prefix_len + t] = token[:, 0]
             if num_delayed:
-                delayed_seq[:, prefix_len + t] = pending
+                delayed_seq[:, prefix_len + t] = step_delayed[:, 0]
             if phone_mode:
                 phone_seq[:, prefix_len + t] = step_phone[:, 0]
-            logits, delayed_logits, advance_logits = recompute_logits(
+            logits, delayed_logits, advance_logits = heads(recompute_logits(
                 ar, seq[:, : prefix_len + t + 1], pads,
                 delayed_seq[:, : prefix_len + t + 1] if num_delayed else None,
                 phone_seq[:, : prefix_len + t + 1] if phone_mode else None,
-            )
+            ))
     lengths = torch.where(finished, lengths, steps)
     width = int(lengths.max())
     return ARResult(

@@ -91,6 +91,7 @@ class DecodeConfig:
     repetition_window: int = 16
     nar_temperature: float = 0.0
     phone_durations: str = "sample"  # phone-aligned models: "sample" or "median" (see SamplingConfig)
+    phone_guidance: float = 1.0  # phone-aligned models: guidance scale on the phones (lm/guidance.py); 1: off
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -117,6 +118,8 @@ class DecodeConfig:
         if self.phone_durations not in ("sample", "median"):
             raise SynthesisError(f"phone_durations must be 'sample' or 'median', "
                                  f"got {self.phone_durations!r}")
+        if not self.phone_guidance > 0:
+            raise SynthesisError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
@@ -136,7 +139,8 @@ class DecodeConfig:
             max_new_frames=cap, max_frames_per_text_token=frames(self.max_seconds_per_token),
             guard_slack_frames=math.ceil(frames(self.guard_slack_seconds)), min_new_frames=1,
             min_frames_per_text_token=min_per_token,
-            nar_temperature=self.nar_temperature, phone_durations=self.phone_durations)
+            nar_temperature=self.nar_temperature, phone_durations=self.phone_durations,
+            phone_guidance=self.phone_guidance)
 
 
 @dataclass
