@@ -69,9 +69,13 @@ def tts_loss(
         valid = batch.advance_labels != IGNORE_INDEX
         advance_logits = output.advance_logits[valid].float()
         advance_labels = batch.advance_labels[valid].float()
-        advance_loss = F.binary_cross_entropy_with_logits(advance_logits, advance_labels)
-        metrics.update(advance_loss=advance_loss.detach(),
-                       advance_acc=((advance_logits > 0).float() == advance_labels).float().mean().detach())
+        # a sum over the labelled frames, not a mean: a batch whose rows all had their phones dropped
+        # (data.phone_dropout) has none, and the mean of nothing is NaN
+        count = valid.sum().clamp(min=1)
+        advance_loss = F.binary_cross_entropy_with_logits(advance_logits, advance_labels,
+                                                          reduction="sum") / count
+        hits = ((advance_logits > 0).float() == advance_labels).float().sum()
+        metrics.update(advance_loss=advance_loss.detach(), advance_acc=(hits / count).detach())
         loss = loss + advance_loss
     metrics["loss"] = loss.detach()
     return LossOutput(loss=loss, ar_loss=ar_loss, nar_loss=nar_loss, metrics=metrics)

@@ -302,6 +302,22 @@ def corrupt_target_codes(batch: LMBatch, vocab: Vocab, share: float,
     return batch
 
 
+def drop_target_phones(batch: LMBatch, share: float, generator: torch.Generator | None = None) -> LMBatch:
+    """Hide the target phones of `share` of the rows, in place; returns the batch. A dropped row's target
+    slots read phone 0 ("none", as text and prompt slots do) and its advance labels are ignored (a phone's
+    end cannot be told without the phone); its code labels stay, so the AR also learns the unconditioned
+    distribution that classifier-free guidance (lm/guidance.py) contrasts with. The prompt's own phones
+    (continuation mode) stay, as at inference."""
+    if share <= 0 or batch.phone_inputs is None:
+        return batch
+    rows = torch.rand(batch.input_ids.shape[0], generator=generator) < share
+    pos = torch.arange(batch.input_ids.shape[1])[None]
+    hidden = rows[:, None] & (pos >= batch.target_start[:, None] - 1)
+    batch.phone_inputs = batch.phone_inputs.masked_fill(hidden[..., None], 0)
+    batch.advance_labels = batch.advance_labels.masked_fill(hidden, IGNORE_INDEX)
+    return batch
+
+
 def _move(value, device):
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=True)

@@ -41,6 +41,9 @@ class DataConfig:
     # to lean on its text / phones instead of copying its own previous codes, which drift when it runs free
     # (scripts/diagnose_stages.py: row ar_tf against ar_given). 0: off
     code_noise: float = 0.0
+    # phone-aligned models: share of rows trained without their target phones
+    # (lm.sequence.drop_target_phones), so inference can guide on them (decode phone_guidance > 1). 0: off
+    phone_dropout: float = 0.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
@@ -306,6 +309,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.continuation_prob must be in [0, 1], got {cfg.data.continuation_prob}")
     if not 0.0 <= cfg.data.code_noise < 1.0:
         raise ConfigError(f"data.code_noise must be in [0, 1), got {cfg.data.code_noise}")
+    if not 0.0 <= cfg.data.phone_dropout < 1.0:
+        raise ConfigError(f"data.phone_dropout must be in [0, 1), got {cfg.data.phone_dropout}")
     if cfg.schedule.total_steps is not None and cfg.schedule.total_steps < 1:
         raise ConfigError(f"schedule.total_steps must be >= 1, got {cfg.schedule.total_steps}")
     if cfg.align.weight < 0 or cfg.align.sigma <= 0:

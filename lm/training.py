@@ -57,7 +57,7 @@ from lm.elastic_resume import checkpoint_world_size, restore_at_new_world_size, 
 from lm.export import export_inference_dir
 from lm.losses import tts_loss
 from lm.model import TTSModel
-from lm.sequence import LMBatch, corrupt_target_codes
+from lm.sequence import LMBatch, corrupt_target_codes, drop_target_phones
 from lm.throughput import FlopCounter, peak_tflops
 from lm.train_config import TrainConfig, config_diff, dump_yaml
 from lm.train_state import (
@@ -430,6 +430,7 @@ class Trainer:
             batch = next(self.train_iter)
             lm = self.model.build_batch(batch, cfg.data.continuation_prob, self.generator)
             lm = corrupt_target_codes(lm, self.model.vocab, cfg.data.code_noise, self.generator)
+            lm = drop_target_phones(lm, cfg.data.phone_dropout, self.generator)
             window.tokens += int(lm.attention_mask.sum())
             window.frames += int(batch.frame_lengths.sum())
             window.flops += self.flops(lm)

@@ -11,9 +11,11 @@ import lm.generate as generation
 from data_pipeline.records import TTSBatch
 from lm.config import ModelConfig
 from lm.generate import SamplingConfig, generate_ar, prefix_mask
+from lm.losses import tts_loss
 from lm.model import TTSModel
-from lm.sequence import inference_prompt, prefix_phone_inputs
+from lm.sequence import drop_target_phones, inference_prompt, prefix_phone_inputs
 from lm.synthesizer import DecodeConfig, SynthesisError
+from lm.vocab import IGNORE_INDEX
 
 
 def _rows(model: TTSModel, batch: TTSBatch) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
@@ -118,3 +120,29 @@ def test_guidance_is_checked(tiny_model: TTSModel) -> None:
     prompt = inference_prompt(tiny_model.vocab, torch.tensor([3, 4]), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="needs a phone-aligned model"):
         generate_ar(tiny_model, [prompt], torch.tensor([2]), SamplingConfig(phone_guidance=2.0))
+
+
+def test_phone_dropout_hides_only_target_phones(phone_config: ModelConfig, aligned_batch) -> None:
+    """data.phone_dropout: a dropped row's target slots read no phone and its advance labels are ignored;
+    slots before the target (a prompt with phones), the codes and the code labels stay; the loss stays
+    finite when every row is dropped."""
+    torch.manual_seed(0)
+    model = TTSModel(phone_config)
+    batch = aligned_batch(phone_config, [12, 9], seed=6)
+
+    def built():
+        lm = model.build_batch(batch, continuation_prob=0.5, generator=torch.Generator().manual_seed(1))
+        lm.phone_inputs[:, 1] = torch.tensor([7, 0])  # a phone on a prefix slot, as a phoned prompt has
+        return lm
+
+    clean = built()
+    assert torch.equal(drop_target_phones(built(), 0.0).phone_inputs, clean.phone_inputs)
+    dropped = drop_target_phones(built(), 1.0)
+    for b in range(2):
+        start = int(clean.target_start[b]) - 1  # the slot that predicts frame 0
+        assert torch.equal(dropped.phone_inputs[b, :start], clean.phone_inputs[b, :start])
+        assert dropped.phone_inputs[b, start:].eq(0).all() and clean.phone_inputs[b, start:].ne(0).any()
+        assert dropped.advance_labels[b].eq(IGNORE_INDEX).all()
+    assert torch.equal(dropped.input_ids, clean.input_ids) and torch.equal(dropped.labels, clean.labels)
+    losses = tts_loss(model(dropped), dropped)
+    assert torch.isfinite(losses.loss) and float(losses.metrics["advance_loss"]) == 0.0
