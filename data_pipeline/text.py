@@ -6,7 +6,7 @@ model never have to learn that "$5" is read "five dollars". Case and punctuation
 
 ``TextTokenizer`` wraps a sentencepiece model trained with ``byte_fallback``: a character that is not in the
 vocabulary is encoded as its UTF-8 bytes, so no input is ever out of vocabulary. Ids are sentencepiece's own;
-the LM maps them into its token space (lm/vocab.py), data_pipeline never sees the LM vocabulary.
+the LM maps them into its token space (lm/model/vocab.py), data_pipeline never sees the LM vocabulary.
 
 With a front end (``frontend="espeak-ng:en-us"``, data_pipeline/phonemes.py) the pieces are learnt on, and
 encode, the IPA of the normalised text. The front end is recorded inside the sentencepiece model as one extra

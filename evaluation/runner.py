@@ -41,7 +41,7 @@ GROUND_TRUTH = "ground_truth"
 
 
 class SynthesizerLike(Protocol):
-    """What the harness needs from `lm.synthesizer.Synthesizer`."""
+    """What the harness needs from `lm.inference.synthesizer.Synthesizer`."""
 
     def synthesize(self, text: str, prompt_wav: np.ndarray, prompt_sample_rate: int,
                    prompt_text: str | None = None, seed: int | None = None, **decode: Any) -> Any: ...

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lm.config import ModelConfig
-from lm.model import TTSModel
+from lm.model.config import ModelConfig
+from lm.model.model import TTSModel
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,7 @@ import time
 
 import torch
 
-from lm.config import get_preset
-from lm.generate import (
+from lm.inference.generate import (
     SamplingConfig,
     decode_fn,
     generate_ar,
@@ -41,9 +40,10 @@ from lm.generate import (
     recompute_logits,
     static_decode_shapes,
 )
-from lm.model import TTSModel
-from lm.sampling import sample
-from lm.sequence import inference_delayed, inference_prompt, pad_left
+from lm.inference.sampling import sample
+from lm.model.config import get_preset
+from lm.model.model import TTSModel
+from lm.model.sequence import inference_delayed, inference_prompt, pad_left
 
 log = logging.getLogger("bench_generate")
 
@@ -310,7 +310,8 @@ def main() -> None:
     )
     parser.add_argument("--codec", default="encodec_24khz:random")
     parser.add_argument("--ar-codebooks", type=int, default=1, choices=[1, 2],
-                        help="codebooks the AR predicts (2: codebook 2 rides one frame late, lm/sequence.py)")
+                        help="codebooks the AR predicts (2: codebook 2 rides one frame late, "
+                             "lm/model/sequence.py)")
     parser.add_argument("--note", default="", help="printed under the table (e.g. what else runs here)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,7 +27,7 @@ import numpy as np
 
 from data_pipeline.records import TokenMeta
 from data_pipeline.tokenize import token_sample, write_shard_atomically
-from lm.train_config import resolve_config
+from lm.training.config import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -60,7 +60,7 @@ def synthetic_shards(out: Path, num_shards: int = 4, per_shard: int = 32, seed: 
 
 
 def run_variant(data: Path, out: Path, preset: str, ds_file: str, extra: list[str], steps: int) -> list[dict]:
-    from lm.training import train
+    from lm.training.trainer import train
 
     cfg = resolve_config(
         flags={"preset": preset, "max_steps": steps, "data": {"train": str(data)}},

@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from data_pipeline.records import TTSBatch
 from evaluation.asr import ASRConfig, WhisperASR
-from lm.generate import SamplingConfig, TTSRequest, generate, generate_nar
-from lm.sequence import build_lm_batch
-from lm.synthesizer import Synthesizer
-from lm.vocab import IGNORE_INDEX
+from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_nar
+from lm.inference.synthesizer import Synthesizer
+from lm.model.sequence import build_lm_batch
+from lm.model.vocab import IGNORE_INDEX
 
 log = logging.getLogger("diagnose_stages")
 ROWS = ("codec", "nar", "ar_tf", "ar_given", "ar")

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
         codec = load_codec(args.codec, device=args.device, seed=args.seed)
     else:
-        from lm.synthesizer import Synthesizer
+        from lm.inference.synthesizer import Synthesizer
 
         kwargs = {"adapter": args.adapter} if args.adapter else {}
         synth = Synthesizer.from_pretrained(args.checkpoint, device=args.device, **kwargs)

@@ -18,9 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-from lm.deepspeed_setup import UnsafeCheckpointError
-from lm.export import export_checkpoint
-from lm.train_state import CheckpointError
+from lm.training.deepspeed_setup import UnsafeCheckpointError
+from lm.training.export import export_checkpoint
+from lm.training.train_state import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,7 @@ from data_pipeline.batching import BatchingConfig  # noqa: E402
 from evaluation.asr import ASRConfig, WhisperASR, text_word_errors  # noqa: E402
 from evaluation.audio import load_audio, save_audio  # noqa: E402
 from evaluation.speaker import SpeakerEncoder, cosine  # noqa: E402
-from lm.checkpoint import MODEL_FILE  # noqa: E402
-from lm.lora import (  # noqa: E402
+from lm.adapters.lora import (
     DEFAULT_TARGETS,
     DTYPES,
     PARTS,
@@ -55,10 +54,11 @@ from lm.lora import (  # noqa: E402
     base_identity,
     stored_dtype,
 )
-from lm.lora_data import Clip, SpeakerData  # noqa: E402
-from lm.lora_finetune import FinetuneConfig, FinetuneResult, json_safe  # noqa: E402
-from lm.model import TTSModel  # noqa: E402
-from lm.synthesizer import DEFAULT_MODEL_DIR, SynthesisRequest, Synthesizer  # noqa: E402
+from lm.adapters.lora_data import Clip, SpeakerData  # noqa: E402
+from lm.adapters.lora_finetune import FinetuneConfig, FinetuneResult, json_safe  # noqa: E402
+from lm.checkpoint import MODEL_FILE  # noqa: E402
+from lm.inference.synthesizer import DEFAULT_MODEL_DIR, SynthesisRequest, Synthesizer  # noqa: E402
+from lm.model.model import TTSModel  # noqa: E402
 
 log = logging.getLogger("finetune_lora")
 
@@ -230,7 +230,7 @@ def prepare(args: argparse.Namespace, base: Synthesizer, codec_spec: str, rank: 
     """Rank 0 ingests / splits / tokenizes into OUT/data; the other ranks read what it wrote."""
     import torch.distributed as dist
 
-    from lm.lora_data import load_speaker_data, prepare_speaker_data
+    from lm.adapters.lora_data import load_speaker_data, prepare_speaker_data
 
     work = args.out / "data"
     if rank == 0:
@@ -272,10 +272,10 @@ def report(args: argparse.Namespace, result: FinetuneResult, evaluator: HeldOutE
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from lm.deepspeed_setup import init_distributed, training_device
-    from lm.lora_finetune import LoraFinetuner
-    from lm.synthesizer import export_assets
-    from lm.training import _set_cpu_threads
+    from lm.adapters.lora_finetune import LoraFinetuner
+    from lm.inference.synthesizer import export_assets
+    from lm.training.deepspeed_setup import init_distributed, training_device
+    from lm.training.trainer import _set_cpu_threads
 
     started = time.perf_counter()
     rank, world, local_rank = init_distributed()
@@ -312,9 +312,9 @@ def _metadata(checkpoint: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from lm.deepspeed_setup import DeepSpeedConfigError
-    from lm.lora import AdapterError
-    from lm.synthesizer import SynthesisError
+    from lm.adapters.lora import AdapterError
+    from lm.inference.synthesizer import SynthesisError
+    from lm.training.deepspeed_setup import DeepSpeedConfigError
 
     try:
         return run(args)

@@ -10,8 +10,8 @@ the prompt (VALL-E continuation mode), which usually follows the voice more clos
 sentence boundaries and generated piece by piece with the same prompt. Prints the real-time factor.
 
 With --stream the audio is written as it is made (sentence by sentence, and within a sentence in chunks while
-the AR is still generating; lm/streaming.py), and the time to the first audio is printed beside the time to
-the whole utterance.
+the AR is still generating; lm/inference/streaming.py), and the time to the first audio is printed beside the
+time to the whole utterance.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import soundfile as sf
 import torch
 
 from codec.audio import AudioReadError, load_audio
-from lm.streaming import StreamConfig
-from lm.synthesizer import DEFAULT_MODEL_DIR, DecodeConfig, SynthesisError, Synthesizer
+from lm.inference.streaming import StreamConfig
+from lm.inference.synthesizer import DEFAULT_MODEL_DIR, DecodeConfig, SynthesisError, Synthesizer
 
 log = logging.getLogger("generate")
 

@@ -17,8 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from lm.adapters.lora import AdapterError, adapter_bytes, merge_to_export
 from lm.checkpoint import MODEL_FILE
-from lm.lora import AdapterError, adapter_bytes, merge_to_export
 
 log = logging.getLogger("merge_lora")
 

@@ -13,11 +13,11 @@ Launch (any of):
   deepspeed --num_gpus 2 scripts/train.py ...    # on a CPU-only machine: 2 CPU ranks (gloo)
 
 Settings: --config YAML (a saved OUT/train_config.yaml works) and `a.b=value` overrides, checked against
-lm/train_config.py (unknown keys and wrong types are errors). Later wins: preset < YAML < flags < overrides.
---resume continues OUT from its newest checkpoint (model, optimizer, scheduler, RNG, data position):
-the continuation is exact with the same number of ranks. On another number of ranks the checkpoint is
-converted to a DeepSpeed universal checkpoint (OUT/checkpoints/universal/) and the data position handed
-over (lm/elastic_resume.py). SIGTERM checkpoints and exits with status 143.
+lm/training/config.py (unknown keys and wrong types are errors). Later wins: preset < YAML < flags <
+overrides. --resume continues OUT from its newest checkpoint (model, optimizer, scheduler, RNG, data
+position): the continuation is exact with the same number of ranks. On another number of ranks the checkpoint
+is converted to a DeepSpeed universal checkpoint (OUT/checkpoints/universal/) and the data position handed
+over (lm/training/elastic_resume.py). SIGTERM checkpoints and exits with status 143.
 At the end OUT/export holds model.safetensors, config.json, tokenizer.model (+ codec/ for a local codec).
 """
 
@@ -28,9 +28,9 @@ import logging
 import os
 import sys
 
-from lm.deepspeed_setup import DeepSpeedConfigError, UnsafeCheckpointError
-from lm.train_config import ConfigError, load_yaml, resolve_config
-from lm.train_state import CheckpointError, latest_config
+from lm.training.config import ConfigError, load_yaml, resolve_config
+from lm.training.deepspeed_setup import DeepSpeedConfigError, UnsafeCheckpointError
+from lm.training.train_state import CheckpointError, latest_config
 
 log = logging.getLogger("train")
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from lm.training import SIGTERM_EXIT_CODE, train
+    from lm.training.trainer import SIGTERM_EXIT_CODE, train
 
     try:
         result = train(cfg, args.out, args.deepspeed, resume=args.resume)

@@ -32,11 +32,11 @@ fi
 TOKENS=${TOKENS:-data/tts_tokens_$(basename "$CODEC")_$STAMP}
 $PY scripts/tokenize_shards.py --input "$RAW" --output "$TOKENS" --codec "$CODEC" --align auto
 # Run directories do not outlive a machine: a run with no checkpoint starts from the committed default's
-# weights and step count (lm/warm_start.py) when it is the same recipe; FRESH=1 starts from scratch.
+# weights and step count (lm/training/warm_start.py) when it is the same recipe; FRESH=1 starts from scratch.
 INIT=()
 if [ ! -f "$RUN/train/checkpoints/latest" ] && [ -f models/default/config.json ] && [ -z "${FRESH:-}" ] \
         && [ "$CONFIG" = configs/train_mini_cpu_phone.yaml ]; then
-    if $PY -c "import sys; from codec.identity import codec_identity; from lm.warm_start import check_init_codec
+    if $PY -c "import sys; from codec.identity import codec_identity; from lm.training.warm_start import check_init_codec
 from data_pipeline.token_codec import CodecMismatchError
 try: check_init_codec('models/default', codec_identity(sys.argv[1]), sys.argv[1])
 except CodecMismatchError as e: sys.exit(f'{e}')" "$CODEC"; then

@@ -1,7 +1,8 @@
-"""The HTTP server over `lm.synthesizer.Synthesizer`: an OpenAI-compatible speech endpoint that streams,
-saved voices, a web page, and a batching engine that lets concurrent requests share the AR batch.
+"""The HTTP server over `lm.inference.synthesizer.Synthesizer`: an OpenAI-compatible speech endpoint that
+streams, saved voices, a web page, and a batching engine that lets concurrent requests share the AR batch.
 
-    serving.engine   SynthesisEngine: a worker thread, a bounded queue, rounds of `lm.streaming.run_round`
+    serving.engine   SynthesisEngine: a worker thread, a bounded queue, rounds of
+                     `lm.inference.streaming.run_round`
     serving.voices   VoiceStore: voice prompts encoded once and cached on disk, built-in voices
     serving.formats  wav / flac / pcm encoders (whole files and streams)
     serving.app      create_app(): the FastAPI routes, error handling, upload limits

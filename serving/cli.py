@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import uvicorn
 
-from lm.streaming import StreamConfig, decoder_context
-from lm.synthesizer import DEFAULT_MODEL_DIR, SynthesisError, Synthesizer
+from lm.inference.streaming import StreamConfig, decoder_context
+from lm.inference.synthesizer import DEFAULT_MODEL_DIR, SynthesisError, Synthesizer
 from serving.app import ServerSettings, create_app
 from serving.engine import SynthesisEngine
 from serving.voices import VoiceStore

@@ -1,8 +1,8 @@
 """`SynthesisEngine`: one worker thread runs every request's synthesis, in rounds that share the AR batch.
 
 A round takes the next sentence piece of every active job (at most `max_batch` jobs) through one batched AR
-call (`lm.streaming.run_round`: rows stop independently, chunks stream out as they are ready). Jobs that
-arrive while a round runs wait in a bounded queue and join at the next round, so requests that arrive
+call (`lm.inference.streaming.run_round`: rows stop independently, chunks stream out as they are ready). Jobs
+that arrive while a round runs wait in a bounded queue and join at the next round, so requests that arrive
 together share the batch, and a long request does not hold the others back for more than one piece.
 
 After a round in which jobs ended, the worker waits up to `join_wait_seconds` for as many new jobs as just
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lm.streaming import StreamJob, run_round
-from lm.synthesizer import Synthesizer
+from lm.inference.streaming import StreamJob, run_round
+from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from codec.audio import AudioReadError, load_audio, resample, to_mono
 from codec.base import Codec
-from lm.synthesizer import REPO_ROOT, SynthesisError, Synthesizer, Voice
+from lm.inference.synthesizer import REPO_ROOT, SynthesisError, Synthesizer, Voice
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class VoiceStore:
     # ---- helpers ------------------------------------------------------------------------------------------
     def _align(self, voice: StoredVoice, text: str) -> torch.Tensor:
         from data_pipeline.alignment.aligner import AlignmentError
-        from lm.phone_alignment import prompt_frame_phones
+        from lm.inference.phone_alignment import prompt_frame_phones
 
         try:
             return prompt_frame_phones(voice.audio, self.synth.sample_rate, text, voice.codes.shape[-1])

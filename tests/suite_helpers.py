@@ -80,14 +80,14 @@ TINY_CODEC_SPEC = "encodec_24khz:random"
 
 def build_tiny_export(directory: Path, codec_spec: str = TINY_CODEC_SPEC, **model_overrides) -> Path:
     """Tiny preset, random init, sentencepiece trained on the repo transcripts, written by the training
-    run's own exporter (lm.export -> lm.checkpoint.save_model), so the layout cannot drift from training's.
-    (Imports inside: this module is loaded by conftest.py before torch.)"""
+    run's own exporter (lm.training.export -> lm.checkpoint.save_model), so the layout cannot drift from
+    training's. (Imports inside: this module is loaded by conftest.py before torch.)"""
     import torch
 
     from data_pipeline.text import TextTokenizer
-    from lm.config import get_preset
-    from lm.export import export_inference_dir
-    from lm.model import TTSModel
+    from lm.model.config import get_preset
+    from lm.model.model import TTSModel
+    from lm.training.export import export_inference_dir
 
     texts = []
     for tsv in sorted(SPEECH.glob("*/transcripts.tsv")):

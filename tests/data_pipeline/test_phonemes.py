@@ -9,7 +9,7 @@ import pytest
 
 from data_pipeline.phonemes import Phonemizer, PhonemizerError, parse_frontend
 from data_pipeline.text import TextTokenizer, iter_transcripts, normalize_text
-from lm.train_config import ConfigError, resolve_config
+from lm.training.config import ConfigError, resolve_config
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 FRONTEND = "espeak-ng:en-us"

@@ -14,8 +14,8 @@ from codec.identity import codec_identity
 from data_pipeline.ingest import IngestConfig, ingest
 from data_pipeline.token_codec import CodecMismatchError, check_one_codec, claim_token_folder
 from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
-from lm.training import inspect_token_shards
-from lm.warm_start import check_init_codec
+from lm.training.trainer import inspect_token_shards
+from lm.training.warm_start import check_init_codec
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech" / "cmu-arctic-sample"
 
@@ -93,7 +93,7 @@ def test_a_warm_start_needs_the_codec_its_model_was_trained_on(tmp_path, tiny_co
     shutil.copytree(tiny_codec_dir, tmp_path / "codec")
     (model / "config.json").write_text(json.dumps({"format": 1, "version": 1, "model": {},
                                                    "metadata": {"codec": "../codec"}}))
-    from lm import warm_start
+    from lm.training import warm_start
 
     def fake_read_config(directory):  # the model half of config.json is not what this test is about
         return None, json.loads((Path(directory) / "config.json").read_text())["metadata"]

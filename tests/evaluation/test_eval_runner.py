@@ -1,7 +1,7 @@
 """The synthesis path of the harness, end to end, with a test double for the synthesizer.
 
-`GroundTruthSynthesizer` is a TEST DOUBLE standing in for `lm.synthesizer.Synthesizer` (same call shape):
-it "synthesises" a target text by returning that utterance's real recording. Everything else is real:
+`GroundTruthSynthesizer` is a TEST DOUBLE standing in for `lm.inference.synthesizer.Synthesizer` (same call
+shape): it "synthesises" a target text by returning that utterance's real recording. Everything else is real:
 list parsing, audio I/O, Whisper, resemblyzer, DNSMOS, the CSV / JSON / Markdown writers.
 """
 

@@ -55,8 +55,8 @@ def _tiny_export(directory: Path, speech_dir: Path) -> Path:
 
     from data_pipeline.text import TextTokenizer
     from lm.checkpoint import save_model
-    from lm.config import get_preset
-    from lm.model import TTSModel
+    from lm.model.config import get_preset
+    from lm.model.model import TTSModel
 
     texts = []
     for tsv in sorted(speech_dir.glob("*/transcripts.tsv")):

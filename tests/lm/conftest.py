@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from data_pipeline.records import TTSBatch
-from lm.config import ModelConfig, get_preset
-from lm.model import TTSModel
-from lm.sequence import phone_frame_inputs
+from lm.model.config import ModelConfig, get_preset
+from lm.model.model import TTSModel
+from lm.model.sequence import phone_frame_inputs
 
 
 @pytest.fixture()

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lm.config import get_preset
-from lm.model import TTSModel
+from lm.model.config import get_preset
+from lm.model.model import TTSModel
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 24

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lm.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config, save_ar_as_hf, save_model
-from lm.config import ModelConfig, get_preset
+from lm.model.config import ModelConfig, get_preset
 
 
 def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_config, make_batch):

@@ -1,14 +1,14 @@
-"""The CPU decode-speed measures of lm/generate.py change no result: the column-major layout of wide Linear
-weights keeps values, parameter objects and trainability; the compiled step's cache is bucketed."""
+"""The CPU decode-speed measures of lm/inference/generate.py change no result: the column-major layout of wide
+Linear weights keeps values, parameter objects and trainability; the compiled step's cache is bucketed."""
 
 from __future__ import annotations
 
 import torch
 
 from lm.checkpoint import load_model, save_model
-from lm.generate import SamplingConfig, cache_slots, cpu_decode_layout, generate_ar
-from lm.losses import tts_loss
-from lm.sequence import inference_prompt
+from lm.inference.generate import SamplingConfig, cache_slots, cpu_decode_layout, generate_ar
+from lm.model.losses import tts_loss
+from lm.model.sequence import inference_prompt
 
 
 def _wide_linears(model):

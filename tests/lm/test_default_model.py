@@ -12,7 +12,7 @@ import torch
 
 from evaluation.audio import load_audio
 from evaluation.pace import pace_ratio
-from lm.synthesizer import DEFAULT_MODEL_DIR, Synthesizer
+from lm.inference.synthesizer import DEFAULT_MODEL_DIR, Synthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = ROOT / "tests" / "data" / "speech" / "ljspeech-sample" / "LJ001-0002.wav"

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from lm.checkpoint import load_model, save_ar_as_hf, save_model
-from lm.config import ModelConfig, get_preset
-from lm.generate import SamplingConfig, TTSRequest, generate, generate_ar
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.sequence import (
+from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar
+from lm.model.config import ModelConfig, get_preset
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.model.sequence import (
     NO_CODE,
     build_lm_batch,
     delayed_training_inputs,
@@ -21,7 +21,7 @@ from lm.sequence import (
     inference_prompt,
     training_sequence,
 )
-from lm.vocab import IGNORE_INDEX, Vocab
+from lm.model.vocab import IGNORE_INDEX, Vocab
 
 VOCAB = Vocab(text_vocab_size=100, codebook_size=50)
 GREEDY = SamplingConfig(temperature=0.0)
@@ -203,7 +203,7 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
     """Mixed speaker-prompt / continuation rows, left-padded, sampled so they stop at different steps (by
     <eos> or by the guard): every token and delayed code the AR is fed, up to <eos>, equals the training
     layout of the utterance it generated (what the loss trained it on)."""
-    import lm.generate as generation
+    import lm.inference.generate as generation
 
     raw = make_batch(ar2_config, [5, 2, 7, 3], [1, 1, 1, 1], [9, 3, 6, 4], seed=4)
     prompt_texts = [torch.arange(3), None, torch.arange(4) + 7, None]

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from data_pipeline.records import TTSBatch
-from lm.generate import SamplingConfig, TTSRequest, generate, generate_ar, generate_nar
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.sequence import inference_prompt
+from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar, generate_nar
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.model.sequence import inference_prompt
 
 GREEDY = SamplingConfig(temperature=0.0)
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"

@@ -1,21 +1,21 @@
-"""Classifier-free guidance on the phones (`SamplingConfig.phone_guidance`, lm/guidance.py): the guided codes
-against a reference that runs the conditioned and the unconditioned sequence separately, the three decode
-paths, batch independence, and the checks."""
+"""Classifier-free guidance on the phones (`SamplingConfig.phone_guidance`, lm/inference/guidance.py): the
+guided codes against a reference that runs the conditioned and the unconditioned sequence separately, the
+three decode paths, batch independence, and the checks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import lm.generate as generation
+import lm.inference.generate as generation
 from data_pipeline.records import TTSBatch
-from lm.config import ModelConfig
-from lm.generate import SamplingConfig, generate_ar, prefix_mask
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.sequence import drop_target_phones, inference_prompt, prefix_phone_inputs
-from lm.synthesizer import DecodeConfig, SynthesisError
-from lm.vocab import IGNORE_INDEX
+from lm.inference.generate import SamplingConfig, generate_ar, prefix_mask
+from lm.inference.synthesizer import DecodeConfig, SynthesisError
+from lm.model.config import ModelConfig
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.model.sequence import drop_target_phones, inference_prompt, prefix_phone_inputs
+from lm.model.vocab import IGNORE_INDEX
 
 
 def _rows(model: TTSModel, batch: TTSBatch) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm.losses import guided_attention_loss, guided_attention_weights, tts_loss
-from lm.train_config import ConfigError, config_from_dict
-from lm.vocab import END_TEXT
+from lm.model.losses import guided_attention_loss, guided_attention_weights, tts_loss
+from lm.model.vocab import END_TEXT
+from lm.training.config import ConfigError, config_from_dict
 
 
 def _lm_batch(model, config, make_batch, continuation_prob: float, seed: int = 0):

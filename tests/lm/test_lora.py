@@ -18,10 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from data_pipeline.text import TextTokenizer
-from lm.checkpoint import load_model
-from lm.config import get_preset
-from lm.export import export_inference_dir
-from lm.lora import (
+from lm.adapters.lora import (
     BASE_FILE,
     DEFAULT_TARGETS,
     WEIGHTS_FILE,
@@ -42,9 +39,12 @@ from lm.lora import (
     stored_dtype,
     tts_model,
 )
-from lm.lora_data import split_heldout
-from lm.losses import tts_loss
-from lm.model import TTSModel
+from lm.adapters.lora_data import split_heldout
+from lm.checkpoint import load_model
+from lm.model.config import get_preset
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.training.export import export_inference_dir
 
 SPEECH = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech"
 SETTINGS = LoraSettings(rank=4, alpha=8.0, dropout=0.0)

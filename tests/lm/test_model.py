@@ -7,10 +7,10 @@ import copy
 import peft  # a hard dependency (pyproject): a broken install must fail, not skip
 import torch
 
-from lm.generate import prefill, recompute_logits
-from lm.losses import tts_loss
-from lm.sequence import nar_inputs, pad_left
-from lm.vocab import IGNORE_INDEX
+from lm.inference.generate import prefill, recompute_logits
+from lm.model.losses import tts_loss
+from lm.model.sequence import nar_inputs, pad_left
+from lm.model.vocab import IGNORE_INDEX
 
 
 def test_forward_logits_align_with_labels_and_loss_backprops(tiny_model, tiny_config, make_batch):

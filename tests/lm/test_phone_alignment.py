@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lm.generate as generation
+import lm.inference.generate as generation
 from data_pipeline.records import TTSBatch
-from lm.config import ModelConfig
-from lm.generate import SamplingConfig, TTSRequest, generate, generate_ar
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.phone_pointer import advance_phones
-from lm.sequence import (
+from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar
+from lm.inference.phone_pointer import advance_phones
+from lm.model.config import ModelConfig
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.model.sequence import (
     build_lm_batch,
     inference_prompt,
     phone_frame_inputs,
@@ -21,8 +21,8 @@ from lm.sequence import (
     prefix_phone_inputs,
     training_sequence,
 )
-from lm.training import _rolled_texts, rescale_durations
-from lm.vocab import IGNORE_INDEX, Vocab
+from lm.model.vocab import IGNORE_INDEX, Vocab
+from lm.training.trainer import _rolled_texts, rescale_durations
 
 VOCAB = Vocab(text_vocab_size=100, codebook_size=50)
 IGN = IGNORE_INDEX
@@ -246,7 +246,7 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
 def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
     """phone_durations="median" (decode option) makes sampled rows end phones at their median length too;
     an unknown value is refused with the allowed ones named."""
-    from lm.synthesizer import DecodeConfig, SynthesisError
+    from lm.inference.synthesizer import DecodeConfig, SynthesisError
 
     assert DecodeConfig(phone_durations="median").sampling(50.0, 500, 10).phone_durations == "median"
     with pytest.raises(SynthesisError, match="'sample' or 'median'"):
@@ -281,7 +281,7 @@ def test_given_phone_durations_are_held_exactly(phone_config: ModelConfig, align
 def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_batch) -> None:
     """data.code_noise: a share of the target frames' input codes become random codes; the prompt, the text,
     the labels and the phone inputs stay as they were."""
-    from lm.sequence import corrupt_target_codes
+    from lm.model.sequence import corrupt_target_codes
 
     model = TTSModel(phone_config)
     batch = aligned_batch(phone_config, [30, 25], seed=1)

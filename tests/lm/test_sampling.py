@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lm.sampling import apply_repetition_penalty, apply_top_k, apply_top_p, as_row_tensor, sample
+from lm.inference.sampling import apply_repetition_penalty, apply_top_k, apply_top_p, as_row_tensor, sample
 
 NEG = float("-inf")
 

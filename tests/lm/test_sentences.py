@@ -2,7 +2,7 @@
 
 import pytest
 
-from lm.sentences import split_sentences
+from lm.inference.sentences import split_sentences
 
 
 def test_splits_at_sentence_ends_but_not_abbreviations_initials_or_decimals() -> None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm.sequence import build_lm_batch, inference_prompt, pad_left, training_sequence
-from lm.vocab import AUDIO, BOS, END_PROMPT, END_TEXT, EOS, IGNORE_INDEX, NUM_SPECIAL, PAD, PROMPT, Vocab
+from lm.model.sequence import build_lm_batch, inference_prompt, pad_left, training_sequence
+from lm.model.vocab import (
+    AUDIO,
+    BOS,
+    END_PROMPT,
+    END_TEXT,
+    EOS,
+    IGNORE_INDEX,
+    NUM_SPECIAL,
+    PAD,
+    PROMPT,
+    Vocab,
+)
 
 VOCAB = Vocab(text_vocab_size=100, codebook_size=50)
 T0, A0 = NUM_SPECIAL, NUM_SPECIAL + 100  # text and audio offsets

@@ -1,6 +1,6 @@
-"""Streaming synthesis (lm/streaming.py) against one-shot `synthesize` on tiny exported models.
+"""Streaming synthesis (lm/inference/streaming.py) against one-shot `synthesize` on tiny exported models.
 
-The stated tolerances (the module docstring of lm/streaming.py):
+The stated tolerances (the module docstring of lm/inference/streaming.py):
 - with the NAR waiting for each whole sentence (`nar_lookahead_seconds=None`), and for models without a NAR,
   the streamed waveform equals the one-shot waveform for the same seed within 1e-4;
 - with the chunked NAR (the default), codebook 1 equals the one-shot codes, the waveform equals one decode
@@ -21,10 +21,10 @@ import torch
 from suite_helpers import SPEECH, build_tiny_export
 
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
-from lm.generate import generate
-from lm.stream_pieces import chunk_end
-from lm.streaming import AudioChunk, StreamConfig, decoder_context
-from lm.synthesizer import SynthesisError, Synthesizer
+from lm.inference.generate import generate
+from lm.inference.stream_pieces import chunk_end
+from lm.inference.streaming import AudioChunk, StreamConfig, decoder_context
+from lm.inference.synthesizer import SynthesisError, Synthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"  # 1.9 s

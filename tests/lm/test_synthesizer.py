@@ -28,12 +28,12 @@ from suite_helpers import build_tiny_export
 from codec.audio import resample
 from codec.rvq_codec import RVQCodec, RVQCodecConfig
 from data_pipeline.text import TextTokenizer
-from lm.config import get_preset
-from lm.export import export_inference_dir
-from lm.model import TTSModel
-from lm.phone_alignment import text_phone_ids
-from lm.sentences import split_sentences
-from lm.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
+from lm.inference.phone_alignment import text_phone_ids
+from lm.inference.sentences import split_sentences
+from lm.inference.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
+from lm.model.config import get_preset
+from lm.model.model import TTSModel
+from lm.training.export import export_inference_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech"
@@ -269,7 +269,7 @@ def test_generate_script_errors_are_clear(export_dir, tmp_path, capsys, monkeypa
                         "--checkpoint", str(tmp_path / "no-export")]) == 2
     assert "does not exist" in capsys.readouterr().err
     default = tmp_path / "models" / "default"
-    monkeypatch.setattr("lm.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr("lm.inference.synthesizer.DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
     assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -328,7 +328,7 @@ def test_published_default_model_is_what_generate_uses_without_checkpoint(tmp_pa
         torch.testing.assert_close(weights[name].float(), value, rtol=1e-3, atol=1e-4)
 
     script = load_generate_script()
-    monkeypatch.setattr("lm.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr("lm.inference.synthesizer.DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
     common = ["--prompt-audio", str(PROMPT), "--text", "The default voice.", "--seed", "3",
               "--max-seconds", "0.3", "--threads", "1"]
@@ -359,7 +359,7 @@ def test_generate_script_end_to_end(export_dir, tmp_path) -> None:
 
 def test_export_of_a_training_run_caps_speaker_prompts_at_the_trained_length(tmp_path) -> None:
     """A model trained on 1-3 s speaker prompts gets at most 3 s of a longer prompt by default."""
-    from lm.train_config import TrainConfig
+    from lm.training.config import TrainConfig
 
     plain = build_tiny_export(tmp_path / "plain")
     trained = TrainConfig()

@@ -1,5 +1,5 @@
-"""lm/throughput.py: the training-FLOPs estimate against a hand count of the tiny preset and against the
-FLOPs PyTorch's own counter measures in a real forward + backward; the MFU the trainer logs from it; the
+"""lm/training/throughput.py: the training-FLOPs estimate against a hand count of the tiny preset and against
+the FLOPs PyTorch's own counter measures in a real forward + backward; the MFU the trainer logs from it; the
 per-GPU peak table."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lm.config import get_preset
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.throughput import FlopCounter, matmul_params, peak_tflops
+from lm.model.config import get_preset
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.training.throughput import FlopCounter, matmul_params, peak_tflops
 
 
 def hand_count(cfg) -> tuple[int, int]:
@@ -81,12 +81,12 @@ def test_the_estimate_is_what_pytorch_counts_in_a_real_training_step(model, make
 
 
 def test_mfu_is_flops_per_second_over_the_peak_of_every_rank(monkeypatch) -> None:
-    """The trainer's logged MFU (lm.training.Trainer._reduce_window): all-reduced FLOPs / seconds / (peak
-    TFLOP/s * 1e12 * ranks). One process stands for rank 0 of 2 here: all_reduce leaves its sums as they
+    """The trainer's logged MFU (lm.training.trainer.Trainer._reduce_window): all-reduced FLOPs / seconds /
+    (peak TFLOP/s * 1e12 * ranks). One process stands for rank 0 of 2 here: all_reduce leaves its sums as they
     are."""
-    from lm.training import Trainer, Window
+    from lm.training.trainer import Trainer, Window
 
-    monkeypatch.setattr("lm.training.dist.all_reduce", lambda tensor, *args, **kwargs: None)
+    monkeypatch.setattr("lm.training.trainer.dist.all_reduce", lambda tensor, *args, **kwargs: None)
     trainer = SimpleNamespace(peak=989.0, world_size=2, device=torch.device("cpu"), tokens_seen=0)
     window = Window(steps=4, micro_batches=4, values={"loss": torch.tensor(24.0)}, tokens=8000, frames=2000,
                     flops=3.0e15, seconds=10.0, grad_norm=8.0)

@@ -16,8 +16,8 @@ import pytest
 import torch
 from suite_helpers import build_tiny_export
 
-from lm.streaming import StreamConfig
-from lm.synthesizer import Synthesizer
+from lm.inference.streaming import StreamConfig
+from lm.inference.synthesizer import Synthesizer
 from serving.app import BackgroundServer, ServerSettings, create_app
 from serving.engine import SynthesisEngine
 from serving.voices import BUILTIN_VOICES, VoiceStore

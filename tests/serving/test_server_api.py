@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from suite_helpers import SPEECH
 
-from lm.streaming import StreamConfig
+from lm.inference.streaming import StreamConfig
 from serving.voices import CODES_FILE
 
 CLIP = SPEECH / "cmu-arctic-sample" / "cmu_arctic_us_axb_a0005.wav"  # 1.6 s, 16 kHz

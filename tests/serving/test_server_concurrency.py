@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from suite_helpers import SPEECH
 
-from lm.streaming import AudioChunk, StreamConfig, StreamJob
+from lm.inference.streaming import AudioChunk, StreamConfig, StreamJob
 from serving.engine import EngineFull, SynthesisEngine
 
 PROMPT = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"

@@ -8,8 +8,8 @@ Run in place of scripts/train.py, under any launcher, with PROBE_DIR=DIR in the 
 - every rank appends the keys of each micro-batch it trains on to DIR/keys_rank{R}.jsonl, so a test can
   check which samples each rank saw.
 
-It wraps lm.training.Trainer's `__init__`, `save` and `_restore`; if one of them is renamed, this helper
-fails at once and says so.
+It wraps lm.training.trainer.Trainer's `__init__`, `save` and `_restore`; if one of them is renamed, this
+helper fails at once and says so.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state  # noqa: E402
 
-from lm.training import Trainer  # noqa: E402 - after the repository root is on the path
+from lm.training.trainer import Trainer  # noqa: E402 - after the repository root is on the path
 
 OUT = Path(os.environ["PROBE_DIR"])
 for hook in ("__init__", "save", "_restore"):
     if not callable(getattr(Trainer, hook, None)):
-        raise RuntimeError(f"lm.training.Trainer.{hook} is gone: update tests/training/probe_state.py")
+        raise RuntimeError(f"lm.training.trainer.Trainer.{hook} is gone: update "
+                           f"tests/training/probe_state.py")
 
 
 def dump(trainer: Trainer, event: str) -> None:

@@ -5,8 +5,8 @@ after optimizer step N, rank 0 sends SIGTERM to its whole process group (the lau
 cluster scheduler does) and waits until its own handler has seen it, so the ranks' stop vote at that same
 step finds it: the run stops, checkpoints and exits at step N however fast or slow the machine is.
 
-It wraps lm.training.Trainer._stop_agreed, the point in the training loop where the ranks agree on a stop;
-if that private method is renamed, this helper fails at once and says so.
+It wraps lm.training.trainer.Trainer._stop_agreed, the point in the training loop where the ranks agree on a
+stop; if that private method is renamed, this helper fails at once and says so.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lm.training import Trainer  # noqa: E402 - after the repository root is on the path
+from lm.training.trainer import Trainer  # noqa: E402 - after the repository root is on the path
 
 STEP = int(os.environ["SIGTERM_AT_STEP"])
 HOOK = "_stop_agreed"
 if not callable(getattr(Trainer, HOOK, None)):
-    raise RuntimeError(f"lm.training.Trainer.{HOOK} is gone: update tests/training/sigterm_at_step.py to the "
-                       f"point where the training loop decides to stop")
+    raise RuntimeError(f"lm.training.trainer.Trainer.{HOOK} is gone: update "
+                       f"tests/training/sigterm_at_step.py to the point where the training loop decides to "
+                       f"stop")
 _agree = getattr(Trainer, HOOK)
 
 

@@ -25,10 +25,10 @@ from suite_helpers import port_taken, run_on_free_port
 from training_helpers import ROOT, SPEECH, script_main
 
 from data_pipeline.text import TextTokenizer
-from lm.config import get_preset
-from lm.export import export_inference_dir
-from lm.lora import CurvePoint, select_best
-from lm.model import TTSModel
+from lm.adapters.lora import CurvePoint, select_best
+from lm.model.config import get_preset
+from lm.model.model import TTSModel
+from lm.training.export import export_inference_dir
 
 # a minute or more on 2 CPU cores (Whisper + resemblyzer loading, two DeepSpeed processes): `make test-slow`
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,11 +19,11 @@ from training_helpers import NUM_CODEBOOKS, ROOT, transcripts, write_token_shard
 
 from data_pipeline.batching import BatchingConfig
 from data_pipeline.text import TextTokenizer
-from lm.config import get_preset
-from lm.generate import SamplingConfig, TTSRequest, generate
-from lm.lora import LoraSettings, base_identity
-from lm.lora_finetune import FinetuneConfig, LoraFinetuner
-from lm.model import TTSModel
+from lm.adapters.lora import LoraSettings, base_identity
+from lm.adapters.lora_finetune import FinetuneConfig, LoraFinetuner
+from lm.inference.generate import SamplingConfig, TTSRequest, generate
+from lm.model.config import get_preset
+from lm.model.model import TTSModel
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def world_of_one():
     with pytest.MonkeyPatch.context() as mp:
         for key, value in single_rank_env().items():
             mp.setenv(key, value)
-        from lm.deepspeed_setup import init_distributed
+        from lm.training.deepspeed_setup import init_distributed
 
         init_distributed()
         yield

@@ -13,8 +13,7 @@ import pytest
 import torch
 import yaml
 
-from lm.deepspeed_setup import DeepSpeedConfigError, build_ds_config, load_ds_config, resolve_precision
-from lm.train_config import (
+from lm.training.config import (
     ConfigError,
     TrainConfig,
     config_diff,
@@ -22,8 +21,14 @@ from lm.train_config import (
     load_yaml,
     resolve_config,
 )
-from lm.train_state import rng_state, set_rng_state
-from lm.training import WarmupCosine, param_groups
+from lm.training.deepspeed_setup import (
+    DeepSpeedConfigError,
+    build_ds_config,
+    load_ds_config,
+    resolve_precision,
+)
+from lm.training.train_state import rng_state, set_rng_state
+from lm.training.trainer import WarmupCosine, param_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 

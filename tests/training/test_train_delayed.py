@@ -16,8 +16,8 @@ from training_helpers import FAST_OVERRIDES, ROOT
 from data_pipeline.loader import build_loader
 from data_pipeline.text import TextTokenizer
 from lm.checkpoint import load_model
-from lm.train_config import resolve_config
-from lm.training import train
+from lm.training.config import resolve_config
+from lm.training.trainer import train
 
 
 def test_delayed_codebook_trains_validates_and_exports(token_dir: Path, tmp_path: Path) -> None:

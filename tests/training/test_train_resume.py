@@ -16,7 +16,7 @@ import pytest
 from suite_helpers import port_taken, run_on_free_port
 from training_helpers import FAST_OVERRIDES, ROOT
 
-from lm.train_state import latest_tag
+from lm.training.train_state import latest_tag
 
 # four runs of the real launcher with two ranks: ~100 CPU seconds, mostly 3 processes importing torch etc.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

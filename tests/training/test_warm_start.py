@@ -1,4 +1,4 @@
-"""A run started from published weights (`init_from`, lm/warm_start.py): the real publish step (fp16
+"""A run started from published weights (`init_from`, lm/training/warm_start.py): the real publish step (fp16
 weights) and two real one-rank DeepSpeed runs. The second run starts with the published weights and
 tokenizer and continues the step count and learning-rate schedule; a model that does not match is refused
 with the file named."""
@@ -18,10 +18,10 @@ from suite_helpers import single_rank_env
 from training_helpers import FAST_OVERRIDES, ROOT, script_main
 
 from lm.checkpoint import read_config
-from lm.model import TTSModel
-from lm.train_config import resolve_config
-from lm.training import WarmupCosine, train
-from lm.warm_start import load_init_weights
+from lm.model.model import TTSModel
+from lm.training.config import resolve_config
+from lm.training.trainer import WarmupCosine, train
+from lm.training.warm_start import load_init_weights
 
 SETTINGS = [*FAST_OVERRIDES, "log.every=1", "eval_every=0", "checkpoint_every=0", "optim.lr=3e-3",
             "schedule.warmup_steps=2", "schedule.total_steps=10"]

@@ -1,6 +1,6 @@
 """The one place where text ids and codes become model inputs (training and generation both call it).
 
-AR layouts (token space from `lm/vocab.py`):
+AR layouts (token space from `lm/model/vocab.py`):
 
   speaker-prompt mode (needs no prompt transcript):
       <bos> text </text> <prompt> prompt_c1 </prompt> <audio> | target_c1 <eos>
@@ -29,8 +29,8 @@ Phone alignment (alignment = "phoneme"): the slot that predicts target frame f (
 <audio> for f = 0, else the codebook-1 token of frame f - 1) also carries the phone sounding at frame f and
 f's index inside that phone (`phone_inputs [S, 2]`, 0 = none elsewhere: text, prompt, the slot that
 predicts <eos>), and is labelled with whether f is the phone's last frame (`advance_labels [S]`). At
-inference a pointer walks the transcript's phones with the same inputs (lm/phone_alignment.py). The NAR
-gets the phone of every target frame (`NARInputs.frame_phones`).
+inference a pointer walks the transcript's phones with the same inputs (lm/inference/phone_pointer.py). The
+NAR gets the phone of every target frame (`NARInputs.frame_phones`).
 
 NAR inputs (`NARInputs`) are the target's text pieces, the full prompt codes (all Q codebooks), the target
 codes and the codebook index `stage` to predict (ar_codebooks..Q-1, zero-based); the NAR sums embeddings of
@@ -47,7 +47,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from data_pipeline.records import TTSBatch
-from lm.vocab import AUDIO, BOS, END_PROMPT, END_TEXT, EOS, IGNORE_INDEX, PAD, PROMPT, Vocab
+from lm.model.vocab import AUDIO, BOS, END_PROMPT, END_TEXT, EOS, IGNORE_INDEX, PAD, PROMPT, Vocab
 
 NO_CODE = -1  # a delayed_ids slot that carries no code (adds no embedding)
 
@@ -306,8 +306,8 @@ def drop_target_phones(batch: LMBatch, share: float, generator: torch.Generator 
     """Hide the target phones of `share` of the rows, in place; returns the batch. A dropped row's target
     slots read phone 0 ("none", as text and prompt slots do) and its advance labels are ignored (a phone's
     end cannot be told without the phone); its code labels stay, so the AR also learns the unconditioned
-    distribution that classifier-free guidance (lm/guidance.py) contrasts with. The prompt's own phones
-    (continuation mode) stay, as at inference."""
+    distribution that classifier-free guidance (lm/inference/guidance.py) contrasts with. The prompt's own
+    phones (continuation mode) stay, as at inference."""
     if share <= 0 or batch.phone_inputs is None:
         return batch
     rows = torch.rand(batch.input_ids.shape[0], generator=generator) < share

@@ -10,7 +10,8 @@ An adapter directory is a standard peft one (`adapter_config.json` + `adapter_mo
 where it came from). Loading an adapter onto any other model fails with `AdapterMismatchError`, which names
 both models: the low-rank update of one model's weights is noise to another's.
 
-The fine-tuning loop that produces adapters is `lm.lora_finetune`; `scripts/finetune_lora.py` drives it.
+The fine-tuning loop that produces adapters is `lm.adapters.lora_finetune`;
+`scripts/finetune_lora.py` drives it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from lm.checkpoint import CONFIG_FILE as MODEL_CONFIG_FILE
 from lm.checkpoint import MODEL_FILE, load_model, read_config, save_model
-from lm.model import TTSModel
+from lm.model.model import TTSModel
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def read_base_identity(adapter_dir: str | os.PathLike) -> dict[str, Any]:
     path = adapter_dir / BASE_FILE
     if not path.is_file():
         raise AdapterError(f"{path}: missing, so the adapter's base model is unknown (adapters written by "
-                           f"lm.lora.save_adapter have it); pass check_base=False to load it anyway")
+                           f"lm.adapters.lora.save_adapter have it); pass check_base=False to load it anyway")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -8,7 +8,8 @@
                               (otherwise metadata.codec is a named spec such as `encodec_24khz@6`)
         train_config.yaml     the resolved training config, for provenance
 
-`lm.synthesizer.Synthesizer.from_pretrained(export)` and `scripts/generate.py --checkpoint export` read it.
+`lm.inference.synthesizer.Synthesizer.from_pretrained(export)` and `scripts/generate.py --checkpoint export`
+read it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from pathlib import Path
 import torch
 
 from lm.checkpoint import save_model
-from lm.config import ModelConfig
-from lm.deepspeed_setup import UnsafeCheckpointError, torch_load_weights_only
-from lm.model import TTSModel
-from lm.train_config import TrainConfig, dump_yaml
-from lm.train_state import latest_tag, list_tags, read_checkpoint_config
+from lm.model.config import ModelConfig
+from lm.model.model import TTSModel
+from lm.training.config import TrainConfig, dump_yaml
+from lm.training.deepspeed_setup import UnsafeCheckpointError, torch_load_weights_only
+from lm.training.train_state import latest_tag, list_tags, read_checkpoint_config
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.model"  # == lm.synthesizer.DEFAULT_TOKENIZER_FILE
+TOKENIZER_FILE = "tokenizer.model"  # == lm.inference.synthesizer.DEFAULT_TOKENIZER_FILE
 CODEC_DIR = "codec"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 MODEL_STATES_FILE = "mp_rank_00_model_states.pt"  # in every DeepSpeed checkpoint directory

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from lm.config import ModelConfig
-from lm.vocab import BOS, EOS, PAD, Vocab
+from lm.model.config import ModelConfig
+from lm.model.vocab import BOS, EOS, PAD, Vocab
 
 
 def llama_config(
@@ -105,8 +105,9 @@ class ARDecoder(nn.Module):
         )
         self.code_head = nn.Linear(config.ar_hidden_size, self.vocab.num_head_classes, bias=False)
         nn.init.normal_(self.code_head.weight, std=config.initializer_range)
-        # ar_codebooks > 1: codebooks 2.. ride on the codebook-1 token stream with a delay (lm/sequence.py);
-        # each has its own input table (summed into the token's embedding) and its own head
+        # ar_codebooks > 1: codebooks 2.. ride on the codebook-1 token stream with a delay
+        # (lm/model/sequence.py); each has its own input table (summed into the token's embedding) and its own
+        # head
         delayed = config.ar_codebooks - 1
         self.delayed_embeds = nn.ModuleList(
             nn.Embedding(config.codebook_size, config.ar_hidden_size) for _ in range(delayed)
@@ -195,7 +196,7 @@ class ARDecoder(nn.Module):
 
         SDPA never materialises its probabilities, so they are recomputed from that layer's input with the
         layer's own projections and RoPE: the same numbers, and gradients reach the same weights (the
-        guided-attention loss in `lm/losses.py` trains them)."""
+        guided-attention loss in `lm/model/losses.py` trains them)."""
         want = attention_layer is not None and attention_heads > 0
         out = self.model(
             inputs_embeds=self.embed(input_ids, delayed_ids, phone_inputs),

@@ -4,7 +4,7 @@
         every log.every steps:  one console line + TensorBoard + OUT/metrics.jsonl
         every eval_every:       validation loss on held-out shards
         every checkpoint_every: OUT/checkpoints/step_N (also at the end, and on SIGTERM)
-        at max_steps:           OUT/export (lm/export.py)
+        at max_steps:           OUT/export (lm/training/export.py)
 
 Exact resume: a checkpoint holds the model, optimizer and scheduler (DeepSpeed), and per rank the loader
 position, the python / numpy / torch RNG states and the generator that draws batch layouts (continuation
@@ -43,8 +43,13 @@ from data_pipeline.records import META_EXT, TTSBatch
 from data_pipeline.sharding import expand_shards
 from data_pipeline.text import TextTokenizer, iter_transcripts
 from data_pipeline.token_codec import check_one_codec, sample_codec
-from lm.config import ModelConfig
-from lm.deepspeed_setup import (
+from lm.model.config import ModelConfig
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.model.sequence import LMBatch, corrupt_target_codes, drop_target_phones
+from lm.model.vocab import IGNORE_INDEX
+from lm.training.config import TrainConfig, config_diff, dump_yaml
+from lm.training.deepspeed_setup import (
     build_ds_config,
     full_fp32_state_dict,
     init_distributed,
@@ -53,14 +58,10 @@ from lm.deepspeed_setup import (
     training_device,
     zero_stage,
 )
-from lm.elastic_resume import checkpoint_world_size, restore_at_new_world_size, universal_load_config
-from lm.export import export_inference_dir
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.sequence import LMBatch, corrupt_target_codes, drop_target_phones
-from lm.throughput import FlopCounter, peak_tflops
-from lm.train_config import TrainConfig, config_diff, dump_yaml
-from lm.train_state import (
+from lm.training.elastic_resume import checkpoint_world_size, restore_at_new_world_size, universal_load_config
+from lm.training.export import export_inference_dir
+from lm.training.throughput import FlopCounter, peak_tflops
+from lm.training.train_state import (
     ExtraState,
     latest_tag,
     list_tags,
@@ -71,8 +72,12 @@ from lm.train_state import (
     set_rng_state,
     tag_for,
 )
-from lm.vocab import IGNORE_INDEX
-from lm.warm_start import check_init_codec, fast_forward_scheduler, init_tokenizer_path, load_init_weights
+from lm.training.warm_start import (
+    check_init_codec,
+    fast_forward_scheduler,
+    init_tokenizer_path,
+    load_init_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +349,8 @@ class Trainer:
         counts = {part: model.num_parameters(part) / 1e6 for part in ("all", "ar", "nar")}  # before ZeRO-3
         self.ds_config = build_ds_config(load_ds_config(ds_config), cfg, self.precision, self.device)
         self.zero_stage = zero_stage(self.ds_config)
-        # a checkpoint from another number of ranks loads via a universal checkpoint (lm/elastic_resume.py)
+        # a checkpoint from another number of ranks loads via a universal checkpoint
+        # (lm/training/elastic_resume.py)
         self.saved_world = checkpoint_world_size(self.paths.checkpoints / tag) if tag else None
         if self.saved_world not in (None, self.world_size) and self.zero_stage > 0:
             self.ds_config = universal_load_config(self.ds_config)

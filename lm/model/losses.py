@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lm.model import TTSOutput
-from lm.sequence import LMBatch
-from lm.vocab import END_TEXT, IGNORE_INDEX
+from lm.model.model import TTSOutput
+from lm.model.sequence import LMBatch
+from lm.model.vocab import END_TEXT, IGNORE_INDEX
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """`TTSModel`: the AR decoder + the NAR head. `forward` returns logits aligned with the labels of an
-`LMBatch`; no loss and no sampling inside (see `lm/losses.py`, `lm/generate.py`)."""
+`LMBatch`; no loss and no sampling inside (see `lm/model/losses.py`, `lm/inference/generate.py`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from data_pipeline.records import TTSBatch
-from lm.ar import ARDecoder
-from lm.config import ModelConfig
-from lm.nar import NARHead
-from lm.sequence import LMBatch, build_lm_batch
-from lm.vocab import Vocab
+from lm.model.ar import ARDecoder
+from lm.model.config import ModelConfig
+from lm.model.nar import NARHead
+from lm.model.sequence import LMBatch, build_lm_batch
+from lm.model.vocab import Vocab
 
 
 @dataclass
@@ -60,7 +60,8 @@ class TTSModel(nn.Module):
     def build_batch(
         self, batch: TTSBatch, continuation_prob: float = 0.25, generator: torch.Generator | None = None
     ) -> LMBatch:
-        """Loader batch -> model batch (CPU); move it with `.to(device)`. See `lm.sequence.build_lm_batch`."""
+        """Loader batch -> model batch (CPU); move it with `.to(device)`. See
+        `lm.model.sequence.build_lm_batch`."""
         return build_lm_batch(
             batch,
             self.vocab,

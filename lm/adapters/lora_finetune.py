@@ -1,8 +1,8 @@
 """Fine-tune a LoRA adapter on one speaker with DeepSpeed; evaluate as it goes and keep the best adapter.
 
     step 0            evaluate the untouched base (the adapter starts with B = 0): the zero-shot baseline
-    every eval_every  evaluate -> curve point -> `lm.lora.select_best` -> OUT/adapter when it is the best
-                      so far; stop when `patience` evaluations brought no better one
+    every eval_every  evaluate -> curve point -> `lm.adapters.lora.select_best` -> OUT/adapter when it is the
+                      best so far; stop when `patience` evaluations brought no better one
     max_steps / time  a last evaluation, then stop
     files             OUT/adapter/ (peft + base_model.json), OUT/curve.jsonl, OUT/curve.md
 
@@ -32,14 +32,7 @@ from tqdm import tqdm
 
 from data_pipeline.batching import BatchingConfig
 from data_pipeline.loader import LoaderConfig, TokenLoader
-from lm.deepspeed_setup import (
-    build_ds_config,
-    load_ds_config,
-    resolve_precision,
-    training_device,
-    zero_stage,
-)
-from lm.lora import (
+from lm.adapters.lora import (
     DTYPES,
     CurvePoint,
     LoraSettings,
@@ -49,10 +42,17 @@ from lm.lora import (
     select_best,
     tts_model,
 )
-from lm.losses import tts_loss
-from lm.model import TTSModel
-from lm.train_config import OptimConfig, TrainConfig
-from lm.training import WarmupCosine, param_groups
+from lm.model.losses import tts_loss
+from lm.model.model import TTSModel
+from lm.training.config import OptimConfig, TrainConfig
+from lm.training.deepspeed_setup import (
+    build_ds_config,
+    load_ds_config,
+    resolve_precision,
+    training_device,
+    zero_stage,
+)
+from lm.training.trainer import WarmupCosine, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class FinetuneConfig:
     adapter_dtype: str = "float32"  # how the adapter is stored: float32 | float16 | bfloat16
 
     def train_config(self) -> TrainConfig:
-        """The settings `lm.deepspeed_setup.build_ds_config` reads (optimizer, clipping, accumulation)."""
+        """The settings `lm.training.deepspeed_setup.build_ds_config` reads (optimizer, clipping,
+        accumulation)."""
         optim = OptimConfig(lr=self.lr, weight_decay=self.weight_decay, grad_clip=self.grad_clip)
         return TrainConfig(optim=optim, gradient_accumulation_steps=self.gradient_accumulation_steps,
                            seed=self.seed, precision=self.precision, nar_weight=self.nar_weight)
@@ -112,7 +113,8 @@ class LoraFinetuner:
         import deepspeed
 
         if not dist.is_initialized():
-            raise RuntimeError("call lm.deepspeed_setup.init_distributed() first (a world of one is fine)")
+            raise RuntimeError("call lm.training.deepspeed_setup.init_distributed() first (a world of one is "
+                               "fine)")
         self.cfg, self.out, self.identity, self.evaluate = cfg, Path(out_dir), identity, evaluate
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = training_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -266,8 +268,8 @@ class LoraFinetuner:
 def keep_trainable_storage(module: torch.nn.Module) -> Iterator[None]:
     """Rebind every trainable parameter to the storage it had before the block, if the block gave it new
     storage with the same values. DeepSpeed ZeRO-1/2 keeps a trainable parameter's data as a view into its
-    flat buffer; generation may re-lay weights out for speed (`lm.generate.cpu_decode_layout` makes wide
-    Linears column-major, LoRA's B matrices included), which would detach the model from the optimizer's
+    flat buffer; generation may re-lay weights out for speed (`lm.inference.generate.cpu_decode_layout` makes
+    wide Linears column-major, LoRA's B matrices included), which would detach the model from the optimizer's
     updates and make the gradient unflattenable."""
     saved = [(p, p.data) for p in module.parameters() if p.requires_grad]
     try:

@@ -7,7 +7,7 @@ the rules for finding, validating, loading and pruning them.
         train_state_rank00000.pt                    ours, one per rank: step, loader position, RNG states
         train_config.yaml                           the resolved training config of the run
     OUT/checkpoints/universal/step_00001000/        a world-size-free copy, made when a run resumes on
-                                                    another number of ranks (lm/elastic_resume.py)
+                                                    another number of ranks (lm/training/elastic_resume.py)
 
 Everything is read with the weights-only unpickler: our files with plain `weights_only=True`, DeepSpeed's
 through `deepspeed_setup.weights_only_checkpoint_loading`. A pickle payload is refused, never executed.
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lm.deepspeed_setup import UnsafeCheckpointError, weights_only_checkpoint_loading
-from lm.train_config import TrainConfig, config_from_dict, dump_yaml, load_yaml
+from lm.training.config import TrainConfig, config_from_dict, dump_yaml, load_yaml
+from lm.training.deepspeed_setup import UnsafeCheckpointError, weights_only_checkpoint_loading
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, fields
 import torch
 from tqdm import tqdm
 
-from lm.ar import ARDecoder
-from lm.guidance import conditioned, doubled, guided, unconditioned_prefix
-from lm.model import TTSModel
-from lm.phone_pointer import advance_phones, given_durations, phone_setup
-from lm.sampling import apply_repetition_penalty, as_row_tensor, sample
-from lm.sequence import (
+from lm.inference.guidance import conditioned, doubled, guided, unconditioned_prefix
+from lm.inference.phone_pointer import advance_phones, given_durations, phone_setup
+from lm.inference.sampling import apply_repetition_penalty, as_row_tensor, sample
+from lm.model.ar import ARDecoder
+from lm.model.model import TTSModel
+from lm.model.sequence import (
     NO_CODE,
     inference_delayed,
     inference_prompt,
@@ -64,7 +64,7 @@ class SamplingConfig:
     # phone-aligned models, sampled rows: "sample" draws each frame's advance from the head; "median" ends
     # every phone at its median length, as greedy rows always do (the codes are still sampled)
     phone_durations: str = "sample"
-    # phone-aligned models: classifier-free guidance on the target phones (lm/guidance.py); 1: off
+    # phone-aligned models: classifier-free guidance on the target phones (lm/inference/guidance.py); 1: off
     phone_guidance: float = 1.0
 
     @classmethod
@@ -278,7 +278,7 @@ def _check_delayed(
     for b, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
         if tuple(prefix.shape) != (prompt.numel(), num_delayed):
             raise ValueError(f"row {b}: delayed prefix {tuple(prefix.shape)} does not fit its prompt of "
-                             f"{prompt.numel()} tokens (lm.sequence.inference_delayed makes both)")
+                             f"{prompt.numel()} tokens (lm.model.sequence.inference_delayed makes both)")
 
 
 # -- AR loop -------------------------------------------------------------------------------------------------
@@ -300,22 +300,22 @@ def generate_ar(
     phone_durations: list[torch.Tensor | None] | None = None,
 ) -> ARResult:
     """Generate codebook 1 (and, when ar_codebooks > 1, the delayed codebooks) for a batch of AR prefixes
-    (from `lm.sequence.inference_prompt`).
+    (from `lm.model.sequence.inference_prompt`).
 
     text_lengths [B]: target text pieces per row (drives the length guard and minimum length).
     delayed_prefixes [P_b, R] / first_delayed [B, R]: the prefixes' delayed codes and those that ride on the
-    first generated token (`lm.sequence.inference_delayed`); required when ar_codebooks > 1.
+    first generated token (`lm.model.sequence.inference_delayed`); required when ar_codebooks > 1.
     use_cache=False recomputes the whole sequence every step (the baseline the KV cache is measured against).
     compile_step=True compiles `decode_one_token` (GPU: static shapes over the whole cache and CUDA graphs;
     CPU: fused kernels with a dynamic kv_len, see `decode_fn`).
     phone_seqs [P_b] / prefix_phones [len(prompt_b), 2]: a phone-aligned model's target phones and the phone
-    inputs of its prefix (`lm.phone_alignment.prefix_phone_inputs`). A pointer walks each row's phones: every
+    inputs of its prefix (`lm.model.sequence.prefix_phone_inputs`). A pointer walks each row's phones: every
     slot reads the current phone and the frame's index inside it, the advance head moves the pointer on, and
     the row ends with the frame that leaves its last phone (no <eos>). phone_durations [P_b] (or None per
     row): frames per phone to hold instead of asking the advance head (given timings, or an oracle for
     `scripts/diagnose_stages.py`).
     sampling.phone_guidance != 1 runs every row a second time without its target phones and samples from
-    the guided logits (lm/guidance.py): twice the batch for the model, the same rows out.
+    the guided logits (lm/inference/guidance.py): twice the batch for the model, the same rows out.
     on_step: called after every step with an `ARStep` (streaming synthesis reads the frames made so far);
     the rows of the [B] bool tensor it may return stop there, as if finished (their output is cut short).
     """
@@ -388,7 +388,7 @@ def generate_ar(
     if device.type == "cpu":
         cpu_decode_layout(ar)
     static = static_decode_shapes(compile_step, device)
-    # the model's side of the batch: with phone guidance, every row twice (lm/guidance.py)
+    # the model's side of the batch: with phone guidance, every row twice (lm/inference/guidance.py)
     tokens, pads, delayed_ids = model_rows(tokens), model_rows(pads), model_rows(delayed_ids)
     if phone_mode:
         phone_inputs = model_rows(phone_inputs, unconditioned_prefix(phone_inputs))
@@ -563,7 +563,7 @@ class TTSRequest:
 
     prompt_codes [Q', Fp] codes of the voice prompt (Q' >= the model's Q; extra codebooks are dropped).
     prompt_text_ids: the prompt's transcript -> continuation mode; None -> speaker-prompt mode.
-    phone_ids [P]: a phone-aligned model's target phones (lm.phone_alignment.text_phones);
+    phone_ids [P]: a phone-aligned model's target phones (lm.inference.phone_alignment.text_phone_ids);
     phone_durations [P]: frames to hold each of them (default: the model's advance head decides);
     prompt_phones [Fp]: in continuation mode, the phone of each prompt frame (from the aligner).
     """

@@ -21,7 +21,7 @@ import yaml
 
 from data_pipeline.batching import BatchingConfig
 from data_pipeline.phonemes import parse_frontend
-from lm.config import PRESETS, ModelConfig, get_preset
+from lm.model.config import PRESETS, ModelConfig, get_preset
 
 
 class ConfigError(ValueError):
@@ -42,7 +42,8 @@ class DataConfig:
     # (scripts/diagnose_stages.py: row ar_tf against ar_given). 0: off
     code_noise: float = 0.0
     # phone-aligned models: share of rows trained without their target phones
-    # (lm.sequence.drop_target_phones), so inference can guide on them (decode phone_guidance > 1). 0: off
+    # (lm.model.sequence.drop_target_phones), so inference can guide on them (decode phone_guidance > 1). 0:
+    # off
     phone_dropout: float = 0.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 
@@ -112,7 +113,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     export: bool = True  # write OUT/export at the end
     # An export or published model (e.g. models/default) whose weights, tokenizer and step count start a run
-    # that has no checkpoint yet (lm/warm_start.py); ignored once the run has checkpoints.
+    # that has no checkpoint yet (lm/training/warm_start.py); ignored once the run has checkpoints.
     init_from: str | None = None
 
     def to_dict(self) -> dict:

@@ -18,16 +18,16 @@ class ModelConfig:
     num_codebooks:    Q, codebooks per frame produced by the codec
     codebook_size:    K, codes per codebook
     ar_codebooks:     codebooks the AR predicts per frame (1 or 2). With 2 the AR also predicts codebook 2
-        with a one-frame delay (MusicGen's delay pattern, see lm/sequence.py) and the NAR fills 3..Q. Why:
-        on our own codec codebook 1 alone resynthesises at 84 % WER and codebooks 1+2 at 26 %, so a codebook-1
-        target holds little of what the text says and the AR learns to ignore the text.
+        with a one-frame delay (MusicGen's delay pattern, see lm/model/sequence.py) and the NAR fills 3..Q.
+        Why: on our own codec codebook 1 alone resynthesises at 84 % WER and codebooks 1+2 at 26 %, so a
+        codebook-1 target holds little of what the text says and the AR learns to ignore the text.
     ar_*:             the Llama AR decoder over <specials, text pieces, codebook-1 codes>
     nar_*:            the bidirectional NAR head that fills codebooks ar_codebooks+1..Q
     alignment:        "none": the pure VALL-E layout, the model finds its alignment to the text itself (needs
         ~10^5 steps and ~10^6 utterances). "phoneme": every target frame's AR input also carries the phone
         sounding at that frame and the frame's place inside it (from the shards' alignments), the AR also
         predicts when to move on to the next phone (VALL-E R's phone advance), and the NAR sees each frame's
-        phone; at inference a pointer walks the transcript's phones (lm/phone_alignment.py).
+        phone; at inference a pointer walks the transcript's phones (lm/inference/phone_pointer.py).
     num_phones:       size of the phone inventory (data_pipeline/alignment/phones.py)
     max_phone_frames: in-phone positions with their own embedding (later frames share the last one)
     """

@@ -7,7 +7,7 @@
 
 The AR code head does not predict over this whole space: it predicts K + 1 "head classes" (the K codes and
 <eos>), because text and the other specials are never generated. `head class` <-> `token` mapping lives here.
-Pure functions only; `lm/sequence.py` is the one caller that lays sequences out.
+Pure functions only; `lm/model/sequence.py` is the one caller that lays sequences out.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lm.train_config import OptimConfig, TrainConfig
+from lm.training.config import OptimConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 
 from data_pipeline.loader import TokenLoader
-from lm.deepspeed_setup import torch_load_weights_only, weights_only_checkpoint_loading
-from lm.train_state import (
+from lm.training.deepspeed_setup import torch_load_weights_only, weights_only_checkpoint_loading
+from lm.training.train_state import (
     UNIVERSAL_DIR,
     CheckpointError,
     load_extra_state,

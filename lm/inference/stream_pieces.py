@@ -1,4 +1,5 @@
-"""The mechanics of streaming one sentence piece (lm/streaming.py has the overview and the public API).
+"""The mechanics of streaming one sentence piece (lm/inference/streaming.py has the overview and the public
+API).
 
 A `PieceStream` follows one AR row: it asks for NAR work when the next chunk's window is available and for
 decode work when a chunk's codes and the decoder context after them are final. `advance` collects that work
@@ -21,11 +22,11 @@ import numpy as np
 import torch
 
 from codec.base import Codec
-from lm.generate import generate_nar
-from lm.synthesizer import Synthesizer, _Row
+from lm.inference.generate import generate_nar
+from lm.inference.synthesizer import Synthesizer, _Row
 
 if TYPE_CHECKING:
-    from lm.streaming import StreamJob
+    from lm.inference.streaming import StreamJob
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from codec.identity import codec_identity
 from data_pipeline.token_codec import CodecMismatchError
 from lm.checkpoint import MODEL_FILE, read_config
-from lm.model import TTSModel
+from lm.model.model import TTSModel
 
 log = logging.getLogger(__name__)
 

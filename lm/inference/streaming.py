@@ -5,10 +5,10 @@ the AR is still generating the rest.
         play(chunk.wav)  # float32 at chunk.sample_rate
 
 How a sentence piece streams (`StreamConfig` holds the knobs):
-- The AR runs as in `synthesize`; a callback after each step (`lm.generate.ARStep`) hands the frames made so
-  far to a `lm.stream_pieces.PieceStream` for each row. Chunk k covers frames [b_k-1, b_k): the first chunk
-  is `first_chunk_seconds` long and each next one twice the last, up to `max_chunk_seconds`, so the first
-  audio comes early and later chunks cost few NAR calls.
+- The AR runs as in `synthesize`; a callback after each step (`lm.inference.generate.ARStep`) hands the
+  frames made so far to a `lm.inference.stream_pieces.PieceStream` for each row. Chunk k covers frames
+  [b_k-1, b_k): the first chunk is `first_chunk_seconds` long and each next one twice the last, up to
+  `max_chunk_seconds`, so the first audio comes early and later chunks cost few NAR calls.
 - The NAR fills codebooks 2..Q of a chunk (and of the frames the decoder needs after it) once the AR is
   `nar_lookahead_seconds` past them, from a window of up to `nar_context_seconds` before them plus that
   lookahead. In `synthesize` the NAR is bidirectional over the whole sentence, so a chunk's codes 2..Q can
@@ -30,8 +30,8 @@ How close the stream comes to `synthesize(text, ..., seed=s)` (tests/lm/test_str
   codes 2..Q follow from the NAR's shorter window.
 
 Several requests stream together through `run_round` (one sentence piece of each, one AR batch, rows
-stopping independently; their NAR and decode steps batched too, `lm.stream_pieces.advance`): the server
-(`serving.engine`) is built on it.
+stopping independently; their NAR and decode steps batched too, `lm.inference.stream_pieces.advance`): the
+server (`serving.engine`) is built on it.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from typing import Any
 
 import torch
 
-from lm.generate import ARStep, generate
-from lm.stream_pieces import AudioChunk, FrameSource, PieceStream, advance, decoder_context
-from lm.synthesizer import DecodeConfig, SynthesisError, Synthesizer, Voice, _mix_seeds
+from lm.inference.generate import ARStep, generate
+from lm.inference.stream_pieces import AudioChunk, FrameSource, PieceStream, advance, decoder_context
+from lm.inference.synthesizer import DecodeConfig, SynthesisError, Synthesizer, Voice, _mix_seeds
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`Synthesizer`: the one class users import to clone a voice.
 
-    from lm.synthesizer import Synthesizer
+    from lm.inference.synthesizer import Synthesizer
     synth = Synthesizer.from_pretrained("runs/demo/train/export")
     result = synth.synthesize("Hello there. How are you?", prompt_wav, 22050, seed=1)
     soundfile.write("out.wav", result.wav, result.sample_rate)
@@ -8,8 +8,8 @@
 It loads an export directory (`lm.checkpoint` weights + config, the sentencepiece text tokenizer and the codec
 named by the config's metadata), encodes the voice prompt (any channel count and sample rate: down-mixed
 and resampled at the edge), splits long text at sentence boundaries, generates every piece with the same
-prompt (AR over the static KV cache, then Q-1 NAR passes: `lm.generate.generate`), decodes with the codec
-and joins the pieces with a short pause. Without a prompt transcript the prompt only sets the voice
+prompt (AR over the static KV cache, then Q-1 NAR passes: `lm.inference.generate.generate`), decodes with the
+codec and joins the pieces with a short pause. Without a prompt transcript the prompt only sets the voice
 (speaker-prompt mode); with one, the model continues the prompt (VALL-E continuation mode) and the prompt's
 audio is cut off the output.
 
@@ -33,18 +33,18 @@ from codec.audio import pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
 from data_pipeline.text import TextTokenizer
 from lm.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
-from lm.generate import SamplingConfig, TTSRequest, generate
-from lm.model import TTSModel
-from lm.phone_alignment import prompt_frame_phones, text_phone_ids
-from lm.sentences import split_sentences
-from lm.sequence import inference_prompt
+from lm.inference.generate import SamplingConfig, TTSRequest, generate
+from lm.inference.phone_alignment import prompt_frame_phones, text_phone_ids
+from lm.inference.sentences import split_sentences
+from lm.model.model import TTSModel
+from lm.model.sequence import inference_prompt
 
-if TYPE_CHECKING:  # lm.streaming builds on this module
-    from lm.streaming import AudioChunk, StreamConfig
+if TYPE_CHECKING:  # lm.inference.streaming builds on this module
+    from lm.inference.streaming import AudioChunk, StreamConfig
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where `generate.py` looks when no --checkpoint is given: copy (or symlink) an export directory here.
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 # Export-directory metadata keys (written by the training export), and the tokenizer file name when absent.
@@ -66,7 +66,7 @@ class DecodeConfig:
     """Synthesis knobs; every field can be given as a keyword to `synthesize` / `synthesize_batch`.
 
     `max_seconds` caps the audio generated for each sentence piece (the text-length guard of
-    `lm.generate.SamplingConfig` usually stops a runaway row much earlier).
+    `lm.inference.generate.SamplingConfig` usually stops a runaway row much earlier).
     """
 
     temperature: float = 1.0  # <= 0: greedy
@@ -87,11 +87,12 @@ class DecodeConfig:
     max_seconds_per_token: float = 0.5
     guard_slack_seconds: float = 1.0
     min_seconds_per_token: float = 0.02
-    # passed through to lm.generate.SamplingConfig
+    # passed through to lm.inference.generate.SamplingConfig
     repetition_window: int = 16
     nar_temperature: float = 0.0
     phone_durations: str = "sample"  # phone-aligned models: "sample" or "median" (see SamplingConfig)
-    phone_guidance: float = 1.0  # phone-aligned models: guidance scale on the phones (lm/guidance.py); 1: off
+    # phone-aligned models: guidance scale on the phones (lm/inference/guidance.py); 1: off
+    phone_guidance: float = 1.0
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -316,11 +317,12 @@ class Synthesizer:
                prompt_sample_rate: int | None = None, prompt_text: str | None = None,
                seed: int | None = None, voice: Voice | None = None, stream_config: StreamConfig | None = None,
                **decode: Any) -> Iterator[AudioChunk]:
-        """Speak `text` as a stream of `lm.streaming.AudioChunk`s: sentence by sentence, and within a sentence
-        in chunks of frames as the AR makes them (see lm/streaming.py for the chunking and how close the
-        stream comes to `synthesize`'s waveform). The voice is `voice` or `prompt_wav` as for `synthesize`.
-        `stream_config`: an `lm.streaming.StreamConfig`. Stop iterating (or close the iterator) to cancel."""
-        from lm.streaming import stream_utterance
+        """Speak `text` as a stream of `lm.inference.streaming.AudioChunk`s: sentence by sentence, and within
+        a sentence in chunks of frames as the AR makes them (see lm/inference/streaming.py for the chunking
+        and how close the stream comes to `synthesize`'s waveform). The voice is `voice` or `prompt_wav` as
+        for `synthesize`. `stream_config`: an `lm.inference.streaming.StreamConfig`. Stop iterating (or close
+        the iterator) to cancel."""
+        from lm.inference.streaming import stream_utterance
 
         if voice is None:
             if prompt_wav is None or prompt_sample_rate is None:
@@ -589,13 +591,15 @@ def _codec_spec(directory: Path, metadata: dict) -> str:
 
 
 def _apply_adapter(model: TTSModel, adapter: Path, base: Path | None = None) -> TTSModel:
-    """Inject a LoRA adapter; it must have been trained on this very base model (`lm.lora` checks)."""
+    """Inject a LoRA adapter; it must have been trained on this very base model (`lm.adapters.lora`
+    checks)."""
     if not adapter.is_dir():
         raise SynthesisError(f"adapter directory {adapter} does not exist")
     try:
-        from lm.lora import load_adapter
+        from lm.adapters.lora import load_adapter
     except ImportError as e:
-        raise SynthesisError(f"cannot apply adapter {adapter}: lm.lora is not available ({e})") from e
+        raise SynthesisError(f"cannot apply adapter {adapter}: lm.adapters.lora is not available "
+                             f"({e})") from e
     try:
         return load_adapter(model, adapter, base_name=str(base) if base is not None else None).eval()
     except (OSError, ValueError) as e:  # wrong base model, missing / pickled weights, bad JSON

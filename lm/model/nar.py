@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from transformers import LlamaModel
 
-from lm.ar import llama_config
-from lm.config import ModelConfig
-from lm.sequence import NARInputs
+from lm.model.ar import llama_config
+from lm.model.config import ModelConfig
+from lm.model.sequence import NARInputs
 
 TEXT, PROMPT, TARGET = range(3)
 
