@@ -31,16 +31,10 @@ import time
 
 import torch
 
-from lm.inference.generate import (
-    SamplingConfig,
-    decode_fn,
-    generate_ar,
-    generate_nar,
-    prefill,
-    recompute_logits,
-    static_decode_shapes,
-)
-from lm.inference.sampling import sample
+from lm.inference.ar_loop import generate_ar
+from lm.inference.decode_steps import decode_fn, prefill, recompute_logits, static_decode_shapes
+from lm.inference.nar_pass import generate_nar
+from lm.inference.sampling import SamplingConfig, sample
 from lm.model.config import get_preset
 from lm.model.model import TTSModel
 from lm.model.sequence import inference_delayed, inference_prompt, pad_left

@@ -32,9 +32,11 @@ from tqdm import tqdm
 
 from data_pipeline.records import TTSBatch
 from evaluation.asr import ASRConfig, WhisperASR
-from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_nar
+from lm.inference.generate import TTSRequest, generate
+from lm.inference.nar_pass import generate_nar
+from lm.inference.sampling import SamplingConfig
 from lm.inference.synthesizer import Synthesizer
-from lm.model.sequence import build_lm_batch
+from lm.model.batch import build_lm_batch
 from lm.model.vocab import IGNORE_INDEX
 
 log = logging.getLogger("diagnose_stages")

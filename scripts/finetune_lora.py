@@ -45,7 +45,7 @@ from data_pipeline.batching import BatchingConfig  # noqa: E402
 from evaluation.asr import ASRConfig, WhisperASR, text_word_errors  # noqa: E402
 from evaluation.audio import load_audio, save_audio  # noqa: E402
 from evaluation.speaker import SpeakerEncoder, cosine  # noqa: E402
-from lm.adapters.lora import (
+from lm.adapters.lora import (  # noqa: E402
     DEFAULT_TARGETS,
     DTYPES,
     PARTS,
@@ -57,7 +57,9 @@ from lm.adapters.lora import (
 from lm.adapters.lora_data import Clip, SpeakerData  # noqa: E402
 from lm.adapters.lora_finetune import FinetuneConfig, FinetuneResult, json_safe  # noqa: E402
 from lm.checkpoint import MODEL_FILE  # noqa: E402
-from lm.inference.synthesizer import DEFAULT_MODEL_DIR, SynthesisRequest, Synthesizer  # noqa: E402
+from lm.inference.export_dir import DEFAULT_MODEL_DIR  # noqa: E402
+from lm.inference.synthesis_types import SynthesisRequest  # noqa: E402
+from lm.inference.synthesizer import Synthesizer  # noqa: E402
 from lm.model.model import TTSModel  # noqa: E402
 
 log = logging.getLogger("finetune_lora")
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from lm.adapters.lora_finetune import LoraFinetuner
-    from lm.inference.synthesizer import export_assets
+    from lm.inference.export_dir import export_assets
     from lm.training.deepspeed_setup import init_distributed, training_device
     from lm.training.trainer import _set_cpu_threads
 
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     from lm.adapters.lora import AdapterError
-    from lm.inference.synthesizer import SynthesisError
+    from lm.inference.synthesis_types import SynthesisError
     from lm.training.deepspeed_setup import DeepSpeedConfigError
 
     try:

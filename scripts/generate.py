@@ -26,8 +26,10 @@ import soundfile as sf
 import torch
 
 from codec.audio import AudioReadError, load_audio
+from lm.inference.export_dir import DEFAULT_MODEL_DIR
 from lm.inference.streaming import StreamConfig
-from lm.inference.synthesizer import DEFAULT_MODEL_DIR, DecodeConfig, SynthesisError, Synthesizer
+from lm.inference.synthesis_types import DecodeConfig, SynthesisError
+from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger("generate")
 

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lm.checkpoint import CONFIG_FILE, FORMAT, MODEL_FILE
-from lm.inference.synthesizer import DecodeConfig
+from lm.inference.synthesis_types import DecodeConfig
 from lm.training.export import CODEC_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

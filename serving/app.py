@@ -40,7 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from lm.inference.streaming import AudioChunk, StreamConfig, StreamJob
-from lm.inference.synthesizer import SynthesisError, Synthesizer
+from lm.inference.synthesis_types import SynthesisError
+from lm.inference.synthesizer import Synthesizer
 from serving.engine import EngineFull, SynthesisEngine
 from serving.formats import FORMATS, MEDIA_TYPES, STREAMABLE, encode_file, pcm16, wav_stream_header
 from serving.voices import VoiceError, VoiceStore

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from lm.inference.export_dir import DEFAULT_MODEL_DIR
 from lm.inference.streaming import StreamConfig, decoder_context
-from lm.inference.synthesizer import DEFAULT_MODEL_DIR, SynthesisError, Synthesizer
+from lm.inference.synthesis_types import SynthesisError
+from lm.inference.synthesizer import Synthesizer
 from serving.app import ServerSettings, create_app
 from serving.engine import SynthesisEngine
 from serving.voices import VoiceStore

@@ -33,7 +33,9 @@ from safetensors.torch import save_file
 
 from codec.audio import AudioReadError, load_audio, resample, to_mono
 from codec.base import Codec
-from lm.inference.synthesizer import REPO_ROOT, SynthesisError, Synthesizer, Voice
+from lm.inference.export_dir import REPO_ROOT
+from lm.inference.synthesis_types import SynthesisError, Voice
+from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 

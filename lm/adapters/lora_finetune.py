@@ -52,7 +52,7 @@ from lm.training.deepspeed_setup import (
     training_device,
     zero_stage,
 )
-from lm.training.trainer import WarmupCosine, param_groups
+from lm.training.optimizer import WarmupCosine, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +268,9 @@ class LoraFinetuner:
 def keep_trainable_storage(module: torch.nn.Module) -> Iterator[None]:
     """Rebind every trainable parameter to the storage it had before the block, if the block gave it new
     storage with the same values. DeepSpeed ZeRO-1/2 keeps a trainable parameter's data as a view into its
-    flat buffer; generation may re-lay weights out for speed (`lm.inference.generate.cpu_decode_layout` makes
-    wide Linears column-major, LoRA's B matrices included), which would detach the model from the optimizer's
-    updates and make the gradient unflattenable."""
+    flat buffer; generation may re-lay weights out for speed (`lm.inference.decode_steps.cpu_decode_layout`
+    makes wide Linears column-major, LoRA's B matrices included), which would detach the model from the
+    optimizer's updates and make the gradient unflattenable."""
     saved = [(p, p.data) for p in module.parameters() if p.requires_grad]
     try:
         yield

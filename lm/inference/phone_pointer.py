@@ -1,5 +1,5 @@
 """The pointer that walks a phone-aligned model's target phones during AR decoding
-(`lm.inference.generate.generate_ar`): the phone inputs of the prefix, given durations, and when the advance
+(`lm.inference.ar_loop.generate_ar`): the phone inputs of the prefix, given durations, and when the advance
 head (VALL-E R) moves on."""
 
 from __future__ import annotations

@@ -1,13 +1,55 @@
-"""Sampling as a few pure tensor ops. Knobs are per-row tensors [B, 1]; `torch.where` instead of `if`, so one
-graph serves greedy and sampled rows alike (and the decode step stays compilable). Randomness comes only from
-the `torch.Generator` passed in (it must live on the logits' device).
+"""Sampling: the decoding knobs (`SamplingConfig`), and sampling itself as a few pure tensor ops. Knobs are
+per-row tensors [B, 1]; `torch.where` instead of `if`, so one graph serves greedy and sampled rows alike
+(and the decode step stays compilable). Randomness comes only from the `torch.Generator` passed in (it must
+live on the logits' device).
 
 Shape letters: B batch, V classes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding knobs. temperature / top_k / top_p / repetition_penalty may be per-row lists."""
+
+    temperature: float | list[float] = 1.0  # <= 0: greedy
+    top_k: int | list[int] = 0  # <= 0: off
+    top_p: float | list[float] = 1.0  # >= 1: off
+    repetition_penalty: float | list[float] = 1.0  # 1: off
+    repetition_window: int = 16  # penalise codes seen in the last N frames (0: the whole output so far)
+    max_new_frames: int = 1500  # absolute cap (20 s at 75 Hz)
+    # length guard tied to the text: a row is stopped (and flagged) after
+    # ceil(max_frames_per_text_token * text_len) + guard_slack_frames frames.
+    max_frames_per_text_token: float = 40.0
+    guard_slack_frames: int = 75
+    # <eos> is impossible before max(min_new_frames, min_frames_per_text_token * text_len) frames
+    min_new_frames: int = 1
+    min_frames_per_text_token: float = 0.0
+    nar_temperature: float = 0.0  # NAR passes are greedy by default (as in VALL-E)
+    max_phone_frames: int = 40  # phone-aligned models: a phone held this many frames is left
+    # phone-aligned models, sampled rows: "sample" draws each frame's advance from the head; "median" ends
+    # every phone at its median length, as greedy rows always do (the codes are still sampled)
+    phone_durations: str = "sample"
+    # phone-aligned models: classifier-free guidance on the target phones (lm/inference/guidance.py); 1: off
+    phone_guidance: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplingConfig:
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"unknown sampling keys {sorted(set(d) - known)}")
+        return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.phone_durations not in ("sample", "median"):
+            raise ValueError(f"phone_durations must be 'sample' or 'median', got {self.phone_durations!r}")
+        if not self.phone_guidance > 0:
+            raise ValueError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
 
 
 def as_row_tensor(

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from codec.base import Codec
-from lm.inference.generate import generate_nar
-from lm.inference.synthesizer import Synthesizer, _Row
+from lm.inference.nar_pass import generate_nar
+from lm.inference.synthesis_types import _Row
+from lm.inference.synthesizer import Synthesizer
 
 if TYPE_CHECKING:
     from lm.inference.streaming import StreamJob

@@ -5,7 +5,7 @@ the AR is still generating the rest.
         play(chunk.wav)  # float32 at chunk.sample_rate
 
 How a sentence piece streams (`StreamConfig` holds the knobs):
-- The AR runs as in `synthesize`; a callback after each step (`lm.inference.generate.ARStep`) hands the
+- The AR runs as in `synthesize`; a callback after each step (`lm.inference.ar_loop.ARStep`) hands the
   frames made so far to a `lm.inference.stream_pieces.PieceStream` for each row. Chunk k covers frames
   [b_k-1, b_k): the first chunk is `first_chunk_seconds` long and each next one twice the last, up to
   `max_chunk_seconds`, so the first audio comes early and later chunks cost few NAR calls.
@@ -46,9 +46,11 @@ from typing import Any
 
 import torch
 
-from lm.inference.generate import ARStep, generate
+from lm.inference.ar_loop import ARStep
+from lm.inference.generate import generate
 from lm.inference.stream_pieces import AudioChunk, FrameSource, PieceStream, advance, decoder_context
-from lm.inference.synthesizer import DecodeConfig, SynthesisError, Synthesizer, Voice, _mix_seeds
+from lm.inference.synthesis_types import DecodeConfig, SynthesisError, Voice
+from lm.inference.synthesizer import Synthesizer, _mix_seeds
 
 log = logging.getLogger(__name__)
 

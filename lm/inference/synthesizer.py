@@ -15,14 +15,13 @@ audio is cut off the output.
 
 Shape letters: C channels, T samples, Q codebooks, F frames.
 """
-
 from __future__ import annotations
 
 import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +31,21 @@ import torch
 from codec.audio import pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
 from data_pipeline.text import TextTokenizer
-from lm.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
-from lm.inference.generate import SamplingConfig, TTSRequest, generate
+from lm.checkpoint import load_model, read_config
+from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
+from lm.inference.generate import TTSRequest, generate
 from lm.inference.phone_alignment import prompt_frame_phones, text_phone_ids
+from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
+from lm.inference.synthesis_types import (
+    DecodeConfig,
+    SynthesisError,
+    SynthesisRequest,
+    SynthesisResult,
+    Voice,
+    _as_request,
+    _Row,
+)
 from lm.model.model import TTSModel
 from lm.model.sequence import inference_prompt
 
@@ -44,180 +54,7 @@ if TYPE_CHECKING:  # lm.inference.streaming builds on this module
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Where `generate.py` looks when no --checkpoint is given: copy (or symlink) an export directory here.
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
-# Export-directory metadata keys (written by the training export), and the tokenizer file name when absent.
-CODEC_KEY = "codec"
-TOKENIZER_KEY = "text_tokenizer"
-DEFAULT_TOKENIZER_FILE = "tokenizer.model"
-# also accepted when reading, so exports written by other tools still load
-CODEC_KEYS = (CODEC_KEY, "codec_spec", "codec_dir")
-TOKENIZER_KEYS = (TOKENIZER_KEY, "tokenizer", "text_tokenizer_path", "tokenizer_model")
 MIN_PROMPT_SECONDS = 0.25
-
-
-class SynthesisError(ValueError):
-    """Bad input (missing export, unusable prompt, empty text): the message says what and where."""
-
-
-@dataclass
-class DecodeConfig:
-    """Synthesis knobs; every field can be given as a keyword to `synthesize` / `synthesize_batch`.
-
-    `max_seconds` caps the audio generated for each sentence piece (the text-length guard of
-    `lm.inference.generate.SamplingConfig` usually stops a runaway row much earlier).
-    """
-
-    temperature: float = 1.0  # <= 0: greedy
-    top_k: int = 50  # <= 0: off
-    top_p: float = 1.0  # >= 1: off
-    repetition_penalty: float = 1.0  # 1: off; penalises codes seen in the last `repetition_window` frames
-    max_seconds: float = 20.0
-    max_chars: int = 200  # sentence pieces longer than this are cut at clauses / spaces
-    pause_seconds: float = 0.2  # silence between sentence pieces
-    # speaker-prompt mode keeps the last seconds of a longer prompt; exports of a training run set this to
-    # the longest prompt the model was trained with (config.json metadata.decode)
-    max_prompt_seconds: float = 15.0
-    decode_context_seconds: float = 1.0  # continuation mode: prompt audio decoded before the target, then cut
-    batch_size: int = 8  # rows (sentence pieces) per AR batch in synthesize_batch
-    # length limits per text piece (sentencepiece token), in seconds so they hold for any codec frame rate.
-    # Speech runs at ~0.1-0.3 s per piece: the guard stops a row that never says <eos>, the floor stops the
-    # "<eos> at step 0" failure of undertrained models (set it to 0 to allow any length).
-    max_seconds_per_token: float = 0.5
-    guard_slack_seconds: float = 1.0
-    min_seconds_per_token: float = 0.02
-    # passed through to lm.inference.generate.SamplingConfig
-    repetition_window: int = 16
-    nar_temperature: float = 0.0
-    phone_durations: str = "sample"  # phone-aligned models: "sample" or "median" (see SamplingConfig)
-    # phone-aligned models: guidance scale on the phones (lm/inference/guidance.py); 1: off
-    phone_guidance: float = 1.0
-
-    def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"unknown decode option(s) {unknown}; known: {sorted(known)}")
-        cfg = replace(self, **overrides)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if not 0 <= self.top_p <= 1 or self.top_p == 0:
-            raise SynthesisError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise SynthesisError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.max_seconds <= 0 or self.max_seconds_per_token <= 0:
-            raise SynthesisError(f"max_seconds and max_seconds_per_token must be > 0, got "
-                                 f"{self.max_seconds}, {self.max_seconds_per_token}")
-        if self.min_seconds_per_token < 0 or self.guard_slack_seconds < 0:
-            raise SynthesisError("min_seconds_per_token and guard_slack_seconds must be >= 0")
-        if self.max_chars < 1 or self.batch_size < 1:
-            raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
-                                 f"{self.batch_size}")
-        if self.phone_durations not in ("sample", "median"):
-            raise SynthesisError(f"phone_durations must be 'sample' or 'median', "
-                                 f"got {self.phone_durations!r}")
-        if not self.phone_guidance > 0:
-            raise SynthesisError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
-        if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
-            raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
-                                 "max_prompt_seconds > 0")
-
-    def sampling(self, frame_rate: float, max_new_frames: int, max_text_len: int) -> SamplingConfig:
-        """The generation settings at `frame_rate`, at most `max_new_frames` frames a row, for rows of at most
-        `max_text_len` text tokens."""
-        def frames(seconds: float) -> float:  # round away float fuzz: 0.04 s * 75 Hz must be 3, not 3.0000001
-            return round(seconds * frame_rate, 6)
-
-        cap = min(max_new_frames, max(1, math.ceil(frames(self.max_seconds))))
-        # the length floor must never push a row past the hard cap (max_seconds / the model's positions)
-        min_per_token = min(frames(self.min_seconds_per_token), cap / max(max_text_len, 1))
-        return SamplingConfig(
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty, repetition_window=self.repetition_window,
-            max_new_frames=cap, max_frames_per_text_token=frames(self.max_seconds_per_token),
-            guard_slack_frames=math.ceil(frames(self.guard_slack_seconds)), min_new_frames=1,
-            min_frames_per_text_token=min_per_token,
-            nar_temperature=self.nar_temperature, phone_durations=self.phone_durations,
-            phone_guidance=self.phone_guidance)
-
-
-@dataclass
-class SynthesisRequest:
-    """One utterance for `synthesize_batch` (a plain dict with these keys works too)."""
-
-    text: str
-    prompt_wav: np.ndarray | torch.Tensor  # [C, T] or [T]
-    prompt_sample_rate: int
-    prompt_text: str | None = None
-    seed: int | None = None
-    decode: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SynthesisResult:
-    """wav [T] float32 in [-1, 1] at `sample_rate`.
-
-    rtf: wall time / audio time (for a batch: the batch's wall time / all of its audio, the throughput).
-    first_audio_seconds: wall time from the call until this request's first sentence piece was decoded.
-    """
-
-    wav: np.ndarray
-    sample_rate: int
-    rtf: float
-    first_audio_seconds: float
-    elapsed_seconds: float = 0.0
-    seed: int = 0
-    mode: str = "speaker-prompt"
-    pieces: list[str] = field(default_factory=list)
-    piece_frames: list[int] = field(default_factory=list)
-    hit_length_guard: list[bool] = field(default_factory=list)  # a piece stopped by the guard, not by <eos>
-
-    @property
-    def seconds(self) -> float:
-        return len(self.wav) / self.sample_rate
-
-    def summary(self) -> str:
-        guard = sum(self.hit_length_guard)
-        lines = [
-            f"audio        {self.seconds:.2f} s at {self.sample_rate} Hz ({len(self.pieces)} piece(s), "
-            f"{sum(self.piece_frames)} frames)",
-            f"mode         {self.mode}, seed {self.seed}",
-            f"time         {self.elapsed_seconds:.2f} s, first audio after {self.first_audio_seconds:.2f} s",
-            f"RTF          {self.rtf:.3f} ({'faster' if self.rtf < 1 else 'slower'} than real time)",
-        ]
-        if guard:
-            lines.append(f"warning      {guard} piece(s) hit the length guard without <eos> (cut short)")
-        return "\n".join(lines)
-
-
-@dataclass
-class Voice:
-    """A voice prompt encoded once, reusable for any number of requests (`Synthesizer.encode_voice`).
-
-    codes [Q, Fp]; prompt_text: the prompt's transcript (continuation mode) or None (speaker-prompt mode);
-    prompt_phones [Fp]: the phone of every prompt frame (phone-aligned models in continuation mode only).
-    """
-
-    codes: torch.Tensor
-    prompt_text: str | None = None
-    prompt_phones: torch.Tensor | None = None
-
-
-@dataclass
-class _Row:
-    """One sentence piece of one request: what one AR batch row generates."""
-
-    request: int
-    piece: int
-    text_ids: torch.Tensor  # [L]
-    prompt_codes: torch.Tensor  # [Q, Fp]
-    prompt_text_ids: torch.Tensor | None
-    decode: DecodeConfig
-    phone_ids: torch.Tensor | None = None  # [P] target phones (phone-aligned models)
-    prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
 
 
 class Synthesizer:
@@ -528,84 +365,6 @@ class Synthesizer:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
-def _check_export_dir(directory: Path) -> None:
-    is_default = directory.resolve() == DEFAULT_MODEL_DIR.resolve()
-    how = ("train one (scripts/train.py writes RUN/export, `make demo` writes runs/demo/train/export) and "
-           "pass it with --checkpoint DIR")
-    if is_default and not directory.exists():
-        raise SynthesisError(f"no default model at {directory}: {how}, or copy / symlink an export "
-                             f"directory to {DEFAULT_MODEL_DIR}")
-    if not directory.is_dir():
-        raise SynthesisError(f"checkpoint directory {directory} does not exist: {how}")
-    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if not (directory / name).is_file()]
-    if missing:
-        raise SynthesisError(f"{directory} is not an export directory (missing {', '.join(missing)}); pass "
-                             f"RUN/export, not the DeepSpeed checkpoint folder")
-
-
-def export_assets(checkpoint_dir: str | Path) -> tuple[Path, str]:
-    """(text tokenizer path, codec spec) of an export directory, resolved as `from_pretrained` does."""
-    directory = Path(checkpoint_dir).expanduser()
-    _check_export_dir(directory)
-    _, metadata = read_config(directory)
-    return _tokenizer_path(directory, metadata), _codec_spec(directory, metadata)
-
-
-def _first(metadata: dict, keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = metadata.get(key)
-        if isinstance(value, dict):  # {"codec": {"spec": ...}} / {"text_tokenizer": {"path": ...}}
-            value = value.get("spec") or value.get("path")
-        if value:
-            return value
-    return None
-
-
-def _tokenizer_path(directory: Path, metadata: dict) -> Path:
-    """The sentencepiece model named by the metadata (relative to the export), else the directory's only
-    `*.model` file."""
-    name = _first(metadata, TOKENIZER_KEYS)
-    if name is None:
-        found = sorted(directory.glob("*.model"))
-        if len(found) != 1:
-            raise SynthesisError(f"{directory / CONFIG_FILE} names no text tokenizer (metadata."
-                                 f"{TOKENIZER_KEY}) and the directory holds {len(found)} *.model files")
-        return found[0]
-    path = Path(name) if Path(name).is_absolute() else directory / name
-    if not path.is_file():
-        raise SynthesisError(f"text tokenizer {path} (named by {directory / CONFIG_FILE}) is missing")
-    return path
-
-
-def _codec_spec(directory: Path, metadata: dict) -> str:
-    """The codec reference: a named spec (`encodec_24khz@6`, `encodec_24khz:random`) or a codec directory
-    (`Codec.save_pretrained`), resolved against the export directory when relative."""
-    spec = _first(metadata, CODEC_KEYS)
-    if spec is None:
-        if (directory / "codec" / CONFIG_FILE).is_file():
-            return str(directory / "codec")
-        raise SynthesisError(f"{directory / CONFIG_FILE} names no codec (metadata.{CODEC_KEY}) and there is "
-                             f"no codec/ directory beside it")
-    local = directory / str(spec)
-    return str(local) if local.is_dir() else str(spec)
-
-
-def _apply_adapter(model: TTSModel, adapter: Path, base: Path | None = None) -> TTSModel:
-    """Inject a LoRA adapter; it must have been trained on this very base model (`lm.adapters.lora`
-    checks)."""
-    if not adapter.is_dir():
-        raise SynthesisError(f"adapter directory {adapter} does not exist")
-    try:
-        from lm.adapters.lora import load_adapter
-    except ImportError as e:
-        raise SynthesisError(f"cannot apply adapter {adapter}: lm.adapters.lora is not available "
-                             f"({e})") from e
-    try:
-        return load_adapter(model, adapter, base_name=str(base) if base is not None else None).eval()
-    except (OSError, ValueError) as e:  # wrong base model, missing / pickled weights, bad JSON
-        raise SynthesisError(str(e)) from e
-
-
 def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, codec_rate: int,
                           name: str) -> torch.Tensor:
     """Any prompt ([T], [C, T], or soundfile's [T, C]) -> mono float32 [1, T'] at the codec rate."""
@@ -633,18 +392,6 @@ def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, code
 
 def _has_text(text: str | None) -> bool:
     return bool(text and text.strip())
-
-
-def _as_request(r: SynthesisRequest | Mapping[str, Any]) -> SynthesisRequest:
-    if isinstance(r, SynthesisRequest):
-        return r
-    base = {f.name for f in fields(SynthesisRequest)} - {"decode"}
-    data = dict(r)
-    try:
-        return SynthesisRequest(**{k: data.pop(k) for k in list(data) if k in base},
-                                decode={**data.pop("decode", {}), **data})
-    except TypeError as e:
-        raise SynthesisError(f"bad synthesis request {sorted(r)}: {e}") from e
 
 
 def _mix_seeds(seeds: list[int]) -> int:

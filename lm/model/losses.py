@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lm.model.batch import LMBatch
 from lm.model.model import TTSOutput
-from lm.model.sequence import LMBatch
 from lm.model.vocab import END_TEXT, IGNORE_INDEX
 
 

@@ -10,9 +10,9 @@ from torch import nn
 
 from data_pipeline.records import TTSBatch
 from lm.model.ar import ARDecoder
+from lm.model.batch import LMBatch, build_lm_batch
 from lm.model.config import ModelConfig
 from lm.model.nar import NARHead
-from lm.model.sequence import LMBatch, build_lm_batch
 from lm.model.vocab import Vocab
 
 
@@ -61,7 +61,7 @@ class TTSModel(nn.Module):
         self, batch: TTSBatch, continuation_prob: float = 0.25, generator: torch.Generator | None = None
     ) -> LMBatch:
         """Loader batch -> model batch (CPU); move it with `.to(device)`. See
-        `lm.model.sequence.build_lm_batch`."""
+        `lm.model.batch.build_lm_batch`."""
         return build_lm_batch(
             batch,
             self.vocab,

@@ -23,8 +23,8 @@ from torch import nn
 from transformers import LlamaModel
 
 from lm.model.ar import llama_config
+from lm.model.batch import NARInputs
 from lm.model.config import ModelConfig
-from lm.model.sequence import NARInputs
 
 TEXT, PROMPT, TARGET = range(3)
 

@@ -42,8 +42,7 @@ class DataConfig:
     # (scripts/diagnose_stages.py: row ar_tf against ar_given). 0: off
     code_noise: float = 0.0
     # phone-aligned models: share of rows trained without their target phones
-    # (lm.model.sequence.drop_target_phones), so inference can guide on them (decode phone_guidance > 1). 0:
-    # off
+    # (lm.model.batch.drop_target_phones), so inference can guide on them (decode phone_guidance > 1). 0: off
     phone_dropout: float = 0.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 

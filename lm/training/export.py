@@ -31,7 +31,7 @@ from lm.training.train_state import latest_tag, list_tags, read_checkpoint_confi
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.model"  # == lm.inference.synthesizer.DEFAULT_TOKENIZER_FILE
+TOKENIZER_FILE = "tokenizer.model"  # == lm.inference.export_dir.DEFAULT_TOKENIZER_FILE
 CODEC_DIR = "codec"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 MODEL_STATES_FILE = "mp_rank_00_model_states.pt"  # in every DeepSpeed checkpoint directory

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lm.model.batch import LMBatch
 from lm.model.model import TTSModel
-from lm.model.sequence import LMBatch
 
 # Dense bf16 tensor-core peak per device (TFLOP/s), from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {

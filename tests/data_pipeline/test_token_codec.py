@@ -14,7 +14,7 @@ from codec.identity import codec_identity
 from data_pipeline.ingest import IngestConfig, ingest
 from data_pipeline.token_codec import CodecMismatchError, check_one_codec, claim_token_folder
 from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
-from lm.training.trainer import inspect_token_shards
+from lm.training.run_setup import inspect_token_shards
 from lm.training.warm_start import check_init_codec
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech" / "cmu-arctic-sample"

@@ -1,12 +1,15 @@
-"""The CPU decode-speed measures of lm/inference/generate.py change no result: the column-major layout of wide
-Linear weights keeps values, parameter objects and trainability; the compiled step's cache is bucketed."""
+"""The CPU decode-speed measures of lm/inference/decode_steps.py change no result: the column-major layout of
+wide Linear weights keeps values, parameter objects and trainability; the compiled step's cache is
+bucketed."""
 
 from __future__ import annotations
 
 import torch
 
 from lm.checkpoint import load_model, save_model
-from lm.inference.generate import SamplingConfig, cache_slots, cpu_decode_layout, generate_ar
+from lm.inference.ar_loop import generate_ar
+from lm.inference.decode_steps import cache_slots, cpu_decode_layout
+from lm.inference.sampling import SamplingConfig
 from lm.model.losses import tts_loss
 from lm.model.sequence import inference_prompt
 

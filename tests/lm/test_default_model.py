@@ -12,7 +12,8 @@ import torch
 
 from evaluation.audio import load_audio
 from evaluation.pace import pace_ratio
-from lm.inference.synthesizer import DEFAULT_MODEL_DIR, Synthesizer
+from lm.inference.export_dir import DEFAULT_MODEL_DIR
+from lm.inference.synthesizer import Synthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = ROOT / "tests" / "data" / "speech" / "ljspeech-sample" / "LJ001-0002.wav"

@@ -9,13 +9,15 @@ import torch
 from safetensors.torch import load_file
 
 from lm.checkpoint import load_model, save_ar_as_hf, save_model
-from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar
+from lm.inference.ar_loop import generate_ar
+from lm.inference.generate import TTSRequest, generate
+from lm.inference.sampling import SamplingConfig
+from lm.model.batch import build_lm_batch
 from lm.model.config import ModelConfig, get_preset
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.model.sequence import (
     NO_CODE,
-    build_lm_batch,
     delayed_training_inputs,
     inference_delayed,
     inference_prompt,
@@ -203,7 +205,7 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
     """Mixed speaker-prompt / continuation rows, left-padded, sampled so they stop at different steps (by
     <eos> or by the guard): every token and delayed code the AR is fed, up to <eos>, equals the training
     layout of the utterance it generated (what the loss trained it on)."""
-    import lm.inference.generate as generation
+    import lm.inference.ar_loop as ar_loop
 
     raw = make_batch(ar2_config, [5, 2, 7, 3], [1, 1, 1, 1], [9, 3, 6, 4], seed=4)
     prompt_texts = [torch.arange(3), None, torch.arange(4) + 7, None]
@@ -219,7 +221,7 @@ def test_what_generation_feeds_the_ar_is_the_training_sequence_of_its_output(
     monkeypatch.setattr(ar2_model.ar, "embed",
                         lambda ids, d=None, p=None: fed.append((ids, d)) or embed(ids, d, p))
     if path == "static":  # whole-cache attention, as the CUDA-graph step runs it (uncompiled here)
-        monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
+        monkeypatch.setattr(ar_loop, "static_decode_shapes", lambda compile_step, device: True)
     sampling = SamplingConfig(temperature=1.0, max_frames_per_text_token=3.0, guard_slack_frames=2)
     first = torch.stack([d[1] for d in delayed])
     kwargs = {"delayed_prefixes": [d[0] for d in delayed], "first_delayed": first}

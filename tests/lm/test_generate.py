@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from data_pipeline.records import TTSBatch
-from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar, generate_nar
+from lm.inference.ar_loop import generate_ar
+from lm.inference.generate import TTSRequest, generate
+from lm.inference.nar_pass import generate_nar
+from lm.inference.sampling import SamplingConfig
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.model.sequence import inference_prompt

@@ -7,14 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lm.inference.generate as generation
+import lm.inference.ar_loop as ar_loop
 from data_pipeline.records import TTSBatch
-from lm.inference.generate import SamplingConfig, generate_ar, prefix_mask
-from lm.inference.synthesizer import DecodeConfig, SynthesisError
+from lm.inference.ar_loop import generate_ar
+from lm.inference.decode_steps import prefix_mask
+from lm.inference.sampling import SamplingConfig
+from lm.inference.synthesis_types import DecodeConfig, SynthesisError
+from lm.model.batch import drop_target_phones
 from lm.model.config import ModelConfig
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
-from lm.model.sequence import drop_target_phones, inference_prompt, prefix_phone_inputs
+from lm.model.sequence import inference_prompt, prefix_phone_inputs
 from lm.model.vocab import IGNORE_INDEX
 
 
@@ -87,7 +90,7 @@ def test_guided_decode_paths_agree(phone_config: ModelConfig, aligned_batch, pat
     reference = generate_ar(model, prompts, text_lengths, sampling, torch.Generator().manual_seed(7),
                             **kwargs)
     if path == "static":
-        monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
+        monkeypatch.setattr(ar_loop, "static_decode_shapes", lambda compile_step, device: True)
     out = generate_ar(model, prompts, text_lengths, sampling, torch.Generator().manual_seed(7),
                       use_cache=path != "recompute", **kwargs)
     assert torch.equal(out.codes, reference.codes) and torch.equal(out.lengths, reference.lengths)

@@ -7,9 +7,10 @@ import copy
 import peft  # a hard dependency (pyproject): a broken install must fail, not skip
 import torch
 
-from lm.inference.generate import prefill, recompute_logits
+from lm.inference.decode_steps import prefill, recompute_logits
+from lm.model.batch import nar_inputs
 from lm.model.losses import tts_loss
-from lm.model.sequence import nar_inputs, pad_left
+from lm.model.sequence import pad_left
 from lm.model.vocab import IGNORE_INDEX
 
 

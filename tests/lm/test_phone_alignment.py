@@ -6,15 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lm.inference.generate as generation
+import lm.inference.ar_loop as ar_loop
 from data_pipeline.records import TTSBatch
-from lm.inference.generate import SamplingConfig, TTSRequest, generate, generate_ar
+from lm.inference.ar_loop import generate_ar
+from lm.inference.generate import TTSRequest, generate
 from lm.inference.phone_pointer import advance_phones
+from lm.inference.sampling import SamplingConfig
+from lm.model.batch import build_lm_batch
 from lm.model.config import ModelConfig
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.model.sequence import (
-    build_lm_batch,
     inference_prompt,
     phone_frame_inputs,
     phone_training_inputs,
@@ -22,7 +24,7 @@ from lm.model.sequence import (
     training_sequence,
 )
 from lm.model.vocab import IGNORE_INDEX, Vocab
-from lm.training.trainer import _rolled_texts, rescale_durations
+from lm.training.validation import _rolled_texts, rescale_durations
 
 VOCAB = Vocab(text_vocab_size=100, codebook_size=50)
 IGN = IGNORE_INDEX
@@ -130,7 +132,7 @@ def test_generation_paths_agree(phone_config: ModelConfig, aligned_batch, path: 
     phones = _phone_kwargs(model, batch)
     reference = generate_ar(model, *_ar_args(model, batch), greedy, **phones)
     if path == "static":
-        monkeypatch.setattr(generation, "static_decode_shapes", lambda compile_step, device: True)
+        monkeypatch.setattr(ar_loop, "static_decode_shapes", lambda compile_step, device: True)
     out = generate_ar(model, *_ar_args(model, batch), greedy, use_cache=path != "recompute", **phones)
     assert torch.equal(out.codes, reference.codes) and torch.equal(out.lengths, reference.lengths)
     assert torch.equal(out.frame_phones, reference.frame_phones)
@@ -246,7 +248,7 @@ def test_greedy_advance_ends_a_phone_at_its_median_length() -> None:
 def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
     """phone_durations="median" (decode option) makes sampled rows end phones at their median length too;
     an unknown value is refused with the allowed ones named."""
-    from lm.inference.synthesizer import DecodeConfig, SynthesisError
+    from lm.inference.synthesis_types import DecodeConfig, SynthesisError
 
     assert DecodeConfig(phone_durations="median").sampling(50.0, 500, 10).phone_durations == "median"
     with pytest.raises(SynthesisError, match="'sample' or 'median'"):
@@ -281,7 +283,7 @@ def test_given_phone_durations_are_held_exactly(phone_config: ModelConfig, align
 def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_batch) -> None:
     """data.code_noise: a share of the target frames' input codes become random codes; the prompt, the text,
     the labels and the phone inputs stay as they were."""
-    from lm.model.sequence import corrupt_target_codes
+    from lm.model.batch import corrupt_target_codes
 
     model = TTSModel(phone_config)
     batch = aligned_batch(phone_config, [30, 25], seed=1)

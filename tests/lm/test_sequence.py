@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm.model.sequence import build_lm_batch, inference_prompt, pad_left, training_sequence
+from lm.model.batch import build_lm_batch
+from lm.model.sequence import inference_prompt, pad_left, training_sequence
 from lm.model.vocab import (
     AUDIO,
     BOS,

@@ -24,7 +24,8 @@ from codec.rvq_codec import RVQCodec, RVQCodecConfig
 from lm.inference.generate import generate
 from lm.inference.stream_pieces import chunk_end
 from lm.inference.streaming import AudioChunk, StreamConfig, decoder_context
-from lm.inference.synthesizer import SynthesisError, Synthesizer
+from lm.inference.synthesis_types import SynthesisError
+from lm.inference.synthesizer import Synthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"  # 1.9 s

@@ -30,7 +30,8 @@ from codec.rvq_codec import RVQCodec, RVQCodecConfig
 from data_pipeline.text import TextTokenizer
 from lm.inference.phone_alignment import text_phone_ids
 from lm.inference.sentences import split_sentences
-from lm.inference.synthesizer import SynthesisError, SynthesisRequest, Synthesizer
+from lm.inference.synthesis_types import SynthesisError, SynthesisRequest
+from lm.inference.synthesizer import Synthesizer
 from lm.model.config import get_preset
 from lm.model.model import TTSModel
 from lm.training.export import export_inference_dir
@@ -269,7 +270,7 @@ def test_generate_script_errors_are_clear(export_dir, tmp_path, capsys, monkeypa
                         "--checkpoint", str(tmp_path / "no-export")]) == 2
     assert "does not exist" in capsys.readouterr().err
     default = tmp_path / "models" / "default"
-    monkeypatch.setattr("lm.inference.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr("lm.inference.export_dir.DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
     assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -328,7 +329,7 @@ def test_published_default_model_is_what_generate_uses_without_checkpoint(tmp_pa
         torch.testing.assert_close(weights[name].float(), value, rtol=1e-3, atol=1e-4)
 
     script = load_generate_script()
-    monkeypatch.setattr("lm.inference.synthesizer.DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr("lm.inference.export_dir.DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)
     common = ["--prompt-audio", str(PROMPT), "--text", "The default voice.", "--seed", "3",
               "--max-seconds", "0.3", "--threads", "1"]

@@ -84,9 +84,10 @@ def test_mfu_is_flops_per_second_over_the_peak_of_every_rank(monkeypatch) -> Non
     """The trainer's logged MFU (lm.training.trainer.Trainer._reduce_window): all-reduced FLOPs / seconds /
     (peak TFLOP/s * 1e12 * ranks). One process stands for rank 0 of 2 here: all_reduce leaves its sums as they
     are."""
-    from lm.training.trainer import Trainer, Window
+    from lm.training.metrics import Window
+    from lm.training.trainer import Trainer
 
-    monkeypatch.setattr("lm.training.trainer.dist.all_reduce", lambda tensor, *args, **kwargs: None)
+    monkeypatch.setattr("lm.training.metrics.dist.all_reduce", lambda tensor, *args, **kwargs: None)
     trainer = SimpleNamespace(peak=989.0, world_size=2, device=torch.device("cpu"), tokens_seen=0)
     window = Window(steps=4, micro_batches=4, values={"loss": torch.tensor(24.0)}, tokens=8000, frames=2000,
                     flops=3.0e15, seconds=10.0, grad_norm=8.0)

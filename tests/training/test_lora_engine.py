@@ -21,7 +21,8 @@ from data_pipeline.batching import BatchingConfig
 from data_pipeline.text import TextTokenizer
 from lm.adapters.lora import LoraSettings, base_identity
 from lm.adapters.lora_finetune import FinetuneConfig, LoraFinetuner
-from lm.inference.generate import SamplingConfig, TTSRequest, generate
+from lm.inference.generate import TTSRequest, generate
+from lm.inference.sampling import SamplingConfig
 from lm.model.config import get_preset
 from lm.model.model import TTSModel
 

@@ -1,10 +1,11 @@
-"""text_gap (validation in lm/training/trainer.py: the AR loss with every row given another row's transcript
-minus with its own) on tiny models that are really trained: one that must read its text to know what comes
-next gets a clear positive gap; one whose texts carry no information gets ~0, even though what comes next
-there depends on the row's (other) audio prompt, so a gap that also moved anything but the text would show.
+"""text_gap (validation in lm/training/validation.py: the AR loss with every row given another row's
+transcript minus with its own) on tiny models that are really trained: one that must read its text to know
+what comes next gets a clear positive gap; one whose texts carry no information gets ~0, even though what
+comes next there depends on the row's (other) audio prompt, so a gap that also moved anything but the text
+would show.
 
 The gap is computed here the way Trainer.evaluate does it: the same batches, rolled with
-lm.training.trainer._rolled_texts, each built with a generator reset to the same seed, token-weighted AR
+lm.training.validation._rolled_texts, each built with a generator reset to the same seed, token-weighted AR
 loss."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lm.model.config import get_preset
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.model.vocab import IGNORE_INDEX
-from lm.training.trainer import _rolled_texts
+from lm.training.validation import _rolled_texts
 
 CONFIG = get_preset("tiny", text_vocab_size=8, num_codebooks=2, codebook_size=16)
 TEXTS = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6, 7, 2])]  # two transcripts of different lengths

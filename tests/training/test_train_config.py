@@ -27,8 +27,8 @@ from lm.training.deepspeed_setup import (
     load_ds_config,
     resolve_precision,
 )
+from lm.training.optimizer import WarmupCosine, param_groups
 from lm.training.train_state import rng_state, set_rng_state
-from lm.training.trainer import WarmupCosine, param_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,9 @@ from lm.checkpoint import load_model, read_config
 from lm.training.config import resolve_config
 from lm.training.deepspeed_setup import UnsafeCheckpointError, safe_torch_load
 from lm.training.export import export_checkpoint
+from lm.training.run_setup import RunPaths, prepare_tokenizer
 from lm.training.train_state import latest_tag, load_checkpoint, state_file
-from lm.training.trainer import RunPaths, TrainResult, prepare_tokenizer, train
+from lm.training.trainer import TrainResult, train
 
 
 class Payload:
@@ -149,7 +150,7 @@ def test_pickle_payload_in_a_deepspeed_file_is_refused(trained: tuple[TrainResul
 
 def test_validation_text_swap_moves_every_transcript_to_the_next_row() -> None:
     from data_pipeline.records import TTSBatch
-    from lm.training.trainer import _rolled_texts
+    from lm.training.validation import _rolled_texts
 
     def batch(texts: list[list[int]]) -> TTSBatch:
         ids = torch.zeros(len(texts), max(map(len, texts)), dtype=torch.long)

@@ -20,7 +20,8 @@ from training_helpers import FAST_OVERRIDES, ROOT, script_main
 from lm.checkpoint import read_config
 from lm.model.model import TTSModel
 from lm.training.config import resolve_config
-from lm.training.trainer import WarmupCosine, train
+from lm.training.optimizer import WarmupCosine
+from lm.training.trainer import train
 from lm.training.warm_start import load_init_weights
 
 SETTINGS = [*FAST_OVERRIDES, "log.every=1", "eval_every=0", "checkpoint_every=0", "optim.lr=3e-3",
