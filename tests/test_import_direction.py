@@ -1,5 +1,5 @@
 """Imports go one way: codec <- data_pipeline <- lm <- serving <- scripts, evaluation (README.md, "Import
-direction")."""
+direction"); inside lm: model <- checkpoint <- training <- adapters <- inference."""
 
 import ast
 import re
@@ -37,6 +37,43 @@ def test_package_imports_only_downstream(package: str) -> None:
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"imports reach back up the data flow: {offenders}"
+
+
+# the parts of lm in data-flow order (lm/__init__.py): each may import only the parts before it
+LM_PARTS = ("model", "checkpoint", "training", "adapters", "inference")
+
+
+def lm_part(module: str) -> str | None:
+    """`lm.training.trainer` -> "training"; None outside lm."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "lm" and len(parts) > 1 else None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module a file imports (lazy imports inside functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_lm_parts_import_only_earlier_parts() -> None:
+    found, offenders = set(), {}
+    for path in sorted((ROOT / "lm").rglob("*.py")):
+        part = lm_part(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        if part is None or part == "__init__":
+            continue
+        assert part in LM_PARTS, f"{path.relative_to(ROOT)}: lm part {part!r} is not in LM_PARTS"
+        found.add(part)
+        later = set(LM_PARTS[LM_PARTS.index(part) + 1 :])
+        bad = sorted({lm_part(m) for m in imported_modules(path)} & later)
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert found == set(LM_PARTS), f"lm parts {sorted(set(LM_PARTS) - found)} have no module"
+    assert not offenders, f"lm parts import later parts: {offenders}"
 
 
 def readme_rule() -> dict[str, set[str]]:
