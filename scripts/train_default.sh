@@ -47,8 +47,8 @@ except CodecMismatchError as e: sys.exit(f'{e}')" "$CODEC"; then
         echo "models/default was trained on another codec's tokens: training $RUN from scratch"
     fi
 fi
-# code_noise 0.25: a quarter of the AR's own input codes replaced by random ones, so it leans on its phones
-# (README: A/B, WER 117 -> 88 % at step 1,800); models/default trained with it from step 1,500 on
+# code_noise 0.5: half of the AR's own input codes replaced by random ones, so it leans on its phones
+# (README: A/Bs, 0 -> 0.25 at step 1,800, 0.25 -> 0.5 at 2,400); models/default: 0.25 from step 1,500, 0.5 from 2,100
 $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
-    --deepspeed ds_configs/zero2.json --resume "${INIT[@]}" data.code_noise=0.25 "$@"
+    --deepspeed ds_configs/zero2.json --resume "${INIT[@]}" data.code_noise=0.5 "$@"
 echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export)"
