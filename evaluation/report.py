@@ -1,7 +1,9 @@
 """Aggregate per-utterance scores into summary.json and a Markdown table.
 
-WER is reported two ways: corpus WER (total word errors / total reference words) and the mean of
-per-utterance WER (seed-tts-eval's convention), plus the number of utterances above 50 % WER, which counts
+WER is reported three ways: corpus WER (total word errors / total reference words), the mean of
+per-utterance WER (seed-tts-eval's convention) and its median (a babbled stretch that makes Whisper loop can
+score 900 % on one sentence and move the other two by tens of points on a short list; the median does not),
+plus the number of utterances above 50 % WER, which counts
 hallucinated or babbled outputs. All WERs are fractions. A metric that could not be computed for a row is left
 out of its mean, and `counts` says how many rows each mean covers.
 """
@@ -29,6 +31,14 @@ def _mean(values) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _median(values) -> float | None:
+    vals = sorted(_finite(values))
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
 def summarize_group(rows: Sequence[Any]) -> dict:
     """rows: UttScore-like objects of one system -> metric dict (None where nothing could be scored)."""
     scored = [r for r in rows if math.isfinite(r.wer)]
@@ -38,6 +48,7 @@ def summarize_group(rows: Sequence[Any]) -> dict:
         "n_failed": sum(1 for r in rows if r.error.startswith(("input:", "synthesis:"))),
         "wer": (sum(r.errors for r in scored) / ref_words) if ref_words else None,
         "wer_mean_per_utt": _mean(r.wer for r in scored),
+        "wer_median_per_utt": _median(r.wer for r in scored),
         "wer_above_50": sum(1 for r in scored if r.wer > HALLUCINATION_WER),
         # utterances read within +-30 % of the prompt speaker's pace (None when no row had a pace)
         "pace_within_30": (sum(1 for r in rows if within_tolerance(r.pace_ratio))
@@ -66,6 +77,7 @@ COLUMNS = [  # (key, header, format)
     ("n", "n", "{:d}"),
     ("wer", "WER %", "pct"),
     ("wer_mean_per_utt", "WER mean/utt %", "pct"),
+    ("wer_median_per_utt", "WER median/utt %", "pct"),
     ("wer_above_50", "WER>50%", "{:d}"),
     ("sim", "SIM", "{:.3f}"),
     ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
@@ -114,8 +126,8 @@ def write_markdown(summary: dict, path: str | Path) -> None:
     if asr:
         parts.append(f"- ASR: `{asr.get('model')}` (beam {asr.get('beam_size')}, {asr.get('compute_type')})")
     parts += ["", markdown_table(summary), "",
-              "WER as a percentage: corpus (errors / reference words) and mean of per-utterance WER; WER>50% "
-              "counts utterances above 50 % WER. SIM: resemblyzer cosine to the prompt audio. "
+              "WER as a percentage: corpus (errors / reference words), mean and median of per-utterance WER; "
+              "WER>50% counts utterances above 50 % WER. SIM: resemblyzer cosine to the prompt audio. "
               "pace: seconds per phone against the prompt's own (1 = the prompt speaker's pace); "
               "pace ±30%: utterances within 30 % of it. "
               "Ground-truth rows score the real recordings the same way."]

@@ -19,8 +19,12 @@ def test_corpus_and_mean_wer_differ_as_defined():
     s = summarize(rows, num_cases=3)["system"]
     assert s["wer"] == pytest.approx(4 / 20)  # total errors / total reference words
     assert s["wer_mean_per_utt"] == pytest.approx((0.1 + 1.5 + 0.0) / 3)
+    assert s["wer_median_per_utt"] == pytest.approx(0.1)  # the looped 150 % sentence does not move it
     assert s["wer_above_50"] == 1
     assert s["sim"] == pytest.approx(0.8) and s["rtf"] == pytest.approx(0.5)
+    even = summarize(rows + [_row("d", "system", 3, 10)], num_cases=4)["system"]
+    assert even["wer_median_per_utt"] == pytest.approx((0.1 + 0.3) / 2)
+    assert "WER median/utt %" in markdown_table(summarize(rows, num_cases=3))
 
 
 def test_failed_rows_are_counted_reported_and_left_out_of_means():
@@ -44,7 +48,7 @@ def test_ground_truth_key_only_when_ground_truth_rows_exist(tmp_path):
         assert {"wer", "wer_mean_per_utt", "wer_above_50", "sim", "dnsmos_ovrl", "rtf"} <= set(both[key])
     assert both["ground_truth"]["rtf"] is None
     table = markdown_table(both)
-    assert "| system | 1 | 50.00 | 50.00 | 0 | 0.800 |" in table
+    assert "| system | 1 | 50.00 | 50.00 | 50.00 | 0 | 0.800 |" in table
     assert "PESQ" not in table  # empty columns are dropped
     both["config"] = {"list": "x.lst", "mode": "synthesis", "seed": 7, "checkpoint": "ck",
                       "decode_config": {"temperature": 0.8}}
