@@ -11,6 +11,7 @@ out of its mean, and `counts` says how many rows each mean covers.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,8 @@ def _mean(values) -> float | None:
 
 
 def _median(values) -> float | None:
-    vals = sorted(_finite(values))
-    if not vals:
-        return None
-    mid = len(vals) // 2
-    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    vals = _finite(values)
+    return statistics.median(vals) if vals else None
 
 
 def summarize_group(rows: Sequence[Any]) -> dict:
