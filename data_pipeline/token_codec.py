@@ -7,6 +7,7 @@ so a training run whose shards come from several folders can check them all (`ch
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -53,8 +54,18 @@ def claim_token_folder(out_dir: str | Path, spec: str) -> str:
 
 
 def sample_codec(meta: dict) -> str:
-    """The codec a token sample was made with: its identity, or its spec (samples from before identities)."""
-    return str(meta.get("extra", {}).get("codec_identity") or meta.get("codec", ""))
+    """The codec a token sample was made with: its recorded identity. A sample from before identities
+    were recorded has only its codec spec, which resolves to the identity of the checkpoint at that path
+    today, so old and new shards of one unchanged codec train together (a named codec stays its spec)."""
+    recorded = meta.get("extra", {}).get("codec_identity")
+    if recorded:
+        return str(recorded)
+    return _identity_of_spec(str(meta.get("codec", "")))
+
+
+@functools.lru_cache(maxsize=16)
+def _identity_of_spec(spec: str) -> str:
+    return codec_identity(spec) if spec else ""
 
 
 def check_one_codec(codecs_by_shard: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from codec.identity import codec_identity
 from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.token_codec import CodecMismatchError, check_one_codec, claim_token_folder
+from data_pipeline.token_codec import CodecMismatchError, check_one_codec, claim_token_folder, sample_codec
 from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
 from lm.training.run_setup import inspect_token_shards
 from lm.training.warm_start import check_init_codec
@@ -85,6 +85,20 @@ def test_training_refuses_shards_of_two_codecs(tmp_path, arctic_raw, tiny_codec_
     with pytest.raises(CodecMismatchError, match="come from 2 codecs"):
         inspect_token_shards(urls_a + urls_b)
     assert check_one_codec({"x": "c1", "y": "c1"}) == "c1"
+
+
+def test_samples_from_before_identities_resolve_their_codec_spec(tmp_path, tiny_codec_dir) -> None:
+    # an old sample names only its codec path; it trains with new samples of that same checkpoint ...
+    new = {"codec": str(tiny_codec_dir), "extra": {"codec_identity": codec_identity(tiny_codec_dir)}}
+    legacy = {"codec": str(tiny_codec_dir), "extra": {}}
+    assert sample_codec(legacy) == sample_codec(new) == codec_identity(tiny_codec_dir)
+    assert check_one_codec({"new.tar": sample_codec(new), "old.tar": sample_codec(legacy)})
+    # ... but not with samples of a codec whose encoder differs
+    other = _edited_copy(tiny_codec_dir, tmp_path / "other", "model.encoder.")
+    with pytest.raises(CodecMismatchError, match="come from 2 codecs"):
+        check_one_codec({"new.tar": sample_codec(new), "old.tar": sample_codec({"codec": str(other)})})
+    # a named codec with no local checkpoint stays its own identity
+    assert sample_codec({"codec": "encodec_24khz@6"}) == "encodec_24khz@6"
 
 
 def test_a_warm_start_needs_the_codec_its_model_was_trained_on(tmp_path, tiny_codec_dir, monkeypatch) -> None:
