@@ -92,6 +92,32 @@ def corrupt_target_codes(batch: LMBatch, vocab: Vocab, share: float,
     return batch
 
 
+def self_feed_target_codes(batch: LMBatch, ar_logits: torch.Tensor, vocab: Vocab, share: float,
+                           temperature: float = 1.0, generator: torch.Generator | None = None) -> LMBatch:
+    """Parallel scheduled sampling (Duckworth et al., 2019): replace `share` of the target frames' input codes
+    by codes the AR itself draws there, in place; returns the batch. `ar_logits` [B, S, K+1] come from a
+    no-grad teacher-forced pass over this batch; the code at input position p is the one predicted at p - 1,
+    drawn at `temperature` (0: argmax) among the K codes. Unlike uniform code noise, these are the mistakes
+    the AR makes itself when it runs free, so it learns to recover from those. Labels stay clean."""
+    if share <= 0:
+        return batch
+    ids = batch.input_ids
+    bsz, seq = ids.shape
+    logits = ar_logits[:, :-1, : vocab.codebook_size].detach().float().cpu()
+    if temperature <= 0:
+        draws = logits.argmax(-1)
+    else:
+        probs = torch.softmax(logits / temperature, dim=-1).reshape(-1, vocab.codebook_size)
+        draws = torch.multinomial(probs, 1, generator=generator).reshape(bsz, seq - 1)
+    pos = torch.arange(seq)[None]
+    target = (pos >= batch.target_start[:, None]) & vocab.is_audio(ids) & batch.attention_mask
+    hit = target[:, 1:] & (torch.rand(bsz, seq - 1, generator=generator) < share)
+    fed = ids.clone()
+    fed[:, 1:] = torch.where(hit, vocab.codes_to_tokens(draws), ids[:, 1:])
+    batch.input_ids = fed
+    return batch
+
+
 def drop_target_phones(batch: LMBatch, share: float, generator: torch.Generator | None = None) -> LMBatch:
     """Hide the target phones of `share` of the rows, in place; returns the batch. A dropped row's target
     slots read phone 0 ("none", as text and prompt slots do) and its advance labels are ignored (a phone's

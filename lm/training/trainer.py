@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 from data_pipeline.loader import LoaderConfig, TokenLoader
-from lm.model.batch import LMBatch, corrupt_target_codes, drop_target_phones
+from lm.model.batch import LMBatch, corrupt_target_codes, drop_target_phones, self_feed_target_codes
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.training.config import TrainConfig, config_diff, dump_yaml
@@ -232,6 +232,7 @@ class Trainer(ValidationMixin, MetricsLoggingMixin):
         for _ in range(cfg.gradient_accumulation_steps):
             batch = next(self.train_iter)
             lm = self.model.build_batch(batch, cfg.data.continuation_prob, self.generator)
+            lm = self._self_feed(lm)
             lm = corrupt_target_codes(lm, self.model.vocab, cfg.data.code_noise, self.generator)
             lm = drop_target_phones(lm, cfg.data.phone_dropout, self.generator)
             window.tokens += int(lm.attention_mask.sum())
@@ -248,6 +249,18 @@ class Trainer(ValidationMixin, MetricsLoggingMixin):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         window.seconds += time.perf_counter() - start
+
+    def _self_feed(self, lm: LMBatch) -> LMBatch:
+        """data.self_feed: feed the AR some of its own teacher-forced draws as input codes."""
+        data = self.cfg.data
+        if data.self_feed <= 0:
+            return lm
+        on_device = lm.to(self.device)
+        with torch.no_grad():
+            logits = self.model.ar(on_device.input_ids, on_device.attention_mask, on_device.position_ids,
+                                   delayed_ids=on_device.delayed_ids, phone_inputs=on_device.phone_inputs)
+        return self_feed_target_codes(lm, logits, self.model.vocab, data.self_feed,
+                                      data.self_feed_temperature, self.generator)
 
     def _losses(self, lm: LMBatch):
         align = self.cfg.align

@@ -300,3 +300,41 @@ def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_
     share = changed.sum() / targets.sum()
     assert 0.3 < float(share) < 0.6  # 0.5, less the random codes that hit the same code
     assert corrupt_target_codes(clean, model.vocab, 0.0) is clean
+
+
+def test_self_feed_feeds_the_ar_its_own_draws(phone_config: ModelConfig, aligned_batch) -> None:
+    """data.self_feed: the code at input p is the one the AR predicted at p - 1. Fed its own perfect
+    predictions (logits peaked on the labels, argmax), every input stays as it was; fed a real model's draws,
+    only target-frame audio inputs change, and labels and phones never do."""
+    from lm.model.batch import self_feed_target_codes
+
+    model = TTSModel(phone_config)
+    batch = aligned_batch(phone_config, [30, 25], seed=1)
+
+    def fresh():
+        return model.build_batch(batch, 0.0, torch.Generator().manual_seed(0))
+
+    clean = fresh()
+    vocab = model.vocab
+    oracle = torch.zeros(*clean.labels.shape, vocab.codebook_size + 1)
+    known = clean.labels != IGNORE_INDEX
+    oracle[known] = torch.nn.functional.one_hot(clean.labels[known], vocab.codebook_size + 1).float() * 50
+    perfect = self_feed_target_codes(fresh(), oracle, vocab, 0.999, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(perfect.input_ids, clean.input_ids)
+
+    shuffled = oracle.roll(1, dims=1)  # predictions one frame off: now every fed input must change
+    off = self_feed_target_codes(fresh(), shuffled, vocab, 0.999, 0.0, torch.Generator().manual_seed(1))
+    pos = torch.arange(clean.input_ids.shape[1])[None]
+    targets = vocab.is_audio(clean.input_ids) & (pos >= clean.target_start[:, None])
+    changed = off.input_ids != clean.input_ids
+    assert not (changed & ~targets).any() and changed.sum() > 0.8 * targets.sum()
+
+    with torch.no_grad():
+        logits = model.ar(clean.input_ids, clean.attention_mask, clean.position_ids,
+                          phone_inputs=clean.phone_inputs)
+    fed = self_feed_target_codes(fresh(), logits, vocab, 0.5, 1.0, torch.Generator().manual_seed(2))
+    changed = fed.input_ids != clean.input_ids
+    assert changed.any() and not (changed & ~targets).any()
+    assert vocab.is_audio(fed.input_ids[changed]).all()
+    assert torch.equal(fed.labels, clean.labels) and torch.equal(fed.phone_inputs, clean.phone_inputs)
+    assert self_feed_target_codes(clean, logits, vocab, 0.0) is clean
