@@ -3,7 +3,7 @@
 # train 500 more steps with the same noise; only the corpus differs. h: old corpus (control); e: the natural
 # corpus (Kokoro + flite/espeak, gated; codec v1 tokens) joined to the old corpus. Both validate on the same
 # shard (data/tts_tokens_v2/tokens-000021.tar, the last shard of both data lists).
-cd /work/main
+cd "$(dirname "$0")/../.."
 arm=$1; port=$2; shift 2
 DATA=data/tts_tokens_v2
 [ "$arm" = e ] && DATA="data/tts_tokens_codec_rvq16k_e5fb0ed34b921f99::data/tts_tokens_v2"
