@@ -256,7 +256,7 @@ class Codec(abc.ABC, torch.nn.Module):
 _REGISTRY: dict[str, type[Codec]] = {}
 # Built-in backends are imported lazily, so `codec.base` imports no backend and a checkpoint names its
 # backend by a short string (never a module path taken from a file).
-_BUILTIN_BACKENDS = {"encodec": "codec.encodec_codec", "rvq": "codec.rvq_codec"}
+_BUILTIN_BACKENDS = {"encodec": "codec.backends.encodec_codec", "rvq": "codec.backends.rvq_codec"}
 # Named specs accepted by load_codec -> backend that builds them through `from_name`.
 _NAMED_SPECS: dict[str, str] = {"encodec_24khz": "encodec", "encodec_48khz": "encodec"}
 

@@ -1,10 +1,11 @@
 """Which tokens a codec makes: an identity that changes when the codes would, and only then.
 
 Tokens depend on the encoder and the codebooks; the decoder only turns them back into sound. So a
-decoder-only fine-tune (codec/decoder_finetune.py) keeps the identity, and token shards made before it stay
-valid, while a codec retrained end to end gets a new one. The identity of a checkpoint directory is a hash
-of its encoder and codebook tensors (names, shapes, dtypes, bytes), minus the quantizer's EMA statistics,
-which training updates but encoding never reads. A named spec (`encodec_24khz@6`) is its own identity.
+decoder-only fine-tune (codec/training/decoder_finetune.py) keeps the identity, and token shards made before
+it stay valid, while a codec retrained end to end gets a new one. The identity of a checkpoint directory is a
+hash of its encoder and codebook tensors (names, shapes, dtypes, bytes), minus the quantizer's EMA
+statistics, which training updates but encoding never reads. A named spec (`encodec_24khz@6`) is its own
+identity.
 """
 
 from __future__ import annotations

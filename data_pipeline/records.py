@@ -52,7 +52,7 @@ class TokenMeta(RawMeta):
 class TTSBatch:
     """A padded training batch. Padding positions hold 0 and are excluded by the lengths.
 
-    text_ids:       [B, L] int64 text-piece ids from data_pipeline.text.TextTokenizer (no specials)
+    text_ids:       [B, L] int64 text-piece ids from data_pipeline.text.tokenizer.TextTokenizer (no specials)
     text_lengths:   [B]
     codes:          [B, Q, F] target codes
     frame_lengths:  [B]

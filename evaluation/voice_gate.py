@@ -61,8 +61,8 @@ def score_voice(voice: str, clips: list[tuple[Path, str]], asr: WhisperASR, dnsm
 
 
 class VoiceScorer:
-    """What a corpus build calls to gate its voices (data_pipeline.tts_corpus takes it as a parameter, so
-    the data pipeline does not import the evaluation package). The models load on first use."""
+    """What a corpus build calls to gate its voices (data_pipeline.corpus.tts_corpus takes it as a parameter,
+    so the data pipeline does not import the evaluation package). The models load on first use."""
 
     def __init__(self, asr: WhisperASR | None = None, dnsmos: DNSMOS | None = None) -> None:
         self._asr, self._dnsmos = asr, dnsmos

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from codec.losses import CodecLoss
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.training.losses import CodecLoss
 
 
 def time_steps(config: RVQCodecConfig, batch: int, seconds: float, steps: int,

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.sources import read_manifest
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.ingest.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
 

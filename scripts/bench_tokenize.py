@@ -36,22 +36,16 @@ import torch
 
 from codec.audio import pad_batch
 from codec.base import load_codec
-from data_pipeline.batching import BatchingConfig, padding_fraction
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.loading.batching import BatchingConfig, padding_fraction
+from data_pipeline.loading.loader import LoaderConfig, TokenLoader
 from data_pipeline.records import TokenMeta
 from data_pipeline.sharding import expand_shards
-from data_pipeline.tokenize import (
-    SUMMARY_DIR,
-    ShardTokenizer,
-    TokenizeConfig,
-    _Clip,
-    read_raw_shard,
-    token_sample,
-    tokenize_shards,
-    write_shard_atomically,
-    write_tar,
-)
+from data_pipeline.tokens.config import TokenizeConfig
+from data_pipeline.tokens.shard_tokenizer import ShardTokenizer, _Clip, read_raw_shard
+from data_pipeline.tokens.token_shards import token_sample, write_shard_atomically, write_tar
+from data_pipeline.tokens.tokenize import SUMMARY_DIR, tokenize_shards
 
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
 
@@ -88,7 +82,7 @@ def bench_tokenize(args: argparse.Namespace, work: Path) -> None:
                      progress=False)
     device = torch.device(args.device)
     print(f"\n## tokenize: {summary.accepted} clips, {audio:.0f} s of real speech, {len(summary.shards)} raw "
-          f"shards, on {args.device}; every row runs data_pipeline.tokenize.tokenize_shards (what "
+          f"shards, on {args.device}; every row runs data_pipeline.tokens.tokenize.tokenize_shards (what "
           "scripts/tokenize_shards.py runs) on the same shards with the same codec instance")
     print("wall = audio seconds per wall second; cpu = audio seconds per CPU second of this process (robust "
           "to other load on a shared machine with 1 thread; with more threads it also counts spin-waits); "

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.records import TokenMeta
-from data_pipeline.tokenize import token_sample, write_shard_atomically
+from data_pipeline.tokens.token_shards import token_sample, write_shard_atomically
 from lm.training.config import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,13 +29,13 @@ import numpy as np
 import soundfile as sf
 
 from codec.audio import AudioReadError, load_audio, resample, to_mono
-from data_pipeline.sources import is_audio_file
-from data_pipeline.synthetic_speech import (
+from data_pipeline.corpus.synthetic_speech import (
     ENGINE_LICENCES,
     build_synthetic_folder,
     plan_jobs,
     read_sentences,
 )
+from data_pipeline.ingest.sources import is_audio_file
 
 log = logging.getLogger("build_codec_corpus")
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,13 +32,13 @@ import re
 import sys
 from pathlib import Path
 
-from data_pipeline.synthetic_speech import (
+from data_pipeline.corpus.synthetic_speech import (
     ENGINE_LICENCES,
     TTS_SPEAKERS,
     build_synthetic_folder,
     plan_speaker_jobs,
 )
-from data_pipeline.tts_corpus import build_from_recipe
+from data_pipeline.corpus.tts_corpus import build_from_recipe
 from evaluation.cases import read_list
 from evaluation.voice_gate import VoiceScorer
 

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def clips(synth: Synthesizer, shards: list[str], limit: int, max_seconds: float):
     """(key, transcript, request with the clip's phones and durations, its codes [Q, F]) for `limit` clips."""
-    from data_pipeline.loader import build_loader
+    from data_pipeline.loading.loader import build_loader
 
     q = synth.model.config.num_codebooks
     loader = build_loader(shards if len(shards) > 1 else shards[0], synth.tokenizer.encode, infinite=False,

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from codec.decoder_finetune import DecoderFinetuneConfig, finetune_decoder
+from codec.training.decoder_finetune import DecoderFinetuneConfig, finetune_decoder
 
 
 def main(argv: list[str] | None = None) -> int:

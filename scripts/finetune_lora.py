@@ -41,7 +41,7 @@ try:
 except ImportError:  # run from a checkout whose editable install predates the evaluation package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_pipeline.batching import BatchingConfig  # noqa: E402
+from data_pipeline.loading.batching import BatchingConfig  # noqa: E402
 from evaluation.asr import ASRConfig, WhisperASR, text_word_errors  # noqa: E402
 from evaluation.audio import load_audio, save_audio  # noqa: E402
 from evaluation.speaker import SpeakerEncoder, cosine  # noqa: E402

@@ -17,8 +17,9 @@ import argparse
 import logging
 import sys
 
-from data_pipeline.ingest import IngestConfig, format_summary, ingest
-from data_pipeline.sources import FORMATS
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import format_summary, ingest
+from data_pipeline.ingest.sources import FORMATS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,7 +22,8 @@ import logging
 import os
 import sys
 
-from data_pipeline.tokenize import ALIGN_MODES, TokenizeConfig, tokenize_shards
+from data_pipeline.tokens.config import ALIGN_MODES, TokenizeConfig
+from data_pipeline.tokens.tokenize import tokenize_shards
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train our own RVQ codec (`codec.rvq_codec.RVQCodec`) and export it as a codec checkpoint directory.
+"""Train our own RVQ codec (`codec.backends.rvq_codec.RVQCodec`) and export it as a codec checkpoint
+directory.
 
     python scripts/build_codec_corpus.py --out data/codec_corpus
     python scripts/train_codec.py --data data/codec_corpus/synth:0.8 --data data/codec_corpus/real:0.2 \\
@@ -21,9 +22,9 @@ import logging
 import sys
 from pathlib import Path
 
-from codec.checkpoint import exported_config
-from codec.rvq_codec import RVQCodecConfig
-from codec.trainer import TrainConfig, train
+from codec.backends.rvq_codec import RVQCodecConfig
+from codec.training.checkpoint import exported_config
+from codec.training.trainer import TrainConfig, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ INIT=()
 if [ ! -f "$RUN/train/checkpoints/latest" ] && [ -f models/default/config.json ] && [ -z "${FRESH:-}" ] \
         && [ "$CONFIG" = configs/train_mini_cpu_phone.yaml ]; then
     if $PY -c "import sys; from codec.identity import codec_identity; from lm.training.warm_start import check_init_codec
-from data_pipeline.token_codec import CodecMismatchError
+from data_pipeline.tokens.token_codec import CodecMismatchError
 try: check_init_codec('models/default', codec_identity(sys.argv[1]), sys.argv[1])
 except CodecMismatchError as e: sys.exit(f'{e}')" "$CODEC"; then
         INIT=(init_from=models/default)

@@ -8,8 +8,8 @@ Examples:
 
 --input: a folder of raw or token shards (every *.tar below it; only the {key}.json records are read), one
 shard, a manifest (.tsv/.csv/.jsonl/.json with a transcript column) or a text file with one transcript a line.
-Transcripts are normalised with data_pipeline.text.normalize_text first (unless --no-normalize), the same way
-TextTokenizer.encode does. A vocab size too large for a small corpus is lowered with a warning.
+Transcripts are normalised with data_pipeline.text.normalize.normalize_text first (unless --no-normalize), the
+same way TextTokenizer.encode does. A vocab size too large for a small corpus is lowered with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import argparse
 import logging
 import sys
 
-from data_pipeline.text import TextTokenizer, iter_transcripts
+from data_pipeline.text.tokenizer import TextTokenizer
+from data_pipeline.text.training_text import iter_transcripts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

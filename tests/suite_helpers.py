@@ -84,7 +84,7 @@ def build_tiny_export(directory: Path, codec_spec: str = TINY_CODEC_SPEC, **mode
     training's. (Imports inside: this module is loaded by conftest.py before torch.)"""
     import torch
 
-    from data_pipeline.text import TextTokenizer
+    from data_pipeline.text.tokenizer import TextTokenizer
     from lm.model.config import get_preset
     from lm.model.model import TTSModel
     from lm.training.export import export_inference_dir

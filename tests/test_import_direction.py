@@ -1,5 +1,6 @@
 """Imports go one way: codec <- data_pipeline <- lm <- serving <- scripts, evaluation (README.md, "Import
-direction"); inside lm: model <- checkpoint <- training <- adapters <- inference."""
+direction"); inside lm: model <- checkpoint <- training <- adapters <- inference; inside codec: its core <-
+backends <- training; inside data_pipeline: corpus <- ingest <- tokens <- loading."""
 
 import ast
 import re
@@ -87,3 +88,39 @@ def readme_rule() -> dict[str, set[str]]:
 
 def test_the_readme_states_the_rule_this_test_enforces() -> None:
     assert readme_rule() == FORBIDDEN
+
+
+# Inside codec and data_pipeline (their __init__.py): part -> the parts of the same package it must not
+# import. "core" is the modules right in the package (codec: base, audio, identity; data_pipeline: records,
+# sharding). codec runs without its training code; data_pipeline's stages follow the data (corpus -> ingest
+# -> tokens -> loading), while alignment and text serve several stages and are left out of the order.
+PART_RULES = {
+    "codec": {"core": {"backends", "training"}, "backends": {"training"}},
+    "data_pipeline": {
+        "core": {"corpus", "ingest", "alignment", "tokens", "loading", "text"},
+        "corpus": {"ingest", "tokens", "loading"},
+        "ingest": {"tokens", "loading"},
+        "tokens": {"loading"},
+    },
+}
+
+
+def package_part(module: str) -> str:
+    """`codec.training.trainer` -> "training"; `codec.base` or `codec` itself -> "core"."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and (ROOT / parts[0] / parts[1]).is_dir() else "core"
+
+
+@pytest.mark.parametrize("package", sorted(PART_RULES))
+def test_package_parts_import_only_earlier_parts(package: str) -> None:
+    rules, offenders = PART_RULES[package], {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        part = package_part(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        imported = {package_part(m) for m in imported_modules(path) if m.split(".")[0] == package}
+        bad = sorted(imported & rules.get(part, set()))
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    parts = {p.name for p in (ROOT / package).iterdir() if (p / "__init__.py").is_file()} | {"core"}
+    named = set(rules) | set().union(*rules.values())
+    assert named <= parts, f"{package}: PART_RULES names parts that do not exist: {sorted(named - parts)}"
+    assert not offenders, f"{package} parts import later parts: {offenders}"

@@ -2,7 +2,8 @@
 
 flite's own front end (through libflite, data_pipeline/alignment/engines.py) is the G2P: the flite part of
 the corpus is then labelled with exactly the phones this returns, and every other clip with the nearest
-canonical phones. Texts are normalised first (numbers, abbreviations: data_pipeline.text.normalize_text).
+canonical phones. Texts are normalised first (numbers, abbreviations:
+data_pipeline.text.normalize.normalize_text).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 from data_pipeline.alignment.engines import flite_synthesize
 from data_pipeline.alignment.phones import PAUSE
 from data_pipeline.alignment.schema import speakable_text, transcript_words
-from data_pipeline.text import normalize_text
+from data_pipeline.text.normalize import normalize_text
 
 G2P_NAME = "flite-2.2 cmulex"
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from data_pipeline.alignment.features import FRAME_RATE, SAMPLE_RATE, frame_features, num_frames
 from data_pipeline.alignment.phones import PHONE_ID
 from data_pipeline.alignment.schema import Alignment
-from data_pipeline.synthetic_speech import SynthJob, synthesize
+from data_pipeline.corpus.synthetic_speech import SynthJob, synthesize
 
 
 @dataclass(frozen=True)

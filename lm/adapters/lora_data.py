@@ -20,10 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codec.base import Codec
-from data_pipeline.ingest import IngestConfig, ingest
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
 from data_pipeline.records import AUDIO_EXT, CODES_EXT, META_EXT, RAW_SHARD_PATTERN
 from data_pipeline.sharding import expand_shards
-from data_pipeline.tokenize import TokenizeConfig, read_raw_shard, tokenize_shards, write_shard_atomically
+from data_pipeline.tokens.config import TokenizeConfig
+from data_pipeline.tokens.shard_tokenizer import read_raw_shard
+from data_pipeline.tokens.token_shards import write_shard_atomically
+from data_pipeline.tokens.tokenize import tokenize_shards
 
 log = logging.getLogger(__name__)
 

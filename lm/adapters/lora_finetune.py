@@ -30,8 +30,8 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from data_pipeline.batching import BatchingConfig
-from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.loading.batching import BatchingConfig
+from data_pipeline.loading.loader import LoaderConfig, TokenLoader
 from lm.adapters.lora import (
     DTYPES,
     CurvePoint,

@@ -30,7 +30,7 @@ import torch
 
 from codec.audio import pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
-from data_pipeline.text import TextTokenizer
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
 from lm.inference.generate import TTSRequest, generate

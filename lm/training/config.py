@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from data_pipeline.batching import BatchingConfig
-from data_pipeline.phonemes import parse_frontend
+from data_pipeline.loading.batching import BatchingConfig
+from data_pipeline.text.phonemes import parse_frontend
 from lm.model.config import PRESETS, ModelConfig, get_preset
 
 
@@ -56,7 +56,8 @@ class DataConfig:
 class TokenizerConfig:
     path: str | None = None  # an existing sentencepiece model; None: train one on the training shards
     vocab_size: int = 4096  # for training; lowered automatically when the corpus is too small
-    # "espeak-ng:en-us": pieces over espeak-ng's IPA of the text (data_pipeline/phonemes.py); None: spelling
+    # "espeak-ng:en-us": pieces over espeak-ng's IPA of the text (data_pipeline/text/phonemes.py);
+    # None: spelling
     frontend: str | None = None
 
 

@@ -8,7 +8,7 @@
 Model, optimizer (fp32 master weights, both Adam moments, step) and scheduler come back exactly; only
 how they are partitioned changes. Under ZeRO stage 0 nothing is partitioned and the ordinary checkpoint
 loads at any world size. Our per-rank state: the step and token count are the same on every rank; the
-data position of *all* A ranks is handed over to the B new ones (data_pipeline/loader_handover.py: the
+data position of *all* A ranks is handed over to the B new ones (data_pipeline/loading/handover.py: the
 unfinished epochs of the old streams are finished, so no sample is repeated or skipped); new rank r takes
 old rank r's RNG streams, and a rank that did not exist before gets fresh ones seeded from (seed, rank,
 step). The conversion is kept beside the checkpoint and pruned with it; it needs a file system that every
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_pipeline.loader import TokenLoader
+from data_pipeline.loading.loader import TokenLoader
 from lm.training.deepspeed_setup import torch_load_weights_only, weights_only_checkpoint_loading
 from lm.training.train_state import (
     UNIVERSAL_DIR,

@@ -17,8 +17,9 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline.records import META_EXT
 from data_pipeline.sharding import expand_shards
-from data_pipeline.text import TextTokenizer, iter_transcripts
-from data_pipeline.token_codec import check_one_codec, sample_codec
+from data_pipeline.text.tokenizer import TextTokenizer
+from data_pipeline.text.training_text import iter_transcripts
+from data_pipeline.tokens.token_codec import check_one_codec, sample_codec
 from lm.model.config import ModelConfig
 from lm.training.config import TrainConfig
 
@@ -67,7 +68,8 @@ class ShardInfo:
 
 def inspect_token_shards(urls: list[str]) -> ShardInfo:
     """Codec spec, frame rate and code shape from the first readable sample's metadata. Every shard's first
-    sample must come from the same codec (data_pipeline/token_codec.py): tokens of two codecs never mix."""
+    sample must come from the same codec (data_pipeline/tokens/token_codec.py): tokens of two codecs never
+    mix."""
     info, codecs = None, {}
     for url in urls:
         try:

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
-from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.loading.loader import LoaderConfig, TokenLoader
 from lm.model.batch import LMBatch, corrupt_target_codes, drop_target_phones, self_feed_target_codes
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel

@@ -15,7 +15,7 @@ from itertools import islice
 import torch
 import torch.distributed as dist
 
-from data_pipeline.loader import TokenLoader
+from data_pipeline.loading.loader import TokenLoader
 from data_pipeline.records import TTSBatch
 from lm.model.batch import LMBatch
 from lm.model.vocab import IGNORE_INDEX

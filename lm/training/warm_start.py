@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec.identity import codec_identity
-from data_pipeline.token_codec import CodecMismatchError
+from data_pipeline.tokens.token_codec import CodecMismatchError
 from lm.checkpoint import MODEL_FILE, read_config
 from lm.model.model import TTSModel
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codec import load_audio, load_codec
-from codec.encodec_codec import EncodecCodec, EncodecConfig
+from codec.backends.encodec_codec import EncodecCodec, EncodecConfig
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 SHORT_LJ = SPEECH / "ljspeech-sample" / "LJ001-0002.wav"  # 1.9 s, 22.05 kHz

@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError
 
 from codec import load_codec
+from codec.backends.encodec_codec import EncodecCodec
 from codec.base import CONFIG_FILE, WEIGHTS_FILE, Codec
-from codec.encodec_codec import EncodecCodec
 
 
 def test_round_trip_gives_identical_codes(codec24, lj_clip, tmp_path) -> None:

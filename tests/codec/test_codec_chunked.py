@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codec import resample
-from codec.encodec_codec import EncodecCodec
+from codec.backends.encodec_codec import EncodecCodec
 
 
 @pytest.fixture(scope="module")

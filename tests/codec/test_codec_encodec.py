@@ -15,8 +15,8 @@ from encodec import EncodecModel
 
 from codec import load_codec, pad_batch, resample
 from codec.audio import load_audio, resampled_length
+from codec.backends.encodec_codec import ENCODEC_URL_ENV, PRESETS, CodecDownloadError, EncodecCodec
 from codec.base import EncodedBatch
-from codec.encodec_codec import ENCODEC_URL_ENV, PRESETS, CodecDownloadError, EncodecCodec
 
 
 def _frames(num_samples: int, from_sr: int, to_sr: int = 24_000, hop: int = 320) -> int:

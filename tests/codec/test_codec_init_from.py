@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
-from codec.trainer import load_clips
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.training.audio_pool import load_clips
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech"

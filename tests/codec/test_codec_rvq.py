@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from codec import load_audio, load_codec
-from codec.augment import AugmentConfig, augment, change_speed
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
 from codec.base import CONFIG_FILE
-from codec.losses import CodecLoss
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
-from codec.trainer import TrainConfig, lr_at, progress_of
-from codec.trainer import train as train_codec
+from codec.training.augment import AugmentConfig, augment, change_speed
+from codec.training.losses import CodecLoss
+from codec.training.trainer import TrainConfig, lr_at, progress_of
+from codec.training.trainer import train as train_codec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech"
@@ -199,10 +199,11 @@ def test_train_script_trains_resumes_and_exports(tmp_path) -> None:
 
 
 def _train_tiny(out: Path, resume: bool = False, time_limit: float | None = None) -> dict:
-    """6 steps of codec.trainer.train on the Arctic clips with the default augmentation (speed changes and
-    quantizer dropout: Python's `random`; crops, EQ, reverb, noise: the data generator), k-means-initialised
-    EMA codebooks with dead-code expiry (torch's RNG), a train log line every step. time_limit=0 stops the
-    run right after its first step, with a checkpoint (what a kill leaves behind, at a known step)."""
+    """6 steps of codec.training.trainer.train on the Arctic clips with the default augmentation (speed
+    changes and quantizer dropout: Python's `random`; crops, EQ, reverb, noise: the data generator),
+    k-means-initialised EMA codebooks with dead-code expiry (torch's RNG), a train log line every step.
+    time_limit=0 stops the run right after its first step, with a checkpoint (what a kill leaves behind, at a
+    known step)."""
     cfg = TrainConfig(data=[str(ARCTIC.parent)], out=str(out), max_steps=6, batch_size=2, segment_seconds=0.4,
                       lr=3e-3, warmup_steps=2, log_every=1, eval_every=1000, ckpt_every=1000, device="cpu",
                       time_limit=time_limit)

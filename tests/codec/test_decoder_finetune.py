@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from codec import load_audio, load_codec
-from codec.decoder_finetune import DecoderFinetuneConfig, finetune_decoder
-from codec.discriminator import (
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.training.decoder_finetune import DecoderFinetuneConfig, finetune_decoder
+from codec.training.discriminator import (
     MultiResolutionSTFTDiscriminator,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 ARCTIC_DIR = SPEECH / "cmu-arctic-sample"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.records import TokenMeta
-from data_pipeline.tokenize import token_sample, write_shard_atomically
+from data_pipeline.tokens.token_shards import token_sample, write_shard_atomically
 
 FRAME_RATE = 75.0
 NUM_CODEBOOKS = 4
@@ -76,7 +76,7 @@ def token_shards(tmp_path: Path) -> ShardWriter:
 def tiny_codec_dir(tmp_path_factory) -> Path:
     """A tiny EnCodec-family codec (16 kHz, 125 frames a second) saved as a codec checkpoint directory: the
     same class and loading path as the full model."""
-    from codec.encodec_codec import EncodecCodec, EncodecConfig
+    from codec.backends.encodec_codec import EncodecCodec, EncodecConfig
 
     config = EncodecConfig(name="tiny", sample_rate=16_000, causal=True, n_filters=4, ratios=[4, 4, 4, 2],
                            dimension=16, lstm_layers=0, codebook_size=64, max_codebooks=4, num_codebooks=4,

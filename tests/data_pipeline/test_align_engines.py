@@ -11,7 +11,7 @@ import soundfile as sf
 from data_pipeline.alignment.engines import espeak_synthesize, flite_synthesize
 from data_pipeline.alignment.phones import PAUSE, PHONE_ID, PHONES, espeak_to_canonical, flite_to_canonical
 from data_pipeline.alignment.schema import Alignment, PhoneSpan, WordSpan, fill_pauses, transcript_words
-from data_pipeline.synthetic_speech import SynthJob, build_synthetic_folder
+from data_pipeline.corpus.synthetic_speech import SynthJob, build_synthetic_folder
 
 TEXT = "Hello there, the quick brown fox."
 WORDS = ["Hello", "there", "the", "quick", "brown", "fox"]

@@ -16,11 +16,13 @@ import torch
 
 from data_pipeline.alignment.phones import PHONE_ID
 from data_pipeline.alignment.schema import Alignment
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.loader import build_loader
+from data_pipeline.corpus.synthetic_speech import SynthJob, build_synthetic_folder
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.loading.loader import build_loader
 from data_pipeline.records import REJECTS_FILE
-from data_pipeline.synthetic_speech import SynthJob, build_synthetic_folder
-from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
+from data_pipeline.tokens.config import TokenizeConfig
+from data_pipeline.tokens.tokenize import tokenize_shards
 
 VOICES = [("flite", "slt", 1.0, 170.0), ("flite", "slt", 1.1, 170.0), ("espeak-ng", "en-us", 160.0, 50.0),
           ("espeak-ng", "en-us", 170.0, 50.0)]
@@ -111,7 +113,7 @@ def test_a_sidecar_that_does_not_match_its_clip_is_rejected(synth_dir: Path, tmp
 
 
 def test_loader_refuses_frames_that_do_not_sum(synth_dir: Path, tiny_codec_dir: Path, tmp_path: Path) -> None:
-    from data_pipeline.loader import decode_alignment
+    from data_pipeline.loading.token_reader import decode_alignment
 
     record = {"phone_ids": [1, 5, 1], "frame_durations": [3, 4, 2]}
     ids, durations = decode_alignment(json.dumps(record).encode(), 9)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.batching import (
+from data_pipeline.loading.batching import (
     BatchingConfig,
     BucketBatcher,
     Paired,

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.corpus_recipe import (
+from data_pipeline.corpus.corpus_recipe import (
     RecipeError,
     gate_jobs,
     kokoro_corpus_jobs,
     load_recipe,
     plan_corpus,
 )
-from data_pipeline.synthetic_speech import TTS_SPEAKERS, plan_speaker_jobs
+from data_pipeline.corpus.synthetic_speech import TTS_SPEAKERS, plan_speaker_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [

@@ -19,9 +19,10 @@ import torch
 import torchaudio
 import webdataset as wds
 
-from data_pipeline.ingest import IngestConfig, ingest, make_key
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest, make_key
+from data_pipeline.ingest.sources import detect_format
 from data_pipeline.records import RAW_SHARD_PATTERN, REJECTS_FILE, RawMeta
-from data_pipeline.sources import detect_format
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 LJ = SPEECH / "ljspeech-sample"
@@ -340,9 +341,9 @@ def test_common_voice_style_tsv_and_unrelated_table_in_folder(tmp_path):
 
 def test_worker_crash_rejects_only_that_item(tmp_path, monkeypatch):
     """A decoder that kills its process (segfault, OOM kill) must not hang or end the run."""
-    import data_pipeline.ingest as ingest_module
+    import data_pipeline.ingest.validate as validate_module
 
-    real_read_audio = ingest_module.read_audio
+    real_read_audio = validate_module.read_audio
 
     def crashing_read_audio(path, *args, **kwargs):
         if path.name == "crash.wav":
@@ -350,7 +351,7 @@ def test_worker_crash_rejects_only_that_item(tmp_path, monkeypatch):
         return real_read_audio(path, *args, **kwargs)
 
     # Workers are forked, so they inherit the patched function.
-    monkeypatch.setattr(ingest_module, "read_audio", crashing_read_audio)
+    monkeypatch.setattr(validate_module, "read_audio", crashing_read_audio)
     src = tmp_path / "spk"
     src.mkdir()
     speech, sr = _speech()

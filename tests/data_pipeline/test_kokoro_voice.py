@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipeline.kokoro_voice import (
+from data_pipeline.corpus.kokoro_voice import (
     BASE_VOICES,
     SAMPLE_RATE,
     KokoroVoice,

@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 import torch
 
-from data_pipeline.batching import BatchingConfig
-from data_pipeline.loader import LoaderConfig, TokenLoader, build_loader
-from data_pipeline.tokenize import write_shard_atomically
+from data_pipeline.loading.batching import BatchingConfig
+from data_pipeline.loading.loader import LoaderConfig, TokenLoader, build_loader
+from data_pipeline.tokens.token_shards import write_shard_atomically
 
 SMALL = dict(max_frames=1500, max_batch_size=8, min_seconds=0.5, max_seconds=9.0, bucket_ratio=1.3)
 
@@ -133,7 +133,7 @@ def test_corrupt_samples_are_logged_skipped_and_counted(tmp_path, token_shards, 
                 tar.addfile(info, io.BytesIO(s[ext]))
     truncated = paths[0].parent / "tokens-000003.tar"
     truncated.write_bytes(whole.getvalue()[:2500])
-    caplog.set_level(logging.WARNING, logger="data_pipeline.loader")
+    caplog.set_level(logging.WARNING, logger="data_pipeline.loading.token_reader")
     loader = build_loader(str(paths[0].parent), text_encoder, infinite=False, **SMALL)
     keys = all_keys(loader)
     assert set(keys) == {f"s{s:03d}-u{n:05d}" for s, r in ((0, range(5)), (1, range(5, 10))) for n in r} | {
@@ -161,7 +161,7 @@ def test_pipe_urls_are_read(token_shards, text_encoder):
 
 def test_fewer_shards_than_workers_split_by_sample(token_shards, text_encoder, caplog):
     paths = token_shards(num_shards=1, per_shard=5)
-    caplog.set_level(logging.INFO, logger="data_pipeline.loader")
+    caplog.set_level(logging.INFO, logger="data_pipeline.loading.loader")
     loader = build_loader(str(paths[0].parent), text_encoder, infinite=False, num_workers=2, **SMALL)
     assert loader.split == "sample" and "splitting by sample" in caplog.text
     keys = all_keys(loader)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_loader import SMALL, same_batches
 
-from data_pipeline.batching import BatchingConfig
-from data_pipeline.loader import LoaderConfig, TokenLoader
+from data_pipeline.loading.batching import BatchingConfig
+from data_pipeline.loading.loader import LoaderConfig, TokenLoader
 
 
 def loader_for(shards: Path, text_encoder, rank: int, world_size: int, num_workers: int = 0,
@@ -71,7 +71,7 @@ def test_one_shard_on_two_ranks_each_sample_once_per_epoch(token_shards, text_en
     """7 clips in 1 shard on 2 ranks (the case that used to stop with 'cannot feed'): each epoch, the two
     ranks together see every clip exactly once."""
     paths = token_shards(num_shards=1, per_shard=7, per_speaker=2)
-    caplog.set_level("INFO", logger="data_pipeline.loader")
+    caplog.set_level("INFO", logger="data_pipeline.loading.loader")
     loaders = [loader_for(paths[0], text_encoder, rank, 2, num_workers) for rank in range(2)]
     assert all(loader.split == "sample" for loader in loaders)
     assert "1 token shard(s) for 2 rank(s)" in caplog.text and "splitting by sample" in caplog.text

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.phonemes import Phonemizer, PhonemizerError, parse_frontend
-from data_pipeline.text import TextTokenizer, iter_transcripts, normalize_text
+from data_pipeline.text.normalize import normalize_text
+from data_pipeline.text.phonemes import Phonemizer, PhonemizerError, parse_frontend
+from data_pipeline.text.tokenizer import TextTokenizer
+from data_pipeline.text.training_text import iter_transcripts
 from lm.training.config import ConfigError, resolve_config
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_pipeline.synthetic_speech import (
+from data_pipeline.corpus.synthetic_speech import (
     ESPEAK_VARIANTS,
     FLITE_VOICES,
     TTS_SPEAKERS,

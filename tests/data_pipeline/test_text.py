@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.text import (
-    TextTokenizer,
-    iter_transcripts,
-    normalize_text,
-    number_to_words,
-    ordinal_words,
-    year_to_words,
-)
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.text.normalize import normalize_text, number_to_words, ordinal_words, year_to_words
+from data_pipeline.text.tokenizer import TextTokenizer
+from data_pipeline.text.training_text import iter_transcripts
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 

@@ -11,9 +11,16 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from codec.identity import codec_identity
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.token_codec import CodecMismatchError, check_one_codec, claim_token_folder, sample_codec
-from data_pipeline.tokenize import TokenizeConfig, tokenize_shards
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.tokens.config import TokenizeConfig
+from data_pipeline.tokens.token_codec import (
+    CodecMismatchError,
+    check_one_codec,
+    claim_token_folder,
+    sample_codec,
+)
+from data_pipeline.tokens.tokenize import tokenize_shards
 from lm.training.run_setup import inspect_token_shards
 from lm.training.warm_start import check_init_codec
 

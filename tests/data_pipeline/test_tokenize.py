@@ -26,11 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.ingest import IngestConfig, ingest
-from data_pipeline.loader import LoaderStats, build_loader, read_token_shard
+from data_pipeline.ingest.config import IngestConfig
+from data_pipeline.ingest.ingest import ingest
+from data_pipeline.loading.loader import build_loader
+from data_pipeline.loading.token_reader import LoaderStats, read_token_shard
 from data_pipeline.records import REJECTS_FILE
 from data_pipeline.sharding import process_place
-from data_pipeline.tokenize import SUMMARY_DIR, TokenizeConfig, owned_shards, tokenize_shards
+from data_pipeline.tokens.config import TokenizeConfig
+from data_pipeline.tokens.tokenize import SUMMARY_DIR, owned_shards, tokenize_shards
 
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = REPO / "tests" / "data" / "speech"

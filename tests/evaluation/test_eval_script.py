@@ -53,7 +53,7 @@ def _tiny_export(directory: Path, speech_dir: Path) -> Path:
 
     import torch
 
-    from data_pipeline.text import TextTokenizer
+    from data_pipeline.text.tokenizer import TextTokenizer
     from lm.checkpoint import save_model
     from lm.model.config import get_preset
     from lm.model.model import TTSModel

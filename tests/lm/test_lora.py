@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
-from data_pipeline.text import TextTokenizer
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.adapters.lora import (
     BASE_FILE,
     DEFAULT_TARGETS,

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from suite_helpers import SPEECH, build_tiny_export
 
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
 from lm.inference.generate import generate
 from lm.inference.stream_pieces import chunk_end
 from lm.inference.streaming import AudioChunk, StreamConfig, decoder_context

@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from suite_helpers import build_tiny_export
 
 from codec.audio import resample
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
-from data_pipeline.text import TextTokenizer
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.inference.phone_alignment import text_phone_ids
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import SynthesisError, SynthesisRequest

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from suite_helpers import port_taken, run_on_free_port
 from training_helpers import ROOT, SPEECH, script_main
 
-from data_pipeline.text import TextTokenizer
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.adapters.lora import CurvePoint, select_best
 from lm.model.config import get_preset
 from lm.model.model import TTSModel

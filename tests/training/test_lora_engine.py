@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from suite_helpers import single_rank_env
 from training_helpers import NUM_CODEBOOKS, ROOT, transcripts, write_token_shards
 
-from data_pipeline.batching import BatchingConfig
-from data_pipeline.text import TextTokenizer
+from data_pipeline.loading.batching import BatchingConfig
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.adapters.lora import LoraSettings, base_identity
 from lm.adapters.lora_finetune import FinetuneConfig, LoraFinetuner
 from lm.inference.generate import TTSRequest, generate

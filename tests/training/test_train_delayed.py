@@ -13,8 +13,8 @@ import torch.distributed as dist
 from suite_helpers import single_rank_env
 from training_helpers import FAST_OVERRIDES, ROOT
 
-from data_pipeline.loader import build_loader
-from data_pipeline.text import TextTokenizer
+from data_pipeline.loading.loader import build_loader
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model
 from lm.training.config import resolve_config
 from lm.training.trainer import train

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from suite_helpers import single_rank_env
 from training_helpers import FAST_OVERRIDES, ROOT, script_main
 
-from data_pipeline.text import TextTokenizer
+from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.training.config import resolve_config
 from lm.training.deepspeed_setup import UnsafeCheckpointError, safe_torch_load
@@ -92,8 +92,8 @@ def test_the_phoneme_frontend_travels_with_the_run(trained: tuple[TrainResult, P
 def test_export_loads_without_deepspeed_and_matches_the_engine(trained: tuple[TrainResult, Path],
                                                                token_dir: Path) -> None:
     result, out = trained
-    from data_pipeline.loader import build_loader
-    from data_pipeline.text import TextTokenizer
+    from data_pipeline.loading.loader import build_loader
+    from data_pipeline.text.tokenizer import TextTokenizer
 
     exported = load_model(out / "export")
     module = result.engine.module.eval()

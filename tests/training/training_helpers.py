@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.records import TokenMeta
-from data_pipeline.tokenize import token_sample, write_shard_atomically
+from data_pipeline.tokens.token_shards import token_sample, write_shard_atomically
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech"

@@ -2,8 +2,8 @@
 size), so that no sample is repeated and none is skipped.
 
 A loader position is per *stream*: logical worker `worker` of `num_workers` on rank `rank` of `world_size`
-reads a deterministic sequence of batch plans per epoch (data_pipeline/loader.py). Those sequences depend
-on the world size, so a position saved by A ranks means nothing to B ranks. What can be carried over
+reads a deterministic sequence of batch plans per epoch (data_pipeline/loading/loader.py). Those sequences
+depend on the world size, so a position saved by A ranks means nothing to B ranks. What can be carried over
 exactly is the *remainder* of every old stream's current epoch: the plans it had not handed out yet.
 
     old streams (A ranks x workers), each at (epoch e, batch k)

@@ -1,5 +1,5 @@
-"""Training checkpoints of `codec.trainer` (full fp32 state + optimizer + RNG, written atomically), and
-`init_from_export`: start a new run from an exported codec checkpoint directory (`Codec.save_pretrained`).
+"""Training checkpoints of `codec.training.trainer` (full fp32 state + optimizer + RNG, written atomically),
+and `init_from_export`: start a new run from an exported codec checkpoint directory (`Codec.save_pretrained`).
 
 Shape letters: none (no tensors are reshaped here).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
 from codec.base import WEIGHTS_FILE, read_export_config
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from data_pipeline.kokoro_voice import KokoroVoice
-from data_pipeline.synthetic_speech import TTS_SPEAKERS, SynthJob, plan_speaker_jobs, shuffled_order
+from data_pipeline.corpus.kokoro_voice import KokoroVoice
+from data_pipeline.corpus.synthetic_speech import TTS_SPEAKERS, SynthJob, plan_speaker_jobs, shuffled_order
 
 
 class RecipeError(ValueError):

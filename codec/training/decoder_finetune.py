@@ -36,17 +36,19 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from codec.audio import pad_batch
+from codec.backends.rvq_codec import RVQCodec
 from codec.base import WEIGHTS_FILE, load_codec
-from codec.checkpoint import save_if_best, swap_in
-from codec.discriminator import (
+from codec.training.audio_pool import AudioPool, parse_source
+from codec.training.checkpoint import save_if_best, swap_in
+from codec.training.discriminator import (
     MultiResolutionSTFTDiscriminator,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from codec.losses import MultiScaleMelLoss
-from codec.rvq_codec import RVQCodec
-from codec.trainer import AudioPool, load_eval_clips, parse_source, pick_device, stoi_available
+from codec.training.held_out import load_eval_clips, stoi_available
+from codec.training.losses import MultiScaleMelLoss
+from codec.training.trainer import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ QualityFn = Callable[[np.ndarray, int], float]
 @dataclass
 class DecoderFinetuneConfig:
     codec: str  # codec checkpoint directory (an `RVQCodec` export)
-    data: list[str]  # "PATH[:WEIGHT]", as in codec.trainer
+    data: list[str]  # "PATH[:WEIGHT]", as in codec.training.trainer
     out: str
     eval_data: list[str] = field(default_factory=list)
     max_steps: int = 4000

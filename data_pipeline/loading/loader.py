@@ -12,32 +12,28 @@ would have yielded next. DataLoader workers hand out batches round-robin, so the
 rotates which logical worker is physical worker 0, so the interleaving continues where it stopped.
 Replay reads the current epoch's share of shards up to the position: cost bounded by one epoch per worker.
 A position saved at another number of ranks or workers is handed over by `load_resharded_state`
-(data_pipeline/loader_handover.py): the new streams finish the old streams' current epochs, then go on.
+(data_pipeline/loading/handover.py): the new streams finish the old streams' current epochs, then go on.
 
 Fewer shards than ranks x workers (a small fine-tuning set on a big node): every stream reads every shard
 and keeps every (ranks x workers)-th sample instead of owning whole shards; the same determinism holds.
 
-Corrupt samples (unreadable tar members, bad JSON / npy, shapes that disagree with the metadata) are
-logged with the shard URL and key, counted in `stats`, and skipped; the run goes on.
+Token shards are read by token_reader.py: corrupt samples (unreadable tar members, bad JSON / npy, shapes
+that disagree with the metadata) are logged with the shard URL and key, counted in `stats`, and skipped; the
+run goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
-import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from data_pipeline.alignment.phones import PHONES
-from data_pipeline.batching import (
+from data_pipeline.loading.batching import (
     BatchingConfig,
     BatchPlan,
     BucketBatcher,
@@ -48,8 +44,9 @@ from data_pipeline.batching import (
     length_rejection,
     plan_batch,
 )
-from data_pipeline.loader_handover import HandoverSource, StreamId, plan_handover
-from data_pipeline.records import ALIGN_EXT, CODES_EXT, META_EXT, TTSBatch
+from data_pipeline.loading.handover import HandoverSource, StreamId, plan_handover
+from data_pipeline.loading.token_reader import LoaderStats, read_token_shard
+from data_pipeline.records import TTSBatch
 from data_pipeline.sharding import expand_shards, process_place, split_shards
 
 log = logging.getLogger(__name__)
@@ -72,20 +69,6 @@ class LoaderConfig:
     num_codebooks: int | None = None  # keep the first N codebooks; samples with fewer are skipped
     rank: int | None = None  # None: from torch.distributed or RANK / WORLD_SIZE
     world_size: int | None = None
-
-
-@dataclass
-class LoaderStats:
-    """Counters of what the loader read and why it dropped anything."""
-
-    samples: int = 0  # utterances read from shards
-    batches: int = 0
-    corrupt: int = 0  # unreadable / inconsistent samples or shard errors
-    too_short: int = 0
-    too_long: int = 0
-
-    def __add__(self, other: LoaderStats) -> LoaderStats:
-        return LoaderStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
 @dataclass
@@ -121,88 +104,6 @@ class _Tag:
     epoch_start: LoaderStats
     done: bool = False  # finite mode end-of-pass marker (carries no batch)
     handover: list[dict] = field(default_factory=list)  # the worker's hand-over sources after this batch
-
-
-def decode_token_sample(sample: dict, num_codebooks: int | None = None) -> Utterance:
-    """A tar sample (`{key}.codes.npy` + `{key}.json` bytes) -> Utterance; a ValueError says what is wrong."""
-    for ext in (CODES_EXT, META_EXT):
-        if ext not in sample:
-            raise ValueError(f"missing .{ext}")
-    try:
-        meta = json.loads(sample[META_EXT])
-        codes = np.load(io.BytesIO(sample[CODES_EXT]), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt sample
-        raise ValueError(f"cannot parse: {exc}") from exc
-    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"codes must be an integer [Q, F] array, got {codes.dtype} {codes.shape}")
-    if codes.shape != (meta.get("num_codebooks"), meta.get("num_frames")):
-        raise ValueError(f"codes shape {codes.shape} != metadata (num_codebooks={meta.get('num_codebooks')}, "
-                         f"num_frames={meta.get('num_frames')})")
-    frame_rate = float(meta.get("frame_rate", 0))
-    if frame_rate <= 0 or codes.shape[1] == 0:
-        raise ValueError(f"bad frame_rate {frame_rate} or empty codes")
-    codebook_size = meta.get("extra", {}).get("codebook_size")
-    if codes.min() < 0 or (codebook_size and codes.max() >= codebook_size):
-        raise ValueError(f"codes outside [0, {codebook_size}): min {codes.min()}, max {codes.max()}")
-    if num_codebooks is not None:
-        if codes.shape[0] < num_codebooks:
-            raise ValueError(f"{codes.shape[0]} codebooks, the loader needs {num_codebooks}")
-        codes = codes[:num_codebooks]
-    phone_ids, durations = (None, None)
-    if ALIGN_EXT in sample:
-        phone_ids, durations = decode_alignment(sample[ALIGN_EXT], codes.shape[1])
-    return Utterance(key=sample["__key__"], speaker=str(meta.get("speaker") or ""), text=str(meta["text"]),
-                     codes=codes, frame_rate=frame_rate, url=sample.get("__url__", ""),
-                     phone_ids=phone_ids, phone_durations=durations)
-
-
-def decode_alignment(data: bytes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """`{key}.align.json` of a token shard -> (phone ids [P], frames per phone [P]); a ValueError says what
-    is wrong (the frames must sum to the clip's frame count)."""
-    try:
-        record = json.loads(data)
-        phone_ids = np.asarray(record["phone_ids"], dtype=np.int64)
-        durations = np.asarray(record["frame_durations"], dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt sample
-        raise ValueError(f"cannot parse .{ALIGN_EXT}: {exc}") from exc
-    if phone_ids.shape != durations.shape or phone_ids.ndim != 1 or len(phone_ids) == 0:
-        raise ValueError(f".{ALIGN_EXT}: {phone_ids.shape} phone ids vs {durations.shape} durations")
-    if int(durations.sum()) != num_frames or durations.min() < 0:
-        raise ValueError(f".{ALIGN_EXT}: frames per phone sum to {int(durations.sum())}, the codes have "
-                         f"{num_frames} frames")
-    if phone_ids.min() < 0 or phone_ids.max() >= len(PHONES):
-        raise ValueError(f".{ALIGN_EXT}: phone ids outside [0, {len(PHONES)})")
-    return phone_ids, durations
-
-
-def read_token_shard(url: str, stats: LoaderStats, num_codebooks: int | None = None,
-                     keep: Callable[[], bool] | None = None) -> Iterator[Utterance]:
-    """Utterances of one token shard in stored order; corrupt ones are logged, counted and skipped.
-    `keep()`, when given, is asked once per sample (before decoding) whether this reader wants it."""
-
-    def on_error(exc: Exception) -> bool:
-        stats.corrupt += 1
-        log.warning("corrupt data in token shard %s: %s", url, exc)
-        return True  # go on with the rest of the shard
-
-    try:
-        stream = gopen(url, "rb")
-    except Exception as exc:  # noqa: BLE001
-        on_error(exc)
-        return
-    try:
-        files = tar_file_expander([{"url": url, "stream": stream}], handler=on_error)
-        for sample in group_by_keys(files, handler=on_error):
-            if keep is not None and not keep():
-                continue
-            stats.samples += 1
-            try:
-                yield decode_token_sample(sample, num_codebooks)
-            except ValueError as exc:
-                stats.corrupt += 1
-                log.warning("skipping corrupt sample %s in %s: %s", sample.get("__key__"), url, exc)
-    finally:
-        stream.close()
 
 
 def _shuffle(items: Iterable, size: int, rng: random.Random) -> Iterator:
@@ -410,7 +311,7 @@ class TokenLoader:
     def load_resharded_state(self, states: list[dict]) -> str:
         """Continue from the states of *every* rank of a run with another number of ranks or workers (a
         training loader only): this rank's streams finish the old streams' current epochs from where
-        they stopped, then start new epochs (data_pipeline/loader_handover.py). No sample is repeated or
+        they stopped, then start new epochs (data_pipeline/loading/handover.py). No sample is repeated or
         skipped. Returns a one-line description for the log."""
         if not self.config.infinite:
             raise ValueError("only a training (infinite) loader can continue at another world size")

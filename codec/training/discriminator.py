@@ -1,6 +1,6 @@
 """Multi-resolution complex-STFT discriminator and the GAN losses for fine-tuning a codec decoder.
 
-The codec's spectral losses (codec/losses.py) buy intelligibility but leave the buzzy, over-smoothed
+The codec's spectral losses (codec/training/losses.py) buy intelligibility but leave the buzzy, over-smoothed
 sound that DNSMOS punishes. EnCodec's answer is an STFT discriminator: one small 2-D conv net per STFT
 resolution, fed the real and imaginary parts, so it also judges the phase that an iSTFT decoder must
 invent. Hinge losses and relative feature matching follow EnCodec.

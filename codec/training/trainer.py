@@ -1,7 +1,8 @@
 """Training loop for `RVQCodec`: in-memory audio pool, on-device crops and augmentation, checkpoints with
 resume, periodic STOI on held-out clips, export to a codec checkpoint directory.
 
-Run through `scripts/train_codec.py`; `init_from` starts a run from an exported codec (codec.checkpoint).
+Run through `scripts/train_codec.py`; `init_from` starts a run from an exported codec (checkpoint.py);
+the audio comes from audio_pool.py, the held-out STOI from held_out.py.
 Output folder:
     OUT/ckpt/        model.safetensors (full fp32 state), trainer.pt (optimizer + RNG), state.json
     OUT/export/      the codec checkpoint directory (fp16) that `load_codec(OUT/export)` opens
@@ -17,18 +18,17 @@ import json
 import logging
 import math
 import random
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec.audio import AudioReadError, load_audio, pad_batch, resample, to_mono
-from codec.augment import AugmentConfig, augment, change_speed
-from codec.checkpoint import (
+from codec.backends.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.training.audio_pool import AudioPool, parse_source
+from codec.training.augment import AugmentConfig, augment, change_speed
+from codec.training.checkpoint import (
     check_same_config,
     exported_config,
     init_from_export,
@@ -36,12 +36,10 @@ from codec.checkpoint import (
     save_checkpoint,
     save_if_best,
 )
-from codec.losses import CodecLoss, CodecLossWeights
-from codec.rvq_codec import RVQCodec, RVQCodecConfig
+from codec.training.held_out import evaluate, load_eval_clips, stoi_available
+from codec.training.losses import CodecLoss, CodecLossWeights
 
 log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3")
 
 
 @dataclass
@@ -74,143 +72,7 @@ class TrainConfig:
     loss: CodecLossWeights = field(default_factory=CodecLossWeights)
 
 
-# ---- data --------------------------------------------------------------------------------------------
-def _audio_items(path: Path):
-    """Yield (name, bytes-or-path) for every audio file under a folder, a .tar shard or a file."""
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.suffix.lower() == ".tar":
-                yield from _audio_items(p)
-            elif p.suffix.lower() in AUDIO_SUFFIXES and not p.stem.lower().endswith(".tmp"):
-                yield str(p), p  # NAME.tmp.flac: a file another job is still writing
-    elif path.suffix.lower() == ".tar":
-        try:
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if member.isfile() and Path(member.name).suffix.lower() in AUDIO_SUFFIXES:
-                        yield f"{path}:{member.name}", tar.extractfile(member).read()
-        except (tarfile.TarError, OSError) as e:
-            log.warning("skipped shard %s: %s", path, e)
-    elif path.is_file():
-        yield str(path), path
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder")
-
-
-def load_clips(path: str | Path, sample_rate: int) -> list[torch.Tensor]:
-    """Every readable clip under `path` as mono float32 [T] at `sample_rate`. Corrupt clips are logged and
-    skipped (counted in the log), never fatal."""
-    clips, bad = [], 0
-    for name, src in _audio_items(Path(path)):
-        try:
-            wav, sr = load_audio(src, name=name)
-        except AudioReadError as e:
-            log.warning("skipped %s", e)
-            bad += 1
-            continue
-        if wav.shape[-1] == 0:
-            log.warning("skipped %s: empty audio", name)
-            bad += 1
-            continue
-        clips.append(resample(to_mono(wav), sr, sample_rate)[0])
-    if not clips:
-        raise ValueError(f"{path}: no readable audio ({bad} unreadable)")
-    log.info("%s: %d clips, %.1f min%s", path, len(clips), sum(c.numel() for c in clips) / sample_rate / 60,
-             f", {bad} skipped" if bad else "")
-    return clips
-
-
-def parse_source(spec: str) -> tuple[str, float]:
-    """'PATH:WEIGHT' -> (PATH, WEIGHT); a bare PATH weighs its duration in minutes' share (weight 1)."""
-    path, sep, weight = spec.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(weight)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
-class AudioPool:
-    """All training audio on the device, one concatenated tensor per source; random crops by index math.
-
-    Sources are drawn with probability proportional to their weight, then a crop uniformly over the
-    source's audio (crops may span two clips: harmless for a codec and it keeps short clips usable).
-    """
-
-    def __init__(self, sources: list[tuple[str, float]], sample_rate: int, device: torch.device):
-        self.sample_rate = sample_rate
-        self.audio, weights, self.names = [], [], []
-        for path, weight in sources:
-            clips = load_clips(path, sample_rate)
-            self.audio.append(torch.cat(clips).to(device))
-            weights.append(weight)
-            self.names.append(path)
-        w = torch.tensor(weights, dtype=torch.float64)
-        if (w <= 0).any():
-            raise ValueError(f"source weights must be positive, got {weights}")
-        self.probs = (w / w.sum()).to(device)
-        self.seconds = [a.numel() / sample_rate for a in self.audio]
-
-    def sample(self, batch: int, num_samples: int, gen: torch.Generator) -> torch.Tensor:
-        """-> wav [B, 1, num_samples]."""
-        device = self.probs.device
-        which = torch.multinomial(self.probs, batch, replacement=True, generator=gen)
-        out = torch.empty(batch, num_samples, device=device)
-        offsets = torch.arange(num_samples, device=device)
-        for s, audio in enumerate(self.audio):
-            rows = torch.nonzero(which == s).flatten()
-            if rows.numel() == 0:
-                continue
-            if audio.numel() <= num_samples:
-                audio = torch.nn.functional.pad(audio, (0, num_samples + 1 - audio.numel()))
-            high = audio.numel() - num_samples
-            starts = torch.randint(0, high, (rows.numel(),), generator=gen, device=device)
-            out[rows] = audio[starts[:, None] + offsets[None, :]]
-        return out[:, None, :]
-
-
-# ---- evaluation --------------------------------------------------------------------------------------
-def load_eval_clips(paths: list[str], sample_rate: int, max_clips: int) -> list[torch.Tensor]:
-    clips = [c for p in paths for c in load_clips(p, sample_rate)]
-    return clips[:max_clips]
-
-
-def stoi_available() -> bool:
-    try:
-        import pystoi  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@torch.no_grad()
-def evaluate(model: RVQCodec, clips: list[torch.Tensor], mel_loss: torch.nn.Module,
-             num_codebooks: int | None = None, batch_size: int = 8) -> dict[str, float]:
-    """Round trip through the public Codec interface (encode -> decode) -> mean STOI and log-mel L1."""
-    was_training = model.training
-    model.eval()
-    stois, mels = [], []
-    sr = model.sample_rate
-    for i in range(0, len(clips), batch_size):
-        group = clips[i:i + batch_size]
-        wav, lengths = pad_batch(group)
-        enc = model.encode(wav, lengths)  # pad_batch of [T] clips -> [B, 1, T]
-        codes = enc.codes[:, :num_codebooks] if num_codebooks else enc.codes
-        out = model.decode(codes, enc.frame_lengths).cpu()
-        for b, clip in enumerate(group):
-            ref, hyp = clip.cpu(), out[b, 0, :clip.numel()]
-            mels.append(float(mel_loss(hyp[None, None].to(model.device), ref[None, None].to(model.device))))
-            if stoi_available():
-                from pystoi import stoi
-                stois.append(float(stoi(ref.numpy().astype(np.float64), hyp.numpy().astype(np.float64), sr)))
-    model.train(was_training)
-    result = {"eval_mel": float(np.mean(mels))}
-    if stois:
-        result["stoi"] = float(np.mean(stois))
-    return result
-
-
+# ---- schedule ----------------------------------------------------------------------------------------
 def progress_of(cfg: TrainConfig, step: int, train_seconds: float) -> float:
     """Fraction of training done: by steps, or by the time budget when that comes first."""
     progress = step / max(1, cfg.max_steps)

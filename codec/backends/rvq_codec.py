@@ -19,17 +19,17 @@ import torch
 from safetensors.torch import save_file
 from vector_quantize_pytorch import ResidualVQ
 
+from codec.backends.seanet import SEANetDecoder, SEANetEncoder, hop_of
+from codec.backends.spectral import SpectralDecoder, SpectralEncoder
 from codec.base import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, Codec, register_codec
-from codec.seanet import SEANetDecoder, SEANetEncoder, hop_of
-from codec.spectral import SpectralDecoder, SpectralEncoder
 
 
 @dataclass
 class RVQCodecConfig:
     """Architecture and quantizer settings (saved in the checkpoint's `config.json`)."""
 
-    # "seanet": EnCodec-style convolutions at the sample rate (codec.seanet); "spectral": STFT in, ConvNeXt
-    # at the frame rate, inverse STFT out (codec.spectral), ~10x cheaper per step
+    # "seanet": EnCodec-style convolutions at the sample rate (codec.backends.seanet); "spectral": STFT in,
+    # ConvNeXt at the frame rate, inverse STFT out (codec.backends.spectral), ~10x cheaper per step
     architecture: str = "seanet"
     sample_rate: int = 16000
     strides: tuple[int, ...] = (2, 4, 5, 8)  # hop = prod(strides) = 320 -> 50 frames/s at 16 kHz

@@ -18,14 +18,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from data_pipeline.corpus_recipe import (
+from data_pipeline.corpus.corpus_recipe import (
     CorpusRecipe,
     gate_jobs,
     kokoro_corpus_jobs,
     load_recipe,
     plan_corpus,
 )
-from data_pipeline.synthetic_speech import ENGINE_LICENCES, TTS_SPEAKERS, SynthJob, build_synthetic_folder
+from data_pipeline.corpus.synthetic_speech import (
+    ENGINE_LICENCES,
+    TTS_SPEAKERS,
+    SynthJob,
+    build_synthetic_folder,
+)
 
 log = logging.getLogger(__name__)
 

