@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -20,22 +19,31 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from lm.checkpoint import CONFIG_FILE, MODEL_FILE, save_model
-from lm.model.config import ModelConfig
+from codec.identity import codec_identity
+from lm.checkpoint import CONFIG_FILE, MODEL_FILE, read_config, save_model
+
+
+def _codec_of(export: Path, meta: dict) -> str:
+    """The identity of the codec an export's tokens come from (its copy or the directory it points at)."""
+    path = export / str(meta.get("codec", ""))
+    return codec_identity(path) if path.is_dir() else str(meta.get("codec"))
 
 
 def average_exports(sources: list[Path], out: Path) -> Path:
     if len(sources) < 2:
         raise ValueError("average at least two exports")
-    configs = [json.loads((s / CONFIG_FILE).read_text()) for s in sources]
-    for src, cfg in zip(sources[1:], configs[1:], strict=True):
-        if cfg["model"] != configs[0]["model"]:
+    config, meta = read_config(sources[0])
+    tokenizer, codec = sources[0] / str(meta["text_tokenizer"]), _codec_of(sources[0], meta)
+    metas = [meta]
+    for src in sources[1:]:
+        other_config, other_meta = read_config(src)
+        metas.append(other_meta)
+        if other_config != config:
             raise ValueError(f"{src}: its model config differs from {sources[0]}'s; only one model averages")
-        for name in ("tokenizer.model",):
-            if not filecmp.cmp(src / name, sources[0] / name, shallow=False):
-                raise ValueError(f"{src / name} differs from {sources[0] / name}: another text tokenizer")
-        if cfg["metadata"].get("codec") != configs[0]["metadata"].get("codec"):
-            raise ValueError(f"{src}: another codec ({cfg['metadata'].get('codec')})")
+        if not filecmp.cmp(src / str(other_meta["text_tokenizer"]), tokenizer, shallow=False):
+            raise ValueError(f"{src}: its text tokenizer differs from {tokenizer}")
+        if _codec_of(src, other_meta) != codec:
+            raise ValueError(f"{src}: another codec ({_codec_of(src, other_meta)}, not {codec})")
     total: dict[str, torch.Tensor] = {}
     for src in sources:
         for name, tensor in load_file(str(src / MODEL_FILE)).items():
@@ -46,9 +54,9 @@ def average_exports(sources: list[Path], out: Path) -> Path:
         if item.name in (MODEL_FILE, CONFIG_FILE):
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
-    metadata = dict(configs[0]["metadata"], averaged_from=[str(s) for s in sources],
-                    train_step=max(int(c["metadata"].get("train_step", 0)) for c in configs))
-    return save_model(None, ModelConfig.from_dict(configs[0]["model"]), out, metadata, state_dict=state)
+    metadata = dict(meta, averaged_from=[str(s) for s in sources],
+                    train_step=max(int(m.get("train_step", 0)) for m in metas))
+    return save_model(None, config, out, metadata, state_dict=state)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ class ShardInfo:
     frame_rate: float
     num_codebooks: int
     codebook_size: int
-    identity: str = ""  # codec/identity.py; the spec for shards made before identities were recorded
+    identity: str = ""  # codec/identity.py (data_pipeline.tokens.token_codec.sample_codec)
 
 
 def inspect_token_shards(urls: list[str]) -> ShardInfo:

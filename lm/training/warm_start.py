@@ -37,7 +37,7 @@ def init_tokenizer_path(directory: str | Path) -> Path:
 
 def check_init_codec(directory: str | Path, data_codec: str, data_spec: str) -> None:
     """The init_from model must have been trained on tokens of the codec the data come from: its code
-    embeddings mean those codes. `data_codec` is the shards' identity (or their spec, for old shards)."""
+    embeddings mean those codes. `data_codec` is the shards' identity (a named codec's is its spec)."""
     directory = Path(directory)
     _, meta = read_config(directory)
     if not meta.get("codec"):
@@ -48,7 +48,7 @@ def check_init_codec(directory: str | Path, data_codec: str, data_spec: str) -> 
     if data_codec.startswith("sha256:"):
         theirs = codec_identity(path) if path.is_dir() else "unknown (its codec directory is missing)"
         same = theirs == data_codec
-    else:  # shards from before identities: compare where the codecs live
+    else:  # a named codec, or old shards whose codec directory is gone: compare where the codecs live
         theirs = str(meta.get("codec_source") or path)
         same = path.resolve() == Path(data_spec).resolve() or theirs == data_spec
     if not same:
