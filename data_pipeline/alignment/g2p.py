@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from data_pipeline.alignment.engines import flite_synthesize
 from data_pipeline.alignment.phones import PAUSE
-from data_pipeline.alignment.schema import speakable_text, transcript_words
+from data_pipeline.alignment.schema import Alignment, speakable_text, transcript_words
 from data_pipeline.text.normalize import normalize_text
 
 G2P_NAME = "flite-2.2 cmulex"
@@ -30,14 +30,27 @@ class G2PError(ValueError):
     """A transcript with nothing to say, or a word flite gives no phones."""
 
 
+# Seconds of silence the corpus clips keep at each end, and the shortest pause a clause boundary gets when
+# flite reads straight through it: the frame budgets `spoken_phone_seconds` hands a phone-aligned model.
+EDGE_PAUSE_SECONDS = 0.1
+MIN_CLAUSE_PAUSE_SECONDS = 0.1
+
+
 @lru_cache(maxsize=4096)
-def transcript_phones(text: str) -> tuple[WordPhones, ...]:
-    """'Hello, 2 cats.' -> (WordPhones('Hello', ('hh','ax','l','ow')), WordPhones('two', ...), ...)."""
+def _kal_reading(text: str) -> tuple[list[tuple[str, int, int]], Alignment]:
+    """`text` normalised -> (its words, flite kal's exact alignment of them)."""
     spoken = speakable_text(normalize_text(text))
     words = transcript_words(spoken)
     if not words:
         raise G2PError(f"the transcript {text[:80]!r} has no words to say")
-    _, _, alignment = flite_synthesize(spoken, "kal")
+    return words, flite_synthesize(spoken, "kal")[2]
+
+
+@lru_cache(maxsize=4096)
+def transcript_phones(text: str) -> tuple[WordPhones, ...]:
+    """'Hello, 2 cats.' -> (WordPhones('Hello', ('hh','ax','l','ow')), WordPhones('two', ...), ...)."""
+    spoken = speakable_text(normalize_text(text))
+    words, alignment = _kal_reading(text)
     out = []
     for i, (word, _, end) in enumerate(words):
         phones = tuple(p.phone for p in alignment.phones if p.word_index == i and p.phone != PAUSE)
@@ -59,3 +72,22 @@ def spoken_phones(text: str) -> list[str]:
     if phones[-1] != PAUSE:
         phones.append(PAUSE)
     return phones
+
+
+def spoken_phone_seconds(text: str) -> list[tuple[str, float]]:
+    """`spoken_phones(text)` with a length each: flite kal's own duration for every phone (its CART duration
+    model, the one the flite part of the corpus was read with), the silence flite leaves at a clause boundary
+    (at least MIN_CLAUSE_PAUSE_SECONDS) and EDGE_PAUSE_SECONDS at both ends."""
+    words, alignment = _kal_reading(text)
+    spans = [[p for p in alignment.phones if p.word_index == i and p.phone != PAUSE]
+             for i in range(len(words))]
+    out = [(PAUSE, EDGE_PAUSE_SECONDS)]
+    for i, w in enumerate(transcript_phones(text)):
+        out += [(p.phone, p.end - p.start) for p in spans[i]]
+        if w.pause_after and i + 1 < len(words):
+            after, before = spans[i][-1].end, spans[i + 1][0].start
+            gap = sum(p.end - p.start for p in alignment.phones
+                      if p.phone == PAUSE and p.start >= after - 1e-6 and p.end <= before + 1e-6)
+            out.append((PAUSE, max(gap, MIN_CLAUSE_PAUSE_SECONDS)))
+    out.append((PAUSE, EDGE_PAUSE_SECONDS))
+    return out

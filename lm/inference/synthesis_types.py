@@ -51,7 +51,9 @@ class DecodeConfig:
     # passed through to lm.inference.sampling.SamplingConfig
     repetition_window: int = 16
     nar_temperature: float = 0.0
-    phone_durations: str = "sample"  # phone-aligned models: "sample" or "median" (see SamplingConfig)
+    # phone-aligned models: "sample" or "median" draw each phone's length from the advance head (see
+    # SamplingConfig); "engine" holds each for flite's duration at the prompt's pace (phone_alignment.py)
+    phone_durations: str = "sample"
     # phone-aligned models: guidance scale on the phones (lm/inference/guidance.py); 1: off
     phone_guidance: float = 1.0
 
@@ -77,8 +79,8 @@ class DecodeConfig:
         if self.max_chars < 1 or self.batch_size < 1:
             raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
                                  f"{self.batch_size}")
-        if self.phone_durations not in ("sample", "median"):
-            raise SynthesisError(f"phone_durations must be 'sample' or 'median', "
+        if self.phone_durations not in ("sample", "median", "engine"):
+            raise SynthesisError(f"phone_durations must be 'sample', 'median' or 'engine', "
                                  f"got {self.phone_durations!r}")
         if not self.phone_guidance > 0:
             raise SynthesisError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
@@ -101,7 +103,8 @@ class DecodeConfig:
             max_new_frames=cap, max_frames_per_text_token=frames(self.max_seconds_per_token),
             guard_slack_frames=math.ceil(frames(self.guard_slack_seconds)), min_new_frames=1,
             min_frames_per_text_token=min_per_token,
-            nar_temperature=self.nar_temperature, phone_durations=self.phone_durations,
+            nar_temperature=self.nar_temperature,
+            phone_durations="sample" if self.phone_durations == "engine" else self.phone_durations,
             phone_guidance=self.phone_guidance)
 
 
@@ -191,3 +194,4 @@ class _Row:
     decode: DecodeConfig
     phone_ids: torch.Tensor | None = None  # [P] target phones (phone-aligned models)
     prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
+    phone_durations: torch.Tensor | None = None  # [P] frames per target phone; None: the advance head decides

@@ -34,7 +34,12 @@ from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
 from lm.inference.generate import TTSRequest, generate
-from lm.inference.phone_alignment import prompt_frame_phones, text_phone_ids
+from lm.inference.phone_alignment import (
+    prompt_frame_phones,
+    prompt_seconds_per_phone,
+    text_phone_frames,
+    text_phone_ids,
+)
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -174,16 +179,18 @@ class Synthesizer:
         if not isinstance(text, str) or not text.strip():
             raise SynthesisError(f"request {request}: the text to synthesize is empty")
         prompt_text_ids = self._encode_text(voice.prompt_text) if _has_text(voice.prompt_text) else None
+        pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
         rows, pieces = [], []
         for piece in split_sentences(text, max_chars=cfg.max_chars):
             ids = self._encode_text(piece)
-            phone_ids = self._piece_phones(piece) if self.phone_aligned and ids.numel() else None
-            if ids.numel() == 0 or (self.phone_aligned and phone_ids is None):
+            phones = self._piece_phones(piece, cfg, pace) if self.phone_aligned and ids.numel() else None
+            if ids.numel() == 0 or (self.phone_aligned and phones is None):
                 log.warning("request %d: sentence piece %r has nothing to speak after normalisation; skipped",
                             request, piece)
                 continue
+            phone_ids, durations = phones if phones is not None else (None, None)
             rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
-                             voice.prompt_phones))
+                             voice.prompt_phones, durations))
             pieces.append(piece)
         if not pieces:
             raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
@@ -265,14 +272,25 @@ class Synthesizer:
     def phone_aligned(self) -> bool:
         return self.model.config.alignment == "phoneme"
 
-    @staticmethod
-    def _piece_phones(piece: str) -> torch.Tensor | None:
+    def _piece_phones(self, piece: str, cfg: DecodeConfig, pace: float | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """-> (the piece's phone ids, frames per phone with phone_durations="engine", else None), or None when
+        it has nothing to say."""
         from data_pipeline.alignment.g2p import G2PError
 
         try:
-            return text_phone_ids(piece)
+            if cfg.phone_durations == "engine":
+                return text_phone_frames(piece, self.codec.frame_rate, pace,
+                                         self.model.config.max_phone_frames)
+            return text_phone_ids(piece), None
         except G2PError:
             return None
+
+    def _prompt_pace(self, voice: Voice) -> float | None:
+        """Seconds per phone of the prompt speaker (continuation mode); None: flite's own pace."""
+        if voice.prompt_phones is None or not _has_text(voice.prompt_text):
+            return None
+        return prompt_seconds_per_phone(voice.prompt_phones, voice.prompt_text, self.codec.frame_rate)
 
     @staticmethod
     def _prompt_phones(i: int, req: SynthesisRequest, frames: int) -> torch.Tensor:
@@ -328,8 +346,8 @@ class Synthesizer:
         sampling.top_k = [r.decode.top_k for r in batch]
         sampling.top_p = [r.decode.top_p for r in batch]
         sampling.repetition_penalty = [r.decode.repetition_penalty for r in batch]
-        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones)
-                    for r in batch]
+        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones,
+                               r.phone_durations) for r in batch]
         return sampling, requests
 
     def _decode(self, codes: torch.Tensor, row: _Row) -> np.ndarray:

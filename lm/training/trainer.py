@@ -35,7 +35,13 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 from data_pipeline.loading.loader import LoaderConfig, TokenLoader
-from lm.model.batch import LMBatch, corrupt_target_codes, drop_target_phones, self_feed_target_codes
+from lm.model.batch import (
+    LMBatch,
+    corrupt_prompt_codes,
+    corrupt_target_codes,
+    drop_target_phones,
+    self_feed_target_codes,
+)
 from lm.model.losses import tts_loss
 from lm.model.model import TTSModel
 from lm.training.config import TrainConfig, config_diff, dump_yaml
@@ -234,6 +240,7 @@ class Trainer(ValidationMixin, MetricsLoggingMixin):
             lm = self.model.build_batch(batch, cfg.data.continuation_prob, self.generator)
             lm = self._self_feed(lm)
             lm = corrupt_target_codes(lm, self.model.vocab, cfg.data.code_noise, self.generator)
+            lm = corrupt_prompt_codes(lm, self.model.vocab, cfg.data.prompt_noise, self.generator)
             lm = drop_target_phones(lm, cfg.data.phone_dropout, self.generator)
             window.tokens += int(lm.attention_mask.sum())
             window.frames += int(batch.frame_lengths.sum())

@@ -251,8 +251,10 @@ def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
     from lm.inference.synthesis_types import DecodeConfig, SynthesisError
 
     assert DecodeConfig(phone_durations="median").sampling(50.0, 500, 10).phone_durations == "median"
-    with pytest.raises(SynthesisError, match="'sample' or 'median'"):
+    with pytest.raises(SynthesisError, match="'sample', 'median' or 'engine'"):
         DecodeConfig().updated({"phone_durations": "mean"})
+    # "engine": lengths are given per row (flite's), so the sampler's own setting is the head's default
+    assert DecodeConfig(phone_durations="engine").sampling(50.0, 500, 10).phone_durations == "sample"
     with pytest.raises(ValueError, match="'sample' or 'median'"):
         SamplingConfig(phone_durations="mean")
 
@@ -302,6 +304,30 @@ def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_
     assert corrupt_target_codes(clean, model.vocab, 0.0) is clean
 
 
+def test_prompt_noise_hides_only_prompt_codes(phone_config: ModelConfig, aligned_batch) -> None:
+    """data.prompt_noise: a share of the voice prompt's input codes become random codes; the text, the
+    target frames, the labels, the phones and the NAR's inputs stay as they were."""
+    from lm.model.batch import corrupt_prompt_codes
+
+    model = TTSModel(phone_config)
+    batch = aligned_batch(phone_config, [30, 25], seed=1)
+    clean = model.build_batch(batch, 0.0, torch.Generator().manual_seed(0))
+    noisy = corrupt_prompt_codes(model.build_batch(batch, 0.0, torch.Generator().manual_seed(0)), model.vocab,
+                                 0.5, torch.Generator().manual_seed(1))
+    changed = noisy.input_ids != clean.input_ids
+    pos = torch.arange(clean.input_ids.shape[1])[None]
+    assert changed.any()
+    assert not (changed & (pos >= clean.target_start[:, None])).any()  # target frames untouched
+    assert model.vocab.is_audio(clean.input_ids[changed]).all()  # only codes, never text or specials
+    assert model.vocab.is_audio(noisy.input_ids[changed]).all()
+    assert torch.equal(noisy.labels, clean.labels) and torch.equal(noisy.phone_inputs, clean.phone_inputs)
+    assert torch.equal(noisy.nar.prompt_codes, clean.nar.prompt_codes)
+    before = pos < clean.target_start[:, None]
+    prompt = model.vocab.is_audio(clean.input_ids) & before & clean.attention_mask
+    assert 0.3 < float(changed.sum() / prompt.sum()) < 0.6  # 0.5, less random codes that hit the same code
+    assert corrupt_prompt_codes(clean, model.vocab, 0.0) is clean
+
+
 def test_self_feed_feeds_the_ar_its_own_draws(phone_config: ModelConfig, aligned_batch) -> None:
     """data.self_feed: the code at input p is the one the AR predicted at p - 1. Fed its own perfect
     predictions (logits peaked on the labels, argmax), every input stays as it was; fed a real model's draws,
@@ -338,3 +364,32 @@ def test_self_feed_feeds_the_ar_its_own_draws(phone_config: ModelConfig, aligned
     assert vocab.is_audio(fed.input_ids[changed]).all()
     assert torch.equal(fed.labels, clean.labels) and torch.equal(fed.phone_inputs, clean.phone_inputs)
     assert self_feed_target_codes(clean, logits, vocab, 0.0) is clean
+
+
+def test_engine_durations_are_flites_at_the_prompts_pace() -> None:
+    """phone_durations="engine": the target phones of `text_phone_ids` with flite kal's lengths; a prompt
+    pace rescales the spoken phones and clause pauses (not the 0.1 s edges) to that many seconds per phone."""
+    from data_pipeline.alignment.g2p import spoken_phone_seconds, spoken_phones
+    from data_pipeline.alignment.phones import PHONE_ID
+    from lm.inference.phone_alignment import prompt_seconds_per_phone, text_phone_frames, text_phone_ids
+
+    text = "Two words, and three more."
+    timed = spoken_phone_seconds(text)
+    assert [p for p, _ in timed] == spoken_phones(text)
+    assert timed[0] == ("pau", 0.1) and timed[-1] == ("pau", 0.1)
+    assert all(0.0 < sec < 0.5 for _, sec in timed)
+    ids, frames = text_phone_frames(text, 50.0)
+    assert torch.equal(ids, text_phone_ids(text)) and frames.min() >= 1
+    assert abs(int(frames.sum()) - 50.0 * sum(sec for _, sec in timed)) <= 1  # rounding never drifts
+    spoken = torch.tensor([p != "pau" for p, _ in timed])
+    natural = float(frames[spoken].sum()) / 50.0 / int(spoken.sum())
+    _, slow = text_phone_frames(text, 50.0, seconds_per_phone=2 * natural)
+    assert abs(float(slow[spoken].sum()) / float(frames[spoken].sum()) - 2.0) < 0.1
+    assert slow[0] == frames[0] == 5 and slow[-1] == frames[-1] == 5  # 0.1 s edges at any pace
+    _, capped = text_phone_frames(text, 50.0, seconds_per_phone=10.0, max_frames=32)
+    assert int(capped.max()) == 32
+    # the prompt's pace: its frames that hold a phone per phone of its transcript ("in being": 6 phones)
+    pau, ih = PHONE_ID["pau"], PHONE_ID["ih"]
+    prompt = torch.tensor([0] * 4 + [pau] * 10 + [ih] * 30 + [pau] * 5)
+    assert prompt_seconds_per_phone(prompt, "in being", 50.0) == pytest.approx(30 / 50 / 6)
+    assert prompt_seconds_per_phone(torch.full((10,), pau), "in being", 50.0) is None

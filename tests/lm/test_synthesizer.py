@@ -247,6 +247,27 @@ def test_a_phone_aligned_export_walks_its_phones_in_both_modes(tmp_path, prompt)
         s.synthesize(text, *prompt, prompt_text="A completely different sentence about seven green apples.")
 
 
+def test_engine_durations_set_every_pieces_length(tmp_path, prompt) -> None:
+    """phone_durations="engine": each piece lasts exactly flite's frames for its phones, at flite's pace in
+    speaker-prompt mode and at the aligned prompt speaker's pace in continuation mode."""
+    from lm.inference.phone_alignment import prompt_frame_phones, prompt_seconds_per_phone, text_phone_frames
+
+    s = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "export", alignment="phoneme"),
+                                    temperature=0.0, max_seconds=10.0, phone_durations="engine")
+    text, prompt_text = "Two words. And three more.", "in being comparatively modern."
+    rate = s.codec.frame_rate
+    for mode_text in (None, prompt_text):
+        result = s.synthesize(text, *prompt, prompt_text=mode_text, seed=0)
+        pace = None
+        if mode_text:
+            codes = s.encode_voice(*prompt, prompt_text=mode_text).codes
+            phones = prompt_frame_phones(prompt[0], prompt[1], mode_text, codes.shape[-1])
+            pace = prompt_seconds_per_phone(phones, mode_text, rate)
+            assert pace is not None
+        want = [int(text_phone_frames(piece, rate, pace)[1].sum()) for piece in result.pieces]
+        assert result.piece_frames == want and not any(result.hit_length_guard)
+
+
 # ---- generate.py -------------------------------------------------------------------------------------------
 def load_generate_script():
     spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
