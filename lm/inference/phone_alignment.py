@@ -62,4 +62,3 @@ def prompt_seconds_per_phone(prompt_phones: torch.Tensor, prompt_text: str,
     speech_frames = int(((prompt_phones != PAUSE_ID) & (prompt_phones != NONE_ID)).sum())
     phones = sum(len(w.phones) for w in transcript_phones(prompt_text))
     return speech_frames / frame_rate / phones if speech_frames and phones else None
-

@@ -81,27 +81,12 @@ def corrupt_target_codes(batch: LMBatch, vocab: Vocab, share: float,
     """Replace `share` of the target frames' input codes (not the prompt's, not the labels) by uniformly
     random codes, in place; returns the batch. Input position s carries frame s - target_start and predicts
     the next one, so a corrupted input hides the AR's own history from it, never the answer."""
-    return _corrupt_codes(batch, vocab, share, generator, target=True)
-
-
-def corrupt_prompt_codes(batch: LMBatch, vocab: Vocab, share: float,
-                         generator: torch.Generator | None = None) -> LMBatch:
-    """Replace `share` of the voice prompt's input codes (before `target_start`; never text, target frames or
-    labels) by uniformly random codes, in place; returns the batch. A real voice the AR never trained on
-    gives it prompt codes unlike any it saw: trained on damaged prompts, it learns to read its phones
-    whatever the prompt holds."""
-    return _corrupt_codes(batch, vocab, share, generator, target=False)
-
-
-def _corrupt_codes(batch: LMBatch, vocab: Vocab, share: float, generator: torch.Generator | None,
-                   target: bool) -> LMBatch:
     if share <= 0:
         return batch
     ids = batch.input_ids
     pos = torch.arange(ids.shape[1])[None]
-    after = pos >= batch.target_start[:, None]
-    region = (after if target else ~after) & vocab.is_audio(ids) & batch.attention_mask
-    hit = region & (torch.rand(ids.shape, generator=generator) < share)
+    target = (pos >= batch.target_start[:, None]) & vocab.is_audio(ids) & batch.attention_mask
+    hit = target & (torch.rand(ids.shape, generator=generator) < share)
     noise = torch.randint(0, vocab.codebook_size, ids.shape, generator=generator) + vocab.audio_offset
     batch.input_ids = torch.where(hit, noise, ids)
     return batch

@@ -41,9 +41,6 @@ class DataConfig:
     # to lean on its text / phones instead of copying its own previous codes, which drift when it runs free
     # (scripts/diagnose_stages.py: row ar_tf against ar_given). 0: off
     code_noise: float = 0.0
-    # share of the AR's voice-prompt input codes replaced by random codes (corrupt_prompt_codes in
-    # lm/model/batch.py): robustness to prompt voices unlike the training voices; the NAR's stay clean. 0: off
-    prompt_noise: float = 0.0
     # share of the AR's target-frame input codes replaced by codes it draws itself from a no-grad
     # teacher-forced pass (parallel scheduled sampling, lm.model.batch.self_feed_target_codes), at
     # `self_feed_temperature` (0: argmax); applied before code_noise. One extra AR forward a step. 0: off
@@ -318,8 +315,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.continuation_prob must be in [0, 1], got {cfg.data.continuation_prob}")
     if not 0.0 <= cfg.data.code_noise < 1.0:
         raise ConfigError(f"data.code_noise must be in [0, 1), got {cfg.data.code_noise}")
-    if not 0.0 <= cfg.data.prompt_noise < 1.0:
-        raise ConfigError(f"data.prompt_noise must be in [0, 1), got {cfg.data.prompt_noise}")
     if not 0.0 <= cfg.data.self_feed < 1.0 or cfg.data.self_feed_temperature < 0:
         raise ConfigError(f"data.self_feed must be in [0, 1) and data.self_feed_temperature >= 0, got "
                           f"{cfg.data.self_feed}, {cfg.data.self_feed_temperature}")

@@ -37,7 +37,6 @@ from torch.optim.lr_scheduler import LambdaLR
 from data_pipeline.loading.loader import LoaderConfig, TokenLoader
 from lm.model.batch import (
     LMBatch,
-    corrupt_prompt_codes,
     corrupt_target_codes,
     drop_target_phones,
     self_feed_target_codes,
@@ -240,7 +239,6 @@ class Trainer(ValidationMixin, MetricsLoggingMixin):
             lm = self.model.build_batch(batch, cfg.data.continuation_prob, self.generator)
             lm = self._self_feed(lm)
             lm = corrupt_target_codes(lm, self.model.vocab, cfg.data.code_noise, self.generator)
-            lm = corrupt_prompt_codes(lm, self.model.vocab, cfg.data.prompt_noise, self.generator)
             lm = drop_target_phones(lm, cfg.data.phone_dropout, self.generator)
             window.tokens += int(lm.attention_mask.sum())
             window.frames += int(batch.frame_lengths.sum())

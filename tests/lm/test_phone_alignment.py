@@ -304,30 +304,6 @@ def test_code_noise_hides_only_target_inputs(phone_config: ModelConfig, aligned_
     assert corrupt_target_codes(clean, model.vocab, 0.0) is clean
 
 
-def test_prompt_noise_hides_only_prompt_codes(phone_config: ModelConfig, aligned_batch) -> None:
-    """data.prompt_noise: a share of the voice prompt's input codes become random codes; the text, the
-    target frames, the labels, the phones and the NAR's inputs stay as they were."""
-    from lm.model.batch import corrupt_prompt_codes
-
-    model = TTSModel(phone_config)
-    batch = aligned_batch(phone_config, [30, 25], seed=1)
-    clean = model.build_batch(batch, 0.0, torch.Generator().manual_seed(0))
-    noisy = corrupt_prompt_codes(model.build_batch(batch, 0.0, torch.Generator().manual_seed(0)), model.vocab,
-                                 0.5, torch.Generator().manual_seed(1))
-    changed = noisy.input_ids != clean.input_ids
-    pos = torch.arange(clean.input_ids.shape[1])[None]
-    assert changed.any()
-    assert not (changed & (pos >= clean.target_start[:, None])).any()  # target frames untouched
-    assert model.vocab.is_audio(clean.input_ids[changed]).all()  # only codes, never text or specials
-    assert model.vocab.is_audio(noisy.input_ids[changed]).all()
-    assert torch.equal(noisy.labels, clean.labels) and torch.equal(noisy.phone_inputs, clean.phone_inputs)
-    assert torch.equal(noisy.nar.prompt_codes, clean.nar.prompt_codes)
-    before = pos < clean.target_start[:, None]
-    prompt = model.vocab.is_audio(clean.input_ids) & before & clean.attention_mask
-    assert 0.3 < float(changed.sum() / prompt.sum()) < 0.6  # 0.5, less random codes that hit the same code
-    assert corrupt_prompt_codes(clean, model.vocab, 0.0) is clean
-
-
 def test_self_feed_feeds_the_ar_its_own_draws(phone_config: ModelConfig, aligned_batch) -> None:
     """data.self_feed: the code at input p is the one the AR predicted at p - 1. Fed its own perfect
     predictions (logits peaked on the labels, argmax), every input stays as it was; fed a real model's draws,

@@ -63,7 +63,6 @@ def test_overrides_set_typed_values_at_any_depth() -> None:
         ("max_steps=0", "max_steps must be >= 1"),
         ("precision=fp16", "precision must be auto, bf16 or fp32"),
         ("data.code_noise=1.0", "data.code_noise must be in"),
-        ("data.prompt_noise=-0.1", "data.prompt_noise must be in"),
         ("data.self_feed=1.0", "data.self_feed must be in"),
         ("data.self_feed_temperature=-1", "data.self_feed_temperature >= 0"),
         ("no_equals_sign", "not of the form a.b=value"),
