@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default {d.repetition_penalty})")
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"cap on the audio generated per sentence (default {d.max_seconds})")
+    p.add_argument("--speed", type=float, default=None,
+                   help="speaking rate, 0.25-4 (phone-aligned models: flite's phone lengths at the prompt's "
+                        "pace divided by it)")
     p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter directory (from finetune)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--compile", action="store_true",
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
     }.items() if v is not None}
+    if args.speed is not None and args.speed != 1.0:  # lengths given before decoding (README: Serve, speed)
+        decode.update(speed=args.speed, phone_durations="engine")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from lm.inference.streaming import AudioChunk, StreamConfig, StreamJob
-from lm.inference.synthesis_types import SynthesisError
+from lm.inference.synthesis_types import MAX_SPEED, MIN_SPEED, SynthesisError
 from lm.inference.synthesizer import Synthesizer
 from serving.engine import EngineFull, SynthesisEngine
 from serving.formats import FORMATS, MEDIA_TYPES, STREAMABLE, encode_file, pcm16, wav_stream_header
@@ -212,9 +212,12 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
             raise ApiError(400, "unsupported_format", f"{fmt} cannot be streamed (its header holds the "
                                                       f"length); stream {' or '.join(STREAMABLE)}",
                            "response_format")
-        if req.speed != 1.0:
+        if req.speed != 1.0 and not synth.phone_aligned:
             raise ApiError(400, "unsupported_speed", "this model speaks at its own pace: only speed 1.0 is "
                                                      "supported", "speed")
+        if not MIN_SPEED <= req.speed <= MAX_SPEED:
+            raise ApiError(400, "invalid_speed", f"speed must be in [{MIN_SPEED}, {MAX_SPEED}], got "
+                                                 f"{req.speed}", "speed")
         voice_id = req.voice or settings.default_voice or next((v.id for v in voices.list()), None)
         stored = voices.get(voice_id) if voice_id else None
         if stored is None:
@@ -222,6 +225,8 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
             raise ApiError(400, "unknown_voice", f"unknown voice {voice_id!r}; known: {known} (add one with "
                                                  "POST /v1/voices)", "voice")
         decode = {"temperature": req.temperature} if req.temperature is not None else {}
+        if req.speed != 1.0:  # lengths given before decoding: flite's, at the voice's pace / speed
+            decode.update(speed=req.speed, phone_durations="engine")
         config = settings.stream_config if stream else StreamConfig(nar_lookahead_seconds=None)
         channel = _Channel(asyncio.get_running_loop())
 

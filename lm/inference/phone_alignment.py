@@ -36,15 +36,17 @@ def prompt_frame_phones(wav: np.ndarray | torch.Tensor, sample_rate: int, text: 
 
 
 def text_phone_frames(text: str, frame_rate: float, seconds_per_phone: float | None = None,
-                      max_frames: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                      max_frames: int = 32, speed: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Text -> ([P] phone ids as `text_phone_ids`, [P] frames to hold each): flite kal's durations
     (data_pipeline.alignment.g2p.spoken_phone_seconds), its phones and clause pauses scaled to
-    `seconds_per_phone` on average (None: kal's own pace), at least 1 and at most `max_frames` frames each."""
+    `seconds_per_phone` / `speed` on average (None: kal's own pace), at least 1 and at most `max_frames`
+    frames each."""
     from data_pipeline.alignment.g2p import spoken_phone_seconds
 
     timed = spoken_phone_seconds(text)
     spoken = [sec for phone, sec in timed if phone != PAUSE]
-    scale = 1.0 if seconds_per_phone is None else seconds_per_phone / (sum(spoken) / len(spoken))
+    natural = sum(spoken) / len(spoken)
+    scale = (natural if seconds_per_phone is None else seconds_per_phone) / natural / speed
     seconds = np.array([sec * (scale if phone != PAUSE or 0 < i < len(timed) - 1 else 1.0)
                         for i, (phone, sec) in enumerate(timed)])
     bounds = np.round(np.cumsum(seconds) * frame_rate).astype(np.int64)  # rounding never drifts

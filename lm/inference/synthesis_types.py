@@ -17,6 +17,8 @@ import torch
 
 from lm.inference.sampling import SamplingConfig
 
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
 
 class SynthesisError(ValueError):
     """Bad input (missing export, unusable prompt, empty text): the message says what and where."""
@@ -56,6 +58,10 @@ class DecodeConfig:
     phone_durations: str = "sample"
     # phone-aligned models: guidance scale on the phones (lm/inference/guidance.py); 1: off
     phone_guidance: float = 1.0
+    # phone-aligned models with phone_durations="engine": speaking rate, 0.25-4 (OpenAI's range); 2 halves
+    # every phone's length. The advance head knows where a phone ends, so it cannot be hurried (a hazard
+    # raised to a power moved its lengths by 7 % for speed 1.5): speed works on given lengths only.
+    speed: float = 1.0
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -84,6 +90,11 @@ class DecodeConfig:
                                  f"got {self.phone_durations!r}")
         if not self.phone_guidance > 0:
             raise SynthesisError(f"phone_guidance must be > 0 (1: off), got {self.phone_guidance}")
+        if not MIN_SPEED <= self.speed <= MAX_SPEED:
+            raise SynthesisError(f"speed must be in [{MIN_SPEED}, {MAX_SPEED}], got {self.speed}")
+        if self.speed != 1.0 and self.phone_durations != "engine":
+            raise SynthesisError(f"speed {self.speed} needs phone_durations='engine' (lengths given before "
+                                 f"decoding); got phone_durations={self.phone_durations!r}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")

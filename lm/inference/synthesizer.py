@@ -179,6 +179,9 @@ class Synthesizer:
         if not isinstance(text, str) or not text.strip():
             raise SynthesisError(f"request {request}: the text to synthesize is empty")
         prompt_text_ids = self._encode_text(voice.prompt_text) if _has_text(voice.prompt_text) else None
+        if cfg.speed != 1.0 and not self.phone_aligned:
+            raise SynthesisError(f"request {request}: speed {cfg.speed}: this model is not phone-aligned and "
+                                 "speaks at its own pace; only speed 1.0 works with it")
         pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
         rows, pieces = [], []
         for piece in split_sentences(text, max_chars=cfg.max_chars):
@@ -281,7 +284,7 @@ class Synthesizer:
         try:
             if cfg.phone_durations == "engine":
                 return text_phone_frames(piece, self.codec.frame_rate, pace,
-                                         self.model.config.max_phone_frames)
+                                         self.model.config.max_phone_frames, cfg.speed)
             return text_phone_ids(piece), None
         except G2PError:
             return None

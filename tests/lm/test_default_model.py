@@ -43,3 +43,17 @@ def test_it_reads_a_new_sentence_at_its_prompt_speakers_pace(default_model: Synt
     assert out.ndim == 1 and np.isfinite(out).all() and np.abs(out).max() > 0.01
     # the pointer walk ends the utterance at the text's last phone, with the advance head's durations
     assert 0.6 < pace_ratio(out, result.sample_rate, text, wav, rate, PROMPT_TEXT) < 1.6
+
+
+
+def test_speed_scales_the_length_it_reads_at(default_model: Synthesizer) -> None:
+    """speed (decode option, the server's OpenAI `speed`) with the lengths given before decoding
+    (phone_durations="engine"): 1.5 reads the same sentence in about two thirds of the time, and it still
+    ends at the text's last phone."""
+    text = "The printing press changed the world, and it changed it quickly."
+    wav, rate = load_audio(PROMPT)
+    runs = [default_model.synthesize(text, wav, rate, prompt_text=PROMPT_TEXT, seed=0,
+                                     phone_durations="engine", speed=speed) for speed in (1.0, 1.5)]
+    ratio = sum(runs[1].piece_frames) / sum(runs[0].piece_frames)
+    assert 0.6 < ratio < 0.75, ratio
+    assert 0.7 < pace_ratio(runs[0].wav, runs[0].sample_rate, text, wav, rate, PROMPT_TEXT) < 1.3

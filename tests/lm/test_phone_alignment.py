@@ -253,6 +253,11 @@ def test_phone_durations_setting_is_checked_and_reaches_the_sampler() -> None:
     assert DecodeConfig(phone_durations="median").sampling(50.0, 500, 10).phone_durations == "median"
     with pytest.raises(SynthesisError, match="'sample', 'median' or 'engine'"):
         DecodeConfig().updated({"phone_durations": "mean"})
+    with pytest.raises(SynthesisError, match=r"speed must be in \[0.25, 4.0\]"):
+        DecodeConfig().updated({"speed": 5.0})
+    with pytest.raises(SynthesisError, match="speed 1.5 needs phone_durations='engine'"):
+        DecodeConfig().updated({"speed": 1.5})
+    DecodeConfig().updated({"speed": 1.5, "phone_durations": "engine"})
     # "engine": lengths are given per row (flite's), so the sampler's own setting is the head's default
     assert DecodeConfig(phone_durations="engine").sampling(50.0, 500, 10).phone_durations == "sample"
     with pytest.raises(ValueError, match="'sample' or 'median'"):
@@ -364,6 +369,8 @@ def test_engine_durations_are_flites_at_the_prompts_pace() -> None:
     assert slow[0] == frames[0] == 5 and slow[-1] == frames[-1] == 5  # 0.1 s edges at any pace
     _, capped = text_phone_frames(text, 50.0, seconds_per_phone=10.0, max_frames=32)
     assert int(capped.max()) == 32
+    _, fast = text_phone_frames(text, 50.0, seconds_per_phone=2 * natural, speed=2.0)
+    assert abs(float(fast[spoken].sum()) / float(frames[spoken].sum()) - 1.0) < 0.1  # 2x slower, 2x faster
     # the prompt's pace: its frames that hold a phone per phone of its transcript ("in being": 6 phones)
     pau, ih = PHONE_ID["pau"], PHONE_ID["ih"]
     prompt = torch.tensor([0] * 4 + [pau] * 10 + [ih] * 30 + [pau] * 5)

@@ -249,7 +249,8 @@ def test_a_phone_aligned_export_walks_its_phones_in_both_modes(tmp_path, prompt)
 
 def test_engine_durations_set_every_pieces_length(tmp_path, prompt) -> None:
     """phone_durations="engine": each piece lasts exactly flite's frames for its phones, at flite's pace in
-    speaker-prompt mode and at the aligned prompt speaker's pace in continuation mode."""
+    speaker-prompt mode and at the aligned prompt speaker's pace in continuation mode, divided by `speed`;
+    a model without phones refuses any speed but 1."""
     from lm.inference.phone_alignment import prompt_frame_phones, prompt_seconds_per_phone, text_phone_frames
 
     s = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "export", alignment="phoneme"),
@@ -266,6 +267,13 @@ def test_engine_durations_set_every_pieces_length(tmp_path, prompt) -> None:
             assert pace is not None
         want = [int(text_phone_frames(piece, rate, pace)[1].sum()) for piece in result.pieces]
         assert result.piece_frames == want and not any(result.hit_length_guard)
+        fast = s.synthesize(text, *prompt, prompt_text=mode_text, seed=0, speed=2.0)
+        assert fast.piece_frames == [int(text_phone_frames(piece, rate, pace, speed=2.0)[1].sum())
+                                     for piece in fast.pieces]
+        assert sum(fast.piece_frames) < 0.6 * sum(want)
+    plain = Synthesizer.from_pretrained(build_tiny_export(tmp_path / "plain"), temperature=0.0)
+    with pytest.raises(SynthesisError, match="not phone-aligned .* only speed 1.0"):
+        plain.synthesize(text, *prompt, speed=2.0, phone_durations="engine")
 
 
 # ---- generate.py -------------------------------------------------------------------------------------------
@@ -290,6 +298,9 @@ def test_generate_script_errors_are_clear(export_dir, tmp_path, capsys, monkeypa
     assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out),
                         "--checkpoint", str(tmp_path / "no-export")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert script.main(["--prompt-audio", str(PROMPT), "--text", "Hi.", "--out", str(out),
+                        "--checkpoint", str(export_dir), "--speed", "1.5"]) == 2
+    assert "not phone-aligned" in capsys.readouterr().err  # this export has no phones to time
     default = tmp_path / "models" / "default"
     monkeypatch.setattr("lm.inference.export_dir.DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(script, "DEFAULT_MODEL_DIR", default)

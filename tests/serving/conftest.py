@@ -115,17 +115,20 @@ class Served:
 
 @pytest.fixture(scope="session")
 def serve(tiny_synth) -> Iterator[Callable[..., Served]]:
-    """serve(voices_dir, max_batch=..., max_waiting=..., **settings) -> a running server (stopped at the end
-    of the session, or by the caller through `served.server.__exit__`)."""
+    """serve(voices_dir, max_batch=..., max_waiting=..., synth=..., **settings) -> a running server (of
+    `tiny_synth` unless another synthesizer is given; stopped at the end of the session, or by the caller
+    through `served.server.__exit__`)."""
     running: list[BackgroundServer] = []
 
-    def start(voices_dir: Path, max_batch: int = 4, max_waiting: int = 8, **settings: Any) -> Served:
-        voices = VoiceStore(tiny_synth, voices_dir, builtins=TEST_BUILTINS)
+    def start(voices_dir: Path, max_batch: int = 4, max_waiting: int = 8, synth: Synthesizer | None = None,
+              **settings: Any) -> Served:
+        synth = synth or tiny_synth
+        voices = VoiceStore(synth, voices_dir, builtins=TEST_BUILTINS)
         voices.load()
-        engine = SynthesisEngine(tiny_synth, max_batch=max_batch, max_waiting=max_waiting)
+        engine = SynthesisEngine(synth, max_batch=max_batch, max_waiting=max_waiting)
         options = {"max_input_chars": 300, "max_upload_bytes": 2**20, "stream_config": TEST_STREAM,
                    **settings}
-        server = BackgroundServer(create_app(tiny_synth, voices, engine, ServerSettings(**options)))
+        server = BackgroundServer(create_app(synth, voices, engine, ServerSettings(**options)))
         running.append(server.__enter__())
         return Served(server, Client(server.host, server.port), engine, voices)
 

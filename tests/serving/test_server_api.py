@@ -226,7 +226,7 @@ def test_invalid_json(client, body) -> None:
 @pytest.mark.parametrize("fields, param", [
     ([1, 2], None), ({"voice": "lj"}, "input"), ({"input": 5}, "input"),
     ({"input": "Hi.", "seed": -1}, "seed"), ({"input": "Hi.", "temperature": "hot"}, "temperature"),
-    ({"input": "Hi.", "speed": 2.0}, "speed"),
+    ({"input": "Hi.", "speed": 2.0}, "speed"), ({"input": "Hi.", "speed": 5.0}, "speed"),
 ])
 def test_wrong_fields(client, fields, param) -> None:
     reply = client.request("POST", "/v1/audio/speech", json.dumps(fields).encode(),
