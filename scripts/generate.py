@@ -28,7 +28,7 @@ import torch
 from codec.audio import AudioReadError, load_audio
 from lm.inference.export_dir import DEFAULT_MODEL_DIR
 from lm.inference.streaming import StreamConfig
-from lm.inference.synthesis_types import DecodeConfig, SynthesisError
+from lm.inference.synthesis_types import DecodeConfig, SynthesisError, speed_options
 from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger("generate")
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
     }.items() if v is not None}
-    if args.speed is not None and args.speed != 1.0:  # lengths given before decoding (README: Serve, speed)
-        decode.update(speed=args.speed, phone_durations="engine")
+    decode.update(speed_options(args.speed))
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

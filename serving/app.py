@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from lm.inference.streaming import AudioChunk, StreamConfig, StreamJob
-from lm.inference.synthesis_types import MAX_SPEED, MIN_SPEED, SynthesisError
+from lm.inference.synthesis_types import MAX_SPEED, MIN_SPEED, SynthesisError, speed_options
 from lm.inference.synthesizer import Synthesizer
 from serving.engine import EngineFull, SynthesisEngine
 from serving.formats import FORMATS, MEDIA_TYPES, STREAMABLE, encode_file, pcm16, wav_stream_header
@@ -225,8 +225,7 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
             raise ApiError(400, "unknown_voice", f"unknown voice {voice_id!r}; known: {known} (add one with "
                                                  "POST /v1/voices)", "voice")
         decode = {"temperature": req.temperature} if req.temperature is not None else {}
-        if req.speed != 1.0:  # lengths given before decoding: flite's, at the voice's pace / speed
-            decode.update(speed=req.speed, phone_durations="engine")
+        decode.update(speed_options(req.speed))
         config = settings.stream_config if stream else StreamConfig(nar_lookahead_seconds=None)
         channel = _Channel(asyncio.get_running_loop())
 

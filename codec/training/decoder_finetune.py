@@ -48,7 +48,7 @@ from codec.training.discriminator import (
 )
 from codec.training.held_out import load_eval_clips, stoi_available
 from codec.training.losses import MultiScaleMelLoss
-from codec.training.trainer import pick_device
+from codec.training.trainer import start_run
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,7 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
                      quality: QualityFn | None = None) -> dict:
     """Train (or resume) and export to OUT/export. Returns the last metrics."""
     t_start = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    out, device, gen = start_run(cfg.out, cfg.device, cfg.seed)
     codec = load_codec(cfg.codec, device=device)
     export_dtype = stored_float_dtype(cfg.codec)
     if not isinstance(codec, RVQCodec):

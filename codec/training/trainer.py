@@ -91,6 +91,17 @@ def lr_at(cfg: TrainConfig, step: int, progress: float, rewarm_from: int = 0) ->
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
+def start_run(out_dir: str | Path, device_name: str, seed: int
+              ) -> tuple[Path, torch.device, torch.Generator]:
+    """A codec run's output folder (made), device and seeded generator (python and torch seeded too)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(device_name)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return out, device, torch.Generator(device=device).manual_seed(seed)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,12 +122,7 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
     by `resume` wins over it (so one command line both starts and resumes such a run).
     """
     t_start = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    out, device, gen = start_run(cfg.out, cfg.device, cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

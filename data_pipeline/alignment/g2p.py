@@ -37,20 +37,19 @@ MIN_CLAUSE_PAUSE_SECONDS = 0.1
 
 
 @lru_cache(maxsize=4096)
-def _kal_reading(text: str) -> tuple[list[tuple[str, int, int]], Alignment]:
-    """`text` normalised -> (its words, flite kal's exact alignment of them)."""
+def _kal_reading(text: str) -> tuple[str, list[tuple[str, int, int]], Alignment]:
+    """`text` -> (normalised, its words, flite kal's exact alignment of them)."""
     spoken = speakable_text(normalize_text(text))
     words = transcript_words(spoken)
     if not words:
         raise G2PError(f"the transcript {text[:80]!r} has no words to say")
-    return words, flite_synthesize(spoken, "kal")[2]
+    return spoken, words, flite_synthesize(spoken, "kal")[2]
 
 
 @lru_cache(maxsize=4096)
 def transcript_phones(text: str) -> tuple[WordPhones, ...]:
     """'Hello, 2 cats.' -> (WordPhones('Hello', ('hh','ax','l','ow')), WordPhones('two', ...), ...)."""
-    spoken = speakable_text(normalize_text(text))
-    words, alignment = _kal_reading(text)
+    spoken, words, alignment = _kal_reading(text)
     out = []
     for i, (word, _, end) in enumerate(words):
         phones = tuple(p.phone for p in alignment.phones if p.word_index == i and p.phone != PAUSE)
@@ -78,7 +77,7 @@ def spoken_phone_seconds(text: str) -> list[tuple[str, float]]:
     """`spoken_phones(text)` with a length each: flite kal's own duration for every phone (its CART duration
     model, the one the flite part of the corpus was read with), the silence flite leaves at a clause boundary
     (at least MIN_CLAUSE_PAUSE_SECONDS) and EDGE_PAUSE_SECONDS at both ends."""
-    words, alignment = _kal_reading(text)
+    _, words, alignment = _kal_reading(text)
     spans = [[p for p in alignment.phones if p.word_index == i and p.phone != PAUSE]
              for i in range(len(words))]
     out = [(PAUSE, EDGE_PAUSE_SECONDS)]

@@ -20,6 +20,12 @@ from lm.inference.sampling import SamplingConfig
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
+def speed_options(speed: float | None) -> dict[str, Any]:
+    """The decode options a speaking rate asks for: none at 1 (the model's own pace); otherwise the rate and
+    lengths given before decoding (phone_durations="engine": flite's, at the voice's pace / speed)."""
+    return {} if speed is None or speed == 1.0 else {"speed": speed, "phone_durations": "engine"}
+
+
 class SynthesisError(ValueError):
     """Bad input (missing export, unusable prompt, empty text): the message says what and where."""
 
