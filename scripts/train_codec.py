@@ -9,8 +9,11 @@ directory.
     python scripts/train_codec.py ... --init-from models/codec_rvq16k --resume   # fine-tune an export
 
 `--data PATH[:WEIGHT]` (repeatable): a folder of audio (recursive), a raw shard .tar or a folder of them;
-sources are drawn in proportion to WEIGHT. The codec lands in OUT/export (`load_codec(OUT/export)`),
-checkpoints in OUT/ckpt, metrics (losses, STOI on --eval-data) in OUT/metrics.jsonl. bf16 autocast on GPU.
+sources are drawn in proportion to WEIGHT. `--phone-data FOLDER` (repeatable) with `--phone-loss W`: clips
+with `.align.json` sidecars (the corpus builder's exact timings, or `scripts/align.py`) train a phone head on
+codebook 1 (codec/training/frame_labels.py), so that level carries the phone rather than the voice.
+The codec lands in OUT/export (`load_codec(OUT/export)`), checkpoints in OUT/ckpt, metrics (losses, STOI
+on --eval-data) in OUT/metrics.jsonl. bf16 autocast on GPU.
 """
 
 from __future__ import annotations
@@ -22,9 +25,48 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
+from codec.audio import AudioReadError, load_audio, resample, to_mono
 from codec.backends.rvq_codec import RVQCodecConfig
 from codec.training.checkpoint import exported_config
-from codec.training.trainer import TrainConfig, train
+from codec.training.frame_labels import FrameLabelPool
+from codec.training.trainer import TrainConfig, pick_device, train
+from data_pipeline.alignment.phones import PHONES
+from data_pipeline.alignment.schema import Alignment
+
+log = logging.getLogger("train_codec")
+
+
+def phone_labelled_pool(folders: list[str], codec_config: RVQCodecConfig, device: str,
+                        max_clips: int | None) -> FrameLabelPool:
+    """Every clip with an `.align.json` sidecar under `folders` -> a FrameLabelPool of frame phone ids.
+    Unreadable clips or sidecars are logged with their path and skipped."""
+    hop, sr = codec_config.hop_length, codec_config.sample_rate
+    clips, bad = [], 0
+    sidecars = sorted(p for folder in folders for p in Path(folder).rglob("*.align.json"))
+    if max_clips:
+        sidecars = sidecars[:: max(1, len(sidecars) // max_clips)][:max_clips]
+    for sidecar in sidecars:
+        stem = sidecar.name[: -len(".align.json")]
+        audio = [p for p in sidecar.parent.glob(stem + ".*") if p.suffix in (".flac", ".wav")]
+        try:
+            if not audio:
+                raise AudioReadError(str(sidecar), "no .flac or .wav beside it")
+            wav, rate = load_audio(audio[0], name=str(audio[0]))
+            wav = resample(to_mono(wav), rate, sr)[0]
+            num_frames = -(-wav.numel() // hop)
+            labels = Alignment.from_json(json.loads(sidecar.read_text())).frame_phone_ids(num_frames)
+        except (AudioReadError, ValueError, KeyError) as e:
+            log.warning("phone data: skipped %s: %s", sidecar, e)
+            bad += 1
+            continue
+        clips.append((wav, torch.from_numpy(labels)))
+    if not clips:
+        raise SystemExit(f"--phone-data {folders}: no readable clip with an .align.json sidecar ({bad} bad)")
+    log.info("phone data: %d clips, %.1f min, %d skipped", len(clips),
+             sum(w.numel() for w, _ in clips) / sr / 60, bad)
+    return FrameLabelPool(clips, hop, pick_device(device))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON with RVQCodecConfig fields (defaults: 16 kHz, 50 Hz, 8 x 1024)")
     p.add_argument("--num-codebooks", type=int, default=None)
     p.add_argument("--codebook-size", type=int, default=None)
+    p.add_argument("--phone-data", action="append", default=[], metavar="FOLDER",
+                   help="clips with .align.json sidecars for the codebook-1 phone head, repeatable")
+    p.add_argument("--phone-loss", type=float, default=0.0, help="weight of the phone head's cross-entropy")
+    p.add_argument("--phone-share", type=float, default=0.5, help="share of each batch from --phone-data")
+    p.add_argument("--phone-max-clips", type=int, default=None, help="at most this many --phone-data clips")
     args = p.parse_args(argv)
+    if bool(args.phone_data) != (args.phone_loss > 0):
+        p.error("--phone-data and --phone-loss > 0 go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.codec_config:
@@ -78,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=args.warmup_steps, log_every=args.log_every, eval_every=args.eval_every,
         ckpt_every=args.ckpt_every, time_limit=args.time_limit, time_budget=args.time_budget,
         seed=args.seed, device=args.device, eval_codebooks=tuple(args.eval_codebooks),
-        bf16=not args.no_bf16,
+        bf16=not args.no_bf16, phone_loss=args.phone_loss, phone_share=args.phone_share,
+        phone_classes=len(PHONES) if args.phone_loss > 0 else 0,
     )
-    result = train(cfg, codec_config, resume=args.resume, init_from=args.init_from)
+    label_pool = (phone_labelled_pool(args.phone_data, codec_config, args.device, args.phone_max_clips)
+                  if args.phone_data else None)
+    result = train(cfg, codec_config, resume=args.resume, init_from=args.init_from, label_pool=label_pool)
     print(json.dumps({"out": str(Path(args.out) / "export"), **result}))
     return 0
 

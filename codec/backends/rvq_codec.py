@@ -85,6 +85,7 @@ class RVQOutput:
     wav: torch.Tensor  # [B, 1, T] reconstruction
     codes: torch.Tensor  # [B, Q, F]; -1 where quantizer dropout skipped a codebook
     commit_loss: torch.Tensor  # scalar, already weighted by `commitment_weight`
+    latents: torch.Tensor | None = None  # [B, D, F] encoder output before quantization (for auxiliary heads)
 
 
 @register_codec("rvq")
@@ -149,8 +150,9 @@ class RVQCodec(Codec):
                              f"got {tuple(wav.shape)}")
         if self.training and self.config.quantizer_dropout > 0:
             self.quantizer.quantize_dropout = random.random() < self.config.quantizer_dropout
-        quantized, codes, commit = self._quantize(self.encoder(wav))
-        return RVQOutput(self.decoder(quantized.to(wav.dtype)), codes, commit)
+        latents = self.encoder(wav)
+        quantized, codes, commit = self._quantize(latents)
+        return RVQOutput(self.decoder(quantized.to(wav.dtype)), codes, commit, latents)
 
     # ---- Codec backend ----------------------------------------------------------------------------------
     def _encode_mono(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 
 # ---- run checkpoints -------------------------------------------------------------------------------------
 def save_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer, state: dict,
-                    gen: torch.Generator) -> None:
-    """Write to DIR.tmp, then swap it in: a kill mid-write leaves the previous checkpoint intact."""
+                    gen: torch.Generator, heads: dict[str, torch.nn.Module] | None = None) -> None:
+    """Write to DIR.tmp, then swap it in: a kill mid-write leaves the previous checkpoint intact.
+    `heads`: training-only modules (e.g. the phone head), each saved as DIR/NAME.safetensors."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
+    for name, head in (heads or {}).items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                  str(tmp / f"{name}.safetensors"))
     # Python's `random` draws the speed changes and quantizer dropout: its state too, or a resumed run
     # would draw other ones than the uninterrupted run (the Mersenne Twister's 625 words; weights_only
     # loading takes a list of ints)
@@ -53,7 +57,7 @@ def swap_in(tmp: Path, directory: Path) -> None:
 
 
 def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Optimizer,
-                    gen: torch.Generator) -> dict:
+                    gen: torch.Generator, heads: dict[str, torch.nn.Module] | None = None) -> dict:
     """Restore model (+ optimizer and RNG when trainer.pt is there) -> the saved state dict.
 
     Without trainer.pt (e.g. only the weights were carried over) training goes on with a fresh optimizer
@@ -61,6 +65,12 @@ def load_checkpoint(directory: Path, model: RVQCodec, optimizer: torch.optim.Opt
     """
     state = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    for name, head in (heads or {}).items():
+        path = directory / f"{name}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: this run trains a {name}, but its checkpoint has none "
+                                    "(it was started without it: use a new --out)")
+        head.load_state_dict(load_file(str(path)))
     trainer_path = directory / "trainer.pt"
     if trainer_path.is_file():
         trainer = torch.load(trainer_path, map_location="cpu", weights_only=True)

@@ -36,6 +36,7 @@ from codec.training.checkpoint import (
     save_checkpoint,
     save_if_best,
 )
+from codec.training.frame_labels import FrameLabelPool, PhoneHead, phone_loss
 from codec.training.held_out import evaluate, load_eval_clips, stoi_available
 from codec.training.losses import CodecLoss, CodecLossWeights
 
@@ -70,6 +71,12 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA; CPU runs stay fp32
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: CodecLossWeights = field(default_factory=CodecLossWeights)
+    # phonetic first level (frame_labels.py): weight of the level-1 phone head's cross-entropy, the number
+    # of phone classes, and the share of each batch's rows cut from the phone-labelled pool
+    phone_loss: float = 0.0
+    phone_classes: int = 0
+    phone_share: float = 0.5
+    phone_head_lr_scale: float = 20.0  # the fresh linear head learns at lr x this (a fine-tune's lr is small)
 
 
 # ---- schedule ----------------------------------------------------------------------------------------
@@ -114,13 +121,16 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = None,
-          init_from: str | None = None) -> dict:
+          init_from: str | None = None, label_pool: FrameLabelPool | None = None) -> dict:
     """Train (or resume) and export. Returns the last metrics.
 
     `init_from`: an exported codec directory whose weights (encoder, codebooks with their EMA state, decoder)
     start the run, with a fresh optimizer at step 0; its config must equal `codec_config`. A checkpoint found
     by `resume` wins over it (so one command line both starts and resumes such a run).
+    `label_pool`: phone-labelled audio, needed when `cfg.phone_loss` > 0.
     """
+    if cfg.phone_loss > 0 and (label_pool is None or cfg.phone_classes < 2 or not 0 < cfg.phone_share <= 1):
+        raise ValueError("phone_loss > 0 needs a label pool, phone_classes >= 2 and 0 < phone_share <= 1")
     t_start = time.time()
     out, device, gen = start_run(cfg.out, cfg.device, cfg.seed)
     if device.type == "cuda":
@@ -141,12 +151,18 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
         check_same_config(codec_config, exported_config(init_from), init_from)
     model = RVQCodec(codec_config).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    groups = [{"params": params, "lr_scale": 1.0}]
+    heads: dict[str, torch.nn.Module] = {}
+    if cfg.phone_loss > 0:
+        heads["phone_head"] = PhoneHead(codec_config.dimension, cfg.phone_classes).to(device).train()
+        groups.append({"params": list(heads["phone_head"].parameters()), "lr_scale": cfg.phone_head_lr_scale})
+        params = params + groups[-1]["params"]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if resuming:
         # a checkpoint without Python's RNG state (an older one): at least not the first run's draws again;
         # load_checkpoint replaces this seeding with the saved state when there is one
         random.seed(cfg.seed + saved["step"])
-        state = load_checkpoint(resume_dir, model, optimizer, gen)
+        state = load_checkpoint(resume_dir, model, optimizer, gen, heads)
         log.info("resumed from %s at step %d", resume_dir, state["step"])
     elif init_from:
         init_from_export(model, init_from)
@@ -175,7 +191,7 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
                 "train_config": _jsonable(asdict(cfg))}
 
     def checkpoint_and_export() -> None:
-        save_checkpoint(ckpt_dir, model, optimizer, run_state(), gen)
+        save_checkpoint(ckpt_dir, model, optimizer, run_state(), gen, heads)
         model.save_pretrained(out / "export")
         (out / "export" / "training.json").write_text(json.dumps({**run_state(), **last}, indent=2) + "\n")
 
@@ -202,17 +218,27 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
     while step < cfg.max_steps and progress_of(cfg, step, train_seconds) < 1.0:
         lr = lr_at(cfg, step, progress_of(cfg, step, train_seconds), state.get("rewarm_from", 0))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         aug = cfg.augment
         factor = 1.0
         if aug.speed_prob > 0 and random.random() < aug.speed_prob:
             factor = random.choice(aug.speeds)
-        wav = pool.sample(cfg.batch_size, int(math.ceil(seg * factor)) + 64, gen)
+        labelled = round(cfg.batch_size * cfg.phone_share) if heads else 0
+        wav = pool.sample(cfg.batch_size - labelled, int(math.ceil(seg * factor)) + 64, gen)
         wav = change_speed(wav, factor, seg)
+        if labelled:  # the labelled rows go last; the speed change scales their labels with them
+            label_wav, labels = label_pool.sample(labelled, seg // hop, gen, factor)
+            wav = torch.cat([wav, change_speed(label_wav, factor, seg)])
         wav = augment(wav, codec_config.sample_rate, aug, gen)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             result = model(wav)
             loss, parts = loss_fn(result.wav, wav, result.commit_loss)
+            if labelled:
+                logits = heads["phone_head"](model.quantizer.codebooks[0], result.latents[-labelled:],
+                                             result.codes[-labelled:, 0])
+                ph_loss, ph_acc = phone_loss(logits.float(), labels)
+                loss = loss + cfg.phone_loss * ph_loss
+                parts |= {"phone": ph_loss.detach(), "phone_acc": ph_acc}
         if not torch.isfinite(loss):
             bad_steps += 1
             log.warning("step %d: non-finite loss %s, batch skipped (%d in a row)", step, loss.item(),
@@ -242,8 +268,10 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
                    "audio_s_per_s": round(rate * cfg.batch_size * seg / codec_config.sample_rate, 1),
                    "elapsed_s": round(time.time() - t_start, 1), **{k: round(v, 5) for k, v in avg.items()}}
             _append_jsonl(metrics_path, rec)
-            log.info("step %d | loss %.4f mel %.4f wave %.4f commit %.4f | gn %.2f | lr %.2e | %.1f it/s",
-                     step, avg["loss"], avg["mel"], avg["wave_l1"], avg["commit"], avg["grad_norm"], lr, rate)
+            phone = f" phone {avg['phone']:.3f} acc {avg['phone_acc']:.3f}" if "phone" in avg else ""
+            log.info("step %d | loss %.4f mel %.4f wave %.4f commit %.4f%s | gn %.2f | lr %.2e | %.1f it/s",
+                     step, avg["loss"], avg["mel"], avg["wave_l1"], avg["commit"], phone, avg["grad_norm"],
+                     lr, rate)
             window_t, window_steps, sums = time.time(), 0, {}
         out_of_time = cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit
         done = step >= cfg.max_steps or progress_of(cfg, step, train_seconds) >= 1.0
