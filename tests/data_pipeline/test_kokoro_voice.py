@@ -49,8 +49,27 @@ def test_timbre_and_prosody_halves_mix_separately() -> None:
 
 def test_reads_english_at_the_voice_speed() -> None:
     text = "Bring the blue book to the library before noon."
-    slow, sr = kokoro_synthesize(text, KokoroVoice("slow", {"jm_kumo": 1.0}, speed=0.8), threads=1)
-    fast, _ = kokoro_synthesize(text, KokoroVoice("fast", {"jm_kumo": 1.0}, speed=1.25), threads=1)
+    slow, sr, slow_timing = kokoro_synthesize(text, KokoroVoice("slow", {"jm_kumo": 1.0}, speed=0.8),
+                                              threads=1)
+    fast, _, fast_timing = kokoro_synthesize(text, KokoroVoice("fast", {"jm_kumo": 1.0}, speed=1.25),
+                                             threads=1)
     assert sr == SAMPLE_RATE and slow.dtype == np.float32
     assert 1.5 < len(fast) / sr < len(slow) / sr < 6.0  # ~10 words; slower speed, longer audio
     assert 0.05 < float(np.abs(slow).max()) <= 1.0 and float(np.sqrt(np.mean(slow ** 2))) > 0.01
+
+
+def test_every_clip_comes_with_the_models_own_phone_timings() -> None:
+    text = "Bring the blue book to the library before noon."
+    audio, sr, timing = kokoro_synthesize(text, KokoroVoice("alpha", {"jf_alpha": 1.0}), threads=1)
+    assert timing.aligner.startswith("kokoro") and timing.duration == pytest.approx(len(audio) / sr)
+    assert timing.phones[0].start == 0.0 and timing.phones[-1].end == pytest.approx(timing.duration)
+    pairs = zip(timing.phones, timing.phones[1:], strict=False)
+    assert all(a.end == pytest.approx(b.start) for a, b in pairs)
+    assert [w.word for w in timing.words] == text.rstrip(".").split() and "word_map" not in timing.extra
+    spoken = [p.phone for p in timing.phones if p.phone != "pau"]
+    assert spoken[:4] == ["b", "r", "ih", "ng"] and spoken[-3:] == ["n", "uw", "n"]
+    # the words' spans follow the sound: speech (not silence) inside "library", silence before "Bring"
+    library = timing.words[5]
+    inside = audio[int(library.start * sr):int(library.end * sr)]
+    before = audio[: max(1, int(timing.words[0].start * sr) - int(0.03 * sr))]
+    assert np.sqrt(np.mean(inside ** 2)) > 10 * np.sqrt(np.mean(before ** 2))

@@ -252,8 +252,9 @@ def test_a_recipe_gates_its_neural_voices_and_a_killed_build_finishes_on_rerun(t
     files = sorted(p.name for p in (out / "kokoro").glob("*.flac"))
     assert files == sorted(r.split("\t")[0] for r in rows) and not list(out.rglob("*.tmp*"))
     rejected = sorted(p.name for p in (work / "corpus.rejected" / "kokoro_rushed").iterdir())
-    assert len(rejected) == 2
-    assert all(n.startswith("kokoro_rushed_gate") and n.endswith(".flac") for n in rejected)
+    assert len(rejected) == 4  # 2 gate clips, each with its exact-timing sidecar
+    assert all(n.startswith("kokoro_rushed_gate") and n.endswith((".flac", ".align.json")) for n in rejected)
+    assert all((out / "kokoro" / f.replace(".flac", ".align.json")).is_file() for f in files)
     provenance = [json.loads(line) for line in (out / "kokoro" / "provenance.jsonl").read_text().splitlines()]
     assert sorted(p["file"] for p in provenance) == files
     assert all(p["engine"] == "kokoro" and p["timbre"] == {"jm_kumo": 1} and "Apache-2.0" in p["licence"]
