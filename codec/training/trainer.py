@@ -224,11 +224,14 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
         if aug.speed_prob > 0 and random.random() < aug.speed_prob:
             factor = random.choice(aug.speeds)
         labelled = round(cfg.batch_size * cfg.phone_share) if heads else 0
-        wav = pool.sample(cfg.batch_size - labelled, int(math.ceil(seg * factor)) + 64, gen)
-        wav = change_speed(wav, factor, seg)
+        rows = []
+        if cfg.batch_size > labelled:
+            rows.append(change_speed(pool.sample(cfg.batch_size - labelled, int(math.ceil(seg * factor)) + 64,
+                                                 gen), factor, seg))
         if labelled:  # the labelled rows go last; the speed change scales their labels with them
             label_wav, labels = label_pool.sample(labelled, seg // hop, gen, factor)
-            wav = torch.cat([wav, change_speed(label_wav, factor, seg)])
+            rows.append(change_speed(label_wav, factor, seg))
+        wav = torch.cat(rows)
         wav = augment(wav, codec_config.sample_rate, aug, gen)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             result = model(wav)
