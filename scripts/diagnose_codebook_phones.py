@@ -29,24 +29,26 @@ from data_pipeline.alignment.phones import PHONES  # noqa: E402
 from data_pipeline.loading.token_reader import LoaderStats, read_token_shard  # noqa: E402
 
 
-def frames_of(folder: str, codebooks: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """All aligned frames of a token folder -> (codes [Q, N], phone ids [N])."""
+def frames_of(folder: str, codebooks: int, limit: int | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All aligned frames of a token folder -> (codes [Q, N], phone ids [N], speaker names [N])."""
     shards = sorted(Path(folder).glob("*.tar"))
     if not shards:
         raise SystemExit(f"{folder}: no token shards (*.tar)")
-    codes, phones, stats, seen = [], [], LoaderStats(), 0
+    codes, phones, speakers, stats, seen = [], [], [], LoaderStats(), 0
     for shard in shards:
         for utt in read_token_shard(str(shard), stats, codebooks):
             if utt.frame_phones is None:
                 raise SystemExit(f"{utt.url}: sample {utt.key} has no alignment; tokenize with --align")
             codes.append(utt.codes)
             phones.append(utt.frame_phones)
+            speakers.append(np.full(utt.num_frames, utt.speaker, dtype=object))
             seen += 1
             if limit and seen >= limit:
                 break
         if limit and seen >= limit:
             break
-    return np.concatenate(codes, axis=1), np.concatenate(phones)
+    return np.concatenate(codes, axis=1), np.concatenate(phones), np.concatenate(speakers)
 
 
 def fit(codes: np.ndarray, phones: np.ndarray, codebook_size: int) -> np.ndarray:
@@ -69,14 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", action="append", required=True, help="aligned token shard folder(s) to score")
     ap.add_argument("--codebooks", type=int, default=2, help="score codebooks 1..N (default 2)")
     ap.add_argument("--train-limit", type=int, default=None, help="at most this many train utterances")
+    ap.add_argument("--leave-one-out", action="store_true",
+                    help="also score each --train speaker with tables fitted on the other speakers")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    train_codes, train_phones = frames_of(args.train, args.codebooks, args.train_limit)
+    train_codes, train_phones, train_speakers = frames_of(args.train, args.codebooks, args.train_limit)
     size = int(train_codes.max()) + 1
     rows = []
-    tests = [(t, *frames_of(t, args.codebooks, None)) for t in args.test]
+    tests = [(t, *frames_of(t, args.codebooks, None)[:2]) for t in args.test]
     size = max([size] + [int(c.max()) + 1 for _, c, _ in tests])
     for q in range(args.codebooks):
         table = fit(train_codes[q], train_phones, size)
@@ -84,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, codes, phones in tests:
             rows.append({"test": name, "codebook": q + 1, **score(table, codes[q], phones),
                          "phone_acc_train": floor["phone_acc"], "code_nll_train": floor["code_nll"]})
+        if args.leave_one_out:  # an unseen voice of the train corpus's own kind
+            for speaker in sorted(set(train_speakers)):
+                out = train_speakers == speaker
+                table = fit(train_codes[q][~out], train_phones[~out], size)
+                rows.append({"test": f"left out: {speaker}", "codebook": q + 1,
+                             **score(table, train_codes[q][out], train_phones[out]),
+                             "phone_acc_train": floor["phone_acc"], "code_nll_train": floor["code_nll"]})
     print(f"train: {args.train} ({len(train_phones):,} frames); codebook size {size}")
     print(f"{'test':<32} {'cb':>2} {'frames':>8} {'phone_acc':>9} {'(train)':>8} {'code_nll':>9} "
           f"{'(train)':>8}")
