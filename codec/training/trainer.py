@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
         factor = 1.0
         if aug.speed_prob > 0 and random.random() < aug.speed_prob:
             factor = random.choice(aug.speeds)
-        labelled = round(cfg.batch_size * cfg.phone_share) if heads else 0
+        labelled = max(1, round(cfg.batch_size * cfg.phone_share)) if heads else 0
         rows = []
         if cfg.batch_size > labelled:
             rows.append(change_speed(pool.sample(cfg.batch_size - labelled, int(math.ceil(seg * factor)) + 64,
