@@ -146,7 +146,7 @@ def kokoro_alignment(text: str, chunks: Sequence[tuple[str, Sequence[int]]]) -> 
         part = chunk_phones(symbols, frames)
         phones += [(p, s + offset, e + offset, w + words_before if w >= 0 else -1) for p, s, e, w in part]
         offset += int(np.sum(frames))
-        words_before = 1 + max([w for _, _, _, w in phones if w >= 0], default=-1)
+        words_before += 1 + max((w for *_, w in part if w >= 0), default=-1)  # this chunk's words
     words = [w for w, _, _ in transcript_words(text)]
     extra = {}
     if words_before != len(words) and words_before and words:
