@@ -9,28 +9,17 @@ voices): with a dozen voices it learned a dozen mappings. Each copy gets its own
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from data_pipeline.alignment.schema import Alignment, sidecar_path
+from data_pipeline.alignment.schema import Alignment
+from data_pipeline.corpus.corpus_copies import CopiedClip, CopyPlan, copy_corpus
 
 DEFAULT_FACTORS = (0.88, 0.94, 1.06, 1.12, 1.18)
-
-
-@dataclass(frozen=True)
-class PerturbedClip:
-    file: str
-    speaker: str
-    transcript: str
-    factor: float
 
 
 def pick_factor(name: str, factors: tuple[float, ...], seed: int) -> float:
@@ -58,39 +47,15 @@ def scale_alignment(alignment: Alignment, factor: float) -> Alignment:
 
 
 def perturb_corpus_dir(src: Path, dst: Path, factors: tuple[float, ...] = DEFAULT_FACTORS, seed: int = 0,
-                       progress=None) -> list[PerturbedClip]:  # noqa: ANN001 - an optional tqdm-like wrapper
-    """One perturbed copy of every clip listed in `src/transcripts.tsv` (file, speaker, transcript) into
-    `dst`, with its scaled alignment sidecar when the source has one, and `dst/transcripts.tsv`. Clips already
-    in `dst` are kept (a killed run resumes). Raises FileNotFoundError / ValueError naming the bad file."""
-    listing = src / "transcripts.tsv"
-    with open(listing, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or not {"file", "speaker", "transcript"} <= set(rows[0]):
-        raise ValueError(f"{listing}: expected a header 'file<TAB>speaker<TAB>transcript' and clips")
-    dst.mkdir(parents=True, exist_ok=True)
-    out: list[PerturbedClip] = []
-    for row in progress(rows) if progress else rows:
+                       progress=None) -> list[CopiedClip]:  # noqa: ANN001 - an optional tqdm-like wrapper
+    """One speed-perturbed copy of every clip of the corpus folder `src` into `dst`, its alignment sidecar
+    scaled; `detail` of each returned clip is its factor. Raises ValueError naming the bad file."""
+
+    def plan(row: dict[str, str]) -> CopyPlan:
         factor = pick_factor(row["file"], factors, seed)
-        stem = row["file"].rsplit(".", 1)[0]
-        name = f"{stem}_sp{factor:.2f}.flac"
-        target = dst / name
-        if not target.exists():
-            try:
-                wav, rate = sf.read(src / row["file"], dtype="float32")
-            except (OSError, RuntimeError) as e:
-                raise ValueError(f"{src / row['file']}: cannot read the clip ({e})") from e
-            if wav.ndim > 1:
-                wav = wav.mean(axis=1)
-            side = sidecar_path(src / row["file"])
-            if side.exists():
-                scaled = scale_alignment(Alignment.from_json(json.loads(side.read_text())), factor)
-                sidecar_path(target).write_text(json.dumps(scaled.to_json()))
-            tmp = target.with_name(target.name + ".part")
-            sf.write(tmp, perturb(wav, rate, factor), rate, format="FLAC")
-            tmp.rename(target)  # the audio last: a clip on disk always has its sidecar
-        out.append(PerturbedClip(name, f"{row['speaker']}_sp{factor:.2f}", row["transcript"], factor))
-    with open(dst / "transcripts.tsv", "w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["file", "speaker", "transcript"])
-        writer.writerows([c.file, c.speaker, c.transcript] for c in out)
-    return out
+        return CopyPlan(file=f"{row['file'].rsplit('.', 1)[0]}_sp{factor:.2f}.flac",
+                        speaker=f"{row['speaker']}_sp{factor:.2f}",
+                        audio=lambda wav, rate: perturb(wav, rate, factor),
+                        alignment=lambda a: scale_alignment(a, factor), detail=factor)
+
+    return copy_corpus(src, dst, plan, progress)

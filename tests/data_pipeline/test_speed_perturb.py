@@ -54,17 +54,17 @@ def test_copies_keep_their_timings_and_make_new_voices(corpus: Path, tmp_path: P
         source = {r["file"]: r for r in csv.DictReader(f, delimiter="\t")}
     assert len(clips) == len(source) == 4
     for clip, (name, row) in zip(clips, source.items(), strict=True):
-        assert clip.speaker == f"{row['speaker']}_sp{clip.factor:.2f}"
+        assert clip.speaker == f"{row['speaker']}_sp{clip.detail:.2f}"
         assert clip.transcript == row["transcript"]
         wav, rate = sf.read(dst / clip.file)
         original, _ = sf.read(corpus / name)
-        assert abs(len(wav) - len(original) / clip.factor) <= 2
+        assert abs(len(wav) - len(original) / clip.detail) <= 2
         before = Alignment.from_json(json.loads(sidecar_path(corpus / name).read_text()))
         after = Alignment.from_json(json.loads(sidecar_path(dst / clip.file).read_text()))
         assert after.duration == pytest.approx(len(wav) / rate, abs=2e-4)
         assert [p.phone for p in after.phones] == [p.phone for p in before.phones]
-        assert after.phones[3].end == pytest.approx(before.phones[3].end / clip.factor)
-        assert after.extra["speed_perturbed"] == clip.factor
+        assert after.phones[3].end == pytest.approx(before.phones[3].end / clip.detail)
+        assert after.extra["speed_perturbed"] == clip.detail
 
     stamp = {p: p.stat().st_mtime_ns for p in dst.glob("*.flac")}
     assert perturb_corpus_dir(corpus, dst, FACTORS, seed=0) == clips  # a rerun keeps what is there
