@@ -48,6 +48,10 @@ class DecodeConfig:
     # speaker-prompt mode keeps the last seconds of a longer prompt; exports of a training run set this to
     # the longest prompt the model was trained with (config.json metadata.decode)
     max_prompt_seconds: float = 15.0
+    # the prompt is scaled to this active speech level (dB, codec/loudness.py) before the codec encodes it:
+    # the codec's first codebook carries the level, so a prompt far quieter than the training speech reads
+    # as an unfamiliar voice. None: as given. Exports store the training corpus's level (metadata.decode).
+    prompt_level_db: float | None = None
     decode_context_seconds: float = 1.0  # continuation mode: prompt audio decoded before the target, then cut
     batch_size: int = 8  # rows (sentence pieces) per AR batch in synthesize_batch
     # length limits per text piece (sentencepiece token), in seconds so they hold for any codec frame rate.
@@ -101,6 +105,9 @@ class DecodeConfig:
         if self.speed != 1.0 and self.phone_durations != "engine":
             raise SynthesisError(f"speed {self.speed} needs phone_durations='engine' (lengths given before "
                                  f"decoding); got phone_durations={self.phone_durations!r}")
+        if self.prompt_level_db is not None and not -60 <= self.prompt_level_db <= 0:
+            raise SynthesisError(f"prompt_level_db must be in [-60, 0] dB (None: as given), got "
+                                 f"{self.prompt_level_db}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")

@@ -30,6 +30,7 @@ import torch
 
 from codec.audio import pad_batch, resample, to_mono
 from codec.base import Codec, load_codec
+from codec.loudness import scale_to_level
 from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
@@ -242,6 +243,10 @@ class Synthesizer:
         for i, (req, cfg) in enumerate(zip(requests, configs, strict=True)):
             wav = _prompt_at_codec_rate(req.prompt_wav, req.prompt_sample_rate, self.sample_rate,
                                         f"request {i}")
+            if cfg.prompt_level_db is not None:
+                wav, gain = scale_to_level(wav, self.sample_rate, cfg.prompt_level_db)
+                log.debug("request %d: prompt scaled by %+.1f dB to %.1f dB active level", i, gain,
+                          cfg.prompt_level_db)
             limit = int(cfg.max_prompt_seconds * self.sample_rate)
             if wav.shape[-1] > limit:
                 if _has_text(req.prompt_text):

@@ -131,6 +131,22 @@ def test_stereo_44k_prompt_is_down_mixed_and_resampled(synth, prompt) -> None:
     assert len(result.wav) == result.piece_frames[0] * hop(synth) > 0
 
 
+def test_prompt_level_option_encodes_every_prompt_at_one_level(synth, prompt) -> None:
+    """A prompt 12 dB too quiet and the same prompt as given encode alike once both are scaled to one level;
+    without the option the quiet one gives other codes (the codec's first codebook carries the level)."""
+    mono, rate = prompt
+    quiet = mono * 10 ** (-12 / 20)
+    as_given = synth._encode_prompts([SynthesisRequest("x", w, rate) for w in (mono, quiet)],
+                                     [synth.defaults] * 2)
+    assert not torch.equal(as_given[0], as_given[1])
+    levelled = synth.defaults.updated({"prompt_level_db": -20.0})
+    loud, soft = synth._encode_prompts([SynthesisRequest("x", w, rate) for w in (mono, quiet)],
+                                       [levelled] * 2)
+    assert (loud == soft).float().mean() > 0.95  # float rounding of the two gains may flip a rare code
+    with pytest.raises(SynthesisError, match="prompt_level_db"):
+        synth.synthesize("Text.", *prompt, prompt_level_db=6.0)
+
+
 def test_same_seed_same_wav_other_seed_other_wav(synth, prompt) -> None:
     a = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=7, **FAST)
     b = synth.synthesize("Seeds make sampling reproducible.", *prompt, seed=7, **FAST)
