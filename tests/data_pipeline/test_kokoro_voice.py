@@ -102,15 +102,23 @@ def _assemble_through_one_fixed_tmp(out_dir: str, locked: bool, start_at: float)
         return f"failed: {e}"
 
 
+@pytest.mark.parametrize("workers", ["threads", "processes"])
 @pytest.mark.parametrize("locked", [False, True])
-def test_parallel_workers_assemble_the_model_one_at_a_time(tmp_path, locked) -> None:
-    """Two corpus workers starting at once: without the lock one loses the race (its clip was skipped)."""
+def test_parallel_workers_assemble_the_model_one_at_a_time(tmp_path, locked, workers) -> None:
+    """Corpus workers starting at once: without the lock one loses the race (its clip was skipped)."""
     import multiprocessing as mp
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    with mp.get_context("spawn").Pool(4) as pool:
-        start_at = time.time() + 3.0  # after the spawned workers have imported everything
-        got = pool.starmap(_assemble_through_one_fixed_tmp, [(str(tmp_path), locked, start_at)] * 4)
+    args = [(str(tmp_path), locked)] * 4
+    if workers == "threads":  # build_synthetic_folder's workers
+        with ThreadPoolExecutor(4) as pool:
+            start_at = time.time() + 0.2
+            got = list(pool.map(lambda a: _assemble_through_one_fixed_tmp(*a, start_at), args))
+    else:
+        with mp.get_context("spawn").Pool(4) as pool:
+            start_at = time.time() + 3.0  # after the spawned workers have imported everything
+            got = pool.starmap(_assemble_through_one_fixed_tmp, [(*a, start_at) for a in args])
     failed = [g for g in got if g.startswith("failed")]
     if locked:
         assert failed == [] and (tmp_path / "model.onnx").stat().st_size == 20_000
