@@ -13,28 +13,23 @@ and its target share their channel as in a real recording. Timings are unchanged
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from codec.training.augment import AugmentConfig, augment
-from data_pipeline.corpus.corpus_copies import CopiedClip, CopyPlan, copy_corpus
+from data_pipeline.corpus.corpus_copies import CopiedClip, CopyPlan, copy_corpus, stable_hash
 
 # every channel coloured with probability 0.7, reverberant 0.5, noisy 0.6 (SNR 20-45 dB), any level
 CHANNEL = AugmentConfig(speed_prob=0.0, eq_prob=0.7, reverb_prob=0.5, noise_prob=0.6,
                         snr_db_range=(20.0, 45.0))
 
 
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
 def apply_channel(wav: np.ndarray, sample_rate: int, channel: str, seed: int = 0,
                   cfg: AugmentConfig = CHANNEL) -> np.ndarray:
     """`wav` through the channel named `channel`: the same name (and seed) always gives the same channel."""
-    gen = torch.Generator().manual_seed(_hash(f"{seed}:{channel}"))
+    gen = torch.Generator().manual_seed(stable_hash(f"{seed}:{channel}"))
     x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None, None]
     return augment(x, sample_rate, cfg, gen)[0, 0].numpy()
 
@@ -48,7 +43,7 @@ def channel_corpus_dir(src: Path, dst: Path, channels: int = 5, seed: int = 0,
         raise ValueError(f"channels must be >= 1, got {channels}")
 
     def plan(row: dict[str, str]) -> CopyPlan:
-        k = _hash(f"{seed}:{row['file']}") % channels
+        k = stable_hash(f"{seed}:{row['file']}") % channels
         speaker = f"{row['speaker']}_ch{k}"
         return CopyPlan(file=f"{row['file'].rsplit('.', 1)[0]}_ch{k}.flac", speaker=speaker,
                         audio=lambda wav, rate: apply_channel(wav, rate, speaker, seed), detail=speaker)

@@ -9,6 +9,7 @@ folder are kept, so a killed run resumes; the audio is written last, so a clip o
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,12 @@ import numpy as np
 import soundfile as sf
 
 from data_pipeline.alignment.schema import Alignment, sidecar_path
+
+
+def stable_hash(text: str) -> int:
+    """A 32-bit hash of `text` that is the same in every process and run (Python's hash() is salted), so a
+    rerun gives every clip the same perturbation."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ voices): with a dozen voices it learned a dozen mappings. Each copy gets its own
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,14 @@ import torch
 import torchaudio.functional as AF
 
 from data_pipeline.alignment.schema import Alignment
-from data_pipeline.corpus.corpus_copies import CopiedClip, CopyPlan, copy_corpus
+from data_pipeline.corpus.corpus_copies import CopiedClip, CopyPlan, copy_corpus, stable_hash
 
 DEFAULT_FACTORS = (0.88, 0.94, 1.06, 1.12, 1.18)
 
 
 def pick_factor(name: str, factors: tuple[float, ...], seed: int) -> float:
     """The factor of one clip: a hash of its name and the seed, so a rerun picks the same one."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return factors[int.from_bytes(digest[:4], "little") % len(factors)]
+    return factors[stable_hash(f"{seed}:{name}") % len(factors)]
 
 
 def perturb(wav: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:

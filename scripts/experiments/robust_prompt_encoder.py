@@ -25,6 +25,9 @@ from codec.training.augment import AugmentConfig, augment
 ROOT = Path(__file__).resolve().parents[2]
 torch.manual_seed(0)
 out, steps, lr = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+tau = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+mode = sys.argv[5] if len(sys.argv) > 5 else 'ce'
+levels = int(sys.argv[6]) if len(sys.argv) > 6 else 4
 out.mkdir(parents=True, exist_ok=True)
 teacher = Codec.from_pretrained(ROOT / 'models/codec_rvq16k').eval()
 for p in teacher.parameters():
@@ -34,11 +37,9 @@ for p in student.parameters():
     p.requires_grad_(True)
 sr = teacher.sample_rate
 SOURCES = [(str(ROOT / 'data/tts_corpus/synth'), 4.0), (str(ROOT.parent / 'shared/speech/fsdd-test'), 1.0)]
-pool = AudioPool(SOURCES,
-                 sr, torch.device('cpu'))
+pool = AudioPool(SOURCES, sr, torch.device('cpu'))
 CH = AugmentConfig(speed_prob=0.0, eq_prob=0.7, reverb_prob=0.5, noise_prob=0.6, snr_db_range=(15.0, 45.0),
                    gain_db_range=(-20.0, 0.0))
-Q = teacher.num_codebooks
 books = [cb.detach() for cb in teacher.quantizer.codebooks]
 proj_in = teacher.quantizer.project_in
 
@@ -80,13 +81,12 @@ def evaluate(step):
         c_aug = teacher_codes(student(ev_aug))
     student.train()
     rec = dict(step=step, clean=agreement(c_clean),
-               aug=[round((c_aug[:, q] == ev_codes[:, q]).float().mean().item(), 3) for q in range(4)])
+               aug=agreement(c_aug))
     print(json.dumps(rec), flush=True)
     return rec
 
 opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
 gen = torch.Generator().manual_seed(1)
-tau = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
 evaluate(0)
 t0 = time.time()
 for step in range(1, steps + 1):
@@ -94,11 +94,8 @@ for step in range(1, steps + 1):
     x = x / x.abs().amax(-1, keepdim=True).clamp_min(1e-4) * 0.9
     xa = augment(x, sr, CH, gen)
     with torch.no_grad():
-        codes = teacher_codes(teacher.encoder(x))
-    mode = sys.argv[5] if len(sys.argv) > 5 else 'ce'
-    levels = int(sys.argv[6]) if len(sys.argv) > 6 else 4
-    with torch.no_grad():
         zt = teacher.encoder(x)
+        codes = teacher_codes(zt)
     zs_clean, zs_aug = student(x[:4]), student(xa[4:])
     scale = zt.pow(2).mean()
     anchor = (zs_clean - zt[:4]).pow(2).mean() / scale
