@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codebooks", type=int, nargs="+", default=[4, 8],
                    help="numbers of levels the decoder is trained (and evaluated) with")
     p.add_argument("--mel-weight", type=float, default=15.0)
+    p.add_argument("--stoi-weight", type=float, default=0.0,
+                   help="weight of 1 - differentiable STOI (needs torch_stoi; 0 = off)")
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--fm-weight", type=float, default=2.0)
     p.add_argument("--log-every", type=int, default=50)
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
         min_lr_ratio=args.min_lr_ratio, disc_lr=args.disc_lr,
         disc_warmup_steps=args.disc_warmup_steps, codebook_choices=tuple(args.codebooks),
-        mel_weight=args.mel_weight, adv_weight=args.adv_weight, fm_weight=args.fm_weight,
+        mel_weight=args.mel_weight, stoi_weight=args.stoi_weight, adv_weight=args.adv_weight,
+        fm_weight=args.fm_weight,
         log_every=args.log_every, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
         time_limit=args.time_limit, device=args.device, seed=args.seed,
     )

@@ -31,6 +31,7 @@ from codec.audio import AudioReadError, load_audio, resample, to_mono
 from codec.backends.rvq_codec import RVQCodecConfig
 from codec.training.checkpoint import exported_config
 from codec.training.frame_labels import FrameLabelPool
+from codec.training.losses import CodecLossWeights
 from codec.training.trainer import TrainConfig, pick_device, train
 from data_pipeline.alignment.phones import PHONES
 from data_pipeline.alignment.schema import Alignment
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phone-loss", type=float, default=0.0, help="weight of the phone head's cross-entropy")
     p.add_argument("--phone-share", type=float, default=0.5, help="share of each batch from --phone-data")
     p.add_argument("--phone-max-clips", type=int, default=None, help="at most this many --phone-data clips")
+    p.add_argument("--stoi-loss", type=float, default=0.0, metavar="W",
+                   help="weight of 1 - differentiable STOI (needs torch_stoi)")
     args = p.parse_args(argv)
     if bool(args.phone_data) != (args.phone_loss > 0):
         p.error("--phone-data and --phone-loss > 0 go together")
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, device=args.device, eval_codebooks=tuple(args.eval_codebooks),
         bf16=not args.no_bf16, phone_loss=args.phone_loss, phone_share=args.phone_share,
         phone_classes=len(PHONES) if args.phone_loss > 0 else 0,
+        loss=CodecLossWeights(stoi=args.stoi_loss),
     )
     label_pool = (phone_labelled_pool(args.phone_data, codec_config, args.device, args.phone_max_clips)
                   if args.phone_data else None)

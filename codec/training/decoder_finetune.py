@@ -47,7 +47,7 @@ from codec.training.discriminator import (
     generator_adversarial_loss,
 )
 from codec.training.held_out import load_eval_clips, stoi_available
-from codec.training.losses import MultiScaleMelLoss
+from codec.training.losses import MultiScaleMelLoss, NegStoiLoss
 from codec.training.trainer import start_run
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class DecoderFinetuneConfig:
     codebook_choices: tuple[int, ...] = (4, 8)
     mel_weight: float = 15.0
     wave_weight: float = 1.5
+    stoi_weight: float = 0.0  # weight of 1 - differentiable STOI (losses.NegStoiLoss); 0 = off
     adv_weight: float = 1.0
     fm_weight: float = 2.0
     disc_channels: int = 8
@@ -244,6 +245,7 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
                 raise RuntimeError(f"{ckpt_dir}: frozen tensor {k} differs from {cfg.codec}; this checkpoint "
                                    "was fine-tuned from another codec")
     mel_loss = MultiScaleMelLoss(codec.sample_rate).to(device)
+    stoi_loss = NegStoiLoss(codec.sample_rate).to(device) if cfg.stoi_weight > 0 else None
     pool = AudioPool([parse_source(s) for s in cfg.data], codec.sample_rate, device)
     eval_clips = load_eval_clips(cfg.eval_data, codec.sample_rate, cfg.eval_max_clips)
     levels = tuple(sorted(set(cfg.codebook_choices)))
@@ -297,6 +299,9 @@ def finetune_decoder(cfg: DecoderFinetuneConfig, resume: bool = False,
         if train_decoder:
             parts |= {"mel": mel_loss(fake, wav), "wave_l1": torch.nn.functional.l1_loss(fake, wav)}
             g_loss = cfg.mel_weight * parts["mel"] + cfg.wave_weight * parts["wave_l1"]
+            if stoi_loss is not None:
+                parts["neg_stoi"] = stoi_loss(fake, wav)
+                g_loss = g_loss + cfg.stoi_weight * parts["neg_stoi"]
             if uses_discriminator(cfg):
                 fake_logits, fake_features = disc(fake)
                 parts |= {"adv": generator_adversarial_loss(fake_logits),

@@ -105,3 +105,21 @@ def test_zero_gan_weights_train_the_decoder_on_spectral_losses_alone(tiny_codec_
     trained = [r for r in logs if "mel" in r]
     assert trained and trained[0]["step"] == 2 and trained[0]["lr"] > 0  # no discriminator warm-up
     assert not any("d_loss" in r or "adv" in r for r in logs)
+
+
+def test_stoi_weight_adds_the_stoi_term_and_keeps_the_codes(tiny_codec_dir, tmp_path):
+    cfg = _config(tiny_codec_dir, tmp_path / "short", max_steps=2)
+    cfg.adv_weight = cfg.fm_weight = 0.0
+    cfg.stoi_weight = 5.0
+    cfg.segment_seconds = 0.4
+    with pytest.raises(ValueError, match="at least 0.5 s"):  # too short for one STOI envelope segment
+        finetune_decoder(cfg)
+    cfg.segment_seconds, cfg.out = 0.6, str(tmp_path / "run")
+    finetune_decoder(cfg)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in logs if "mel" in r]
+    assert trained and 0.0 < trained[0]["neg_stoi"] <= 2.0  # 1 - STOI of an untrained decoder: well above 0
+    source = load_codec(tiny_codec_dir).state_dict()
+    tuned = load_codec(tmp_path / "run" / "export").state_dict()
+    assert all(torch.equal(v, tuned[k]) for k, v in source.items() if not k.startswith("decoder."))
+    assert any(not torch.equal(v, tuned[k]) for k, v in source.items() if k.startswith("decoder."))
