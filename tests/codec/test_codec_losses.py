@@ -52,3 +52,25 @@ def test_codec_loss_adds_the_optional_terms_and_they_carry_gradient(speech) -> N
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     (grad,) = torch.autograd.grad(total - plain, pred)  # the STOI term's share alone reaches pred
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_train_script_logs_the_stoi_term(tmp_path) -> None:
+    import importlib.util
+    import json
+
+    from tests.codec.test_codec_rvq import tiny_rvq_config
+
+    spec = importlib.util.spec_from_file_location("script_train_codec", ROOT / "scripts" / "train_codec.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # scripts/ is not a package
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_rvq_config(architecture="spectral").to_dict()))
+    out = tmp_path / "run"
+    assert script.main(["--data", str(ARCTIC.parent), "--out", str(out), "--batch-size", "2",
+                        "--segment-seconds", "0.6", "--codec-config", str(config), "--log-every", "2",
+                        "--max-steps", "2", "--device", "cpu", "--stoi-loss", "3"]) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in logged if "neg_stoi" in r]
+    assert trained and 0.0 < trained[0]["neg_stoi"] < 2.0
+    # the STOI term is part of the logged total
+    assert trained[0]["loss"] > trained[0]["mel"] + 3 * trained[0]["neg_stoi"] - 1e-4
