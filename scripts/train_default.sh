@@ -6,7 +6,7 @@
 #   apt-get install -y espeak-ng flite        (make env installs them and the Kokoro wheels)
 #   bash scripts/train_default.sh [train.py overrides, e.g. max_steps=8000]
 #   CONFIG=configs/train_mini_cpu_ar2.yaml RUN=runs/lm_ar2 bash scripts/train_default.sh   # another variant
-#   CODEC=models/codec_rvq16k_v2 bash scripts/train_default.sh   # tokens: data/tts_tokens_<codec>_<corpus>
+#   CODEC=models/codec_rvq16k_v3 bash scripts/train_default.sh   # tokens: data/tts_tokens_<codec>_<corpus>
 # Tokens of two codecs never mix: a token folder remembers its codec (codec.json) and refuses another, training
 # refuses shards of two codecs, and a warm start needs the codec its model was trained on.
 set -euo pipefail
