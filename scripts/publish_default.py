@@ -4,9 +4,9 @@
     python scripts/publish_default.py --export runs/lm_default/train/export --out models/default
 
 Weights are stored in fp16 (they load back into fp32 modules), the text tokenizer is copied, and when the
-export carries a copy of a codec that already lives in the repository (`--codec-dir`, default
-models/codec_rvq16k) the config points at that directory instead of duplicating it. The result loads with
-`Synthesizer.from_pretrained`.
+export carries a copy of a codec that already lives in the repository (`--codec-dir`; by default the
+`models/codec_*` directory with the same files) the config points at that directory instead of duplicating
+it. The result loads with `Synthesizer.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def same_codec(a: Path, b: Path) -> bool:
                for n in names)
 
 
+def repo_codec_like(codec_copy: Path) -> Path | None:
+    """The committed codec directory (models/codec_*) whose weights and config equal `codec_copy`."""
+    return next((d for d in sorted((ROOT / "models").glob("codec_*")) if same_codec(codec_copy, d)), None)
+
+
 def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None = None) -> Path:
     config = json.loads((export / CONFIG_FILE).read_text())
     meta = config.setdefault("metadata", {})
@@ -48,6 +53,8 @@ def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None
               str(tmp / MODEL_FILE), metadata={"format": FORMAT, "stored_dtype": "float16"})
     shutil.copyfile(export / meta["text_tokenizer"], tmp / meta["text_tokenizer"])
     local_codec = export / str(meta.get("codec", ""))
+    if codec_dir is None and local_codec.is_dir():
+        codec_dir = repo_codec_like(local_codec)
     if codec_dir is not None and local_codec.is_dir() and same_codec(local_codec, codec_dir):
         meta["codec"] = os.path.relpath(codec_dir.resolve(), out.resolve())
     elif local_codec.is_dir():
@@ -69,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", type=Path, required=True, help="export directory written by scripts/train.py")
     p.add_argument("--out", type=Path, default=ROOT / "models" / "default")
-    p.add_argument("--codec-dir", type=Path, default=ROOT / "models" / "codec_rvq16k",
-                   help="a codec directory in the repo to reference instead of copying")
+    p.add_argument("--codec-dir", type=Path, default=None,
+                   help="a codec directory in the repo to reference instead of copying (default: the "
+                        "models/codec_* directory equal to the export's codec copy)")
     p.add_argument("--decode", action="append", default=[], metavar="KEY=VALUE",
                    help="a decoding default stored with the model, e.g. temperature=0.5 (repeatable)")
     args = p.parse_args(argv)

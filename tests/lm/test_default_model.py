@@ -57,3 +57,25 @@ def test_speed_scales_the_length_it_reads_at(default_model: Synthesizer) -> None
     ratio = sum(runs[1].piece_frames) / sum(runs[0].piece_frames)
     assert 0.6 < ratio < 0.75, ratio
     assert 0.7 < pace_ratio(runs[0].wav, runs[0].sample_rate, text, wav, rate, PROMPT_TEXT) < 1.3
+
+
+def test_publish_references_the_repository_codec_the_export_carries(tmp_path) -> None:
+    """publish_default.py finds the models/codec_* directory equal to the export's codec copy by itself."""
+    import importlib.util
+    import json
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(DEFAULT_MODEL_DIR, export)
+    shutil.copytree(ROOT / "models" / "codec_rvq16k_v3", export / "codec")
+    config = json.loads((export / "config.json").read_text())
+    config["metadata"]["codec"] = "codec"
+    (export / "config.json").write_text(json.dumps(config))
+    spec = importlib.util.spec_from_file_location("publish_default", ROOT / "scripts" / "publish_default.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # scripts/ is not a package
+    assert script.main(["--export", str(export), "--out", str(tmp_path / "published")]) == 0
+    meta = json.loads((tmp_path / "published" / "config.json").read_text())["metadata"]
+    referenced = (tmp_path / "published" / meta["codec"]).resolve()
+    assert referenced == (ROOT / "models" / "codec_rvq16k_v3").resolve()
+    assert not (tmp_path / "published" / "codec").exists()  # referenced, not copied
