@@ -6,14 +6,14 @@
 #   apt-get install -y espeak-ng flite        (make env installs them and the Kokoro wheels)
 #   bash scripts/train_default.sh [train.py overrides, e.g. max_steps=8000]
 #   CONFIG=configs/train_mini_cpu_ar2.yaml RUN=runs/lm_ar2 bash scripts/train_default.sh   # another variant
-#   CODEC=models/codec_rvq16k_v3 bash scripts/train_default.sh   # tokens: data/tts_tokens_<codec>_<corpus>
+#   CODEC=models/codec_rvq16k bash scripts/train_default.sh   # another codec: data/tts_tokens_<codec>_<corpus>
 # Tokens of two codecs never mix: a token folder remembers its codec (codec.json) and refuses another, training
 # refuses shards of two codecs, and a warm start needs the codec its model was trained on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/lm_default}
-CODEC=${CODEC:-models/codec_rvq16k}
+CODEC=${CODEC:-models/codec_rvq16k_v3}  # the codec of models/default
 CONFIG=${CONFIG:-configs/train_mini_cpu_phone.yaml}  # the phone-aligned mini model (README: A/B)
 CORPUS=${CORPUS:-data/tts_corpus}
 RECIPE=${RECIPE:-configs/tts_corpus.yaml}
@@ -44,7 +44,20 @@ except CodecMismatchError as e: sys.exit(f'{e}')" "$CODEC"; then
         echo "no checkpoint in $RUN/train: starting from models/default ($(grep -o '"train_step": [0-9]*' \
             models/default/config.json))"
     else
-        echo "models/default was trained on another codec's tokens: training $RUN from scratch"
+        # another codec: keep the default's layers and rebuild its code tables from the same clips tokenized by
+        # both codecs (scripts/remap_lm_codec.py, README "Round 8"); NO_REMAP=1 trains from scratch instead
+        OLD_CODEC=$($PY -c "import json; m = json.load(open('models/default/config.json'))['metadata']
+print('models/default/' + m['codec'])")
+        if [ -n "${NO_REMAP:-}" ]; then
+            echo "models/default was trained on another codec's tokens ($OLD_CODEC): training $RUN from scratch"
+        else
+            echo "models/default was trained on $OLD_CODEC's tokens: moving it onto $CODEC (remap_lm_codec.py)"
+            OLD_TOKENS=data/tts_tokens_$(basename "$OLD_CODEC")_$STAMP
+            $PY scripts/tokenize_shards.py --input "$RAW" --output "$OLD_TOKENS" --codec "$OLD_CODEC" --align auto
+            $PY scripts/remap_lm_codec.py --checkpoint models/default --old-tokens "$OLD_TOKENS" \
+                --new-tokens "$TOKENS" --out "$RUN/remapped"
+            INIT=(init_from="$RUN/remapped")
+        fi
     fi
 fi
 # code_noise 0.5: half of the AR's own input codes replaced by random ones, so it leans on its phones
