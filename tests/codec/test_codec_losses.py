@@ -58,13 +58,16 @@ def test_train_script_logs_the_stoi_term(tmp_path) -> None:
     import importlib.util
     import json
 
-    from tests.codec.test_codec_rvq import tiny_rvq_config
+    from codec.backends.rvq_codec import RVQCodecConfig
 
     spec = importlib.util.spec_from_file_location("script_train_codec", ROOT / "scripts" / "train_codec.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)  # scripts/ is not a package
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(tiny_rvq_config(architecture="spectral").to_dict()))
+    tiny = RVQCodecConfig(architecture="spectral", dimension=16, spectral_dim=32, encoder_layers=1,
+                          decoder_layers=2, num_codebooks=4, codebook_size=64, kmeans_iters=2,
+                          threshold_ema_dead_code=0.0)
+    config.write_text(json.dumps(tiny.to_dict()))
     out = tmp_path / "run"
     assert script.main(["--data", str(ARCTIC.parent), "--out", str(out), "--batch-size", "2",
                         "--segment-seconds", "0.6", "--codec-config", str(config), "--log-every", "2",
