@@ -35,11 +35,6 @@ def same_codec(a: Path, b: Path) -> bool:
                for n in names)
 
 
-def repo_codec_like(codec_copy: Path) -> Path | None:
-    """The committed codec directory (models/codec_*) whose weights and config equal `codec_copy`."""
-    return next((d for d in sorted((ROOT / "models").glob("codec_*")) if same_codec(codec_copy, d)), None)
-
-
 def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None = None) -> Path:
     config = json.loads((export / CONFIG_FILE).read_text())
     meta = config.setdefault("metadata", {})
@@ -53,12 +48,14 @@ def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None
               str(tmp / MODEL_FILE), metadata={"format": FORMAT, "stored_dtype": "float16"})
     shutil.copyfile(export / meta["text_tokenizer"], tmp / meta["text_tokenizer"])
     local_codec = export / str(meta.get("codec", ""))
-    if codec_dir is None and local_codec.is_dir():
-        codec_dir = repo_codec_like(local_codec)
-    if codec_dir is not None and local_codec.is_dir() and same_codec(local_codec, codec_dir):
-        meta["codec"] = os.path.relpath(codec_dir.resolve(), out.resolve())
-    elif local_codec.is_dir():
-        shutil.copytree(local_codec, tmp / CODEC_DIR)
+    if local_codec.is_dir():
+        # the committed codec directory with the same files is referenced instead of copied
+        candidates = [codec_dir] if codec_dir is not None else sorted((ROOT / "models").glob("codec_*"))
+        repo_codec = next((d for d in candidates if same_codec(local_codec, d)), None)
+        if repo_codec is not None:
+            meta["codec"] = os.path.relpath(repo_codec.resolve(), out.resolve())
+        else:
+            shutil.copytree(local_codec, tmp / CODEC_DIR)
     for extra in ("train_config.yaml",):
         if (export / extra).is_file():
             shutil.copyfile(export / extra, tmp / extra)

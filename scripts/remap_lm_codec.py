@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec.identity import codec_identity
+from data_pipeline.tokens.token_codec import MARKER
 from lm.adapters.codec_remap import agreement, cooccurrence, remap_state
 from lm.checkpoint import MODEL_FILE, read_config
 from lm.model.vocab import Vocab
@@ -33,9 +34,9 @@ log = logging.getLogger("remap_lm_codec")
 
 
 def folder_codec(folder: Path) -> dict:
-    path = folder / "codec.json"
+    path = folder / MARKER
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a token folder made by tokenize_shards.py (no codec.json)")
+        raise FileNotFoundError(f"{path}: not a token folder made by tokenize_shards.py (no {MARKER})")
     return json.loads(path.read_text())
 
 

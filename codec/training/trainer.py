@@ -272,7 +272,7 @@ def train(cfg: TrainConfig, codec_config: RVQCodecConfig, resume: str | None = N
                    "elapsed_s": round(time.time() - t_start, 1), **{k: round(v, 5) for k, v in avg.items()}}
             _append_jsonl(metrics_path, rec)
             phone = f" phone {avg['phone']:.3f} acc {avg['phone_acc']:.3f}" if "phone" in avg else ""
-            phone += "".join(f" {k} {avg[k]:.4f}" for k in ("neg_stoi",) if k in avg)
+            phone += f" neg_stoi {avg['neg_stoi']:.4f}" if "neg_stoi" in avg else ""
             log.info("step %d | loss %.4f mel %.4f wave %.4f commit %.4f%s | gn %.2f | lr %.2e | %.1f it/s",
                      step, avg["loss"], avg["mel"], avg["wave_l1"], avg["commit"], phone, avg["grad_norm"],
                      lr, rate)

@@ -18,24 +18,12 @@ Shape letters: Q codebook levels, F frames, K codebook size, H hidden size.
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-CODES_SUFFIX = ".codes.npy"
-
-
-def shard_codes(shard: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, codes [Q, F]) of every clip in a token shard."""
-    with tarfile.open(shard) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(CODES_SUFFIX):
-                data = tar.extractfile(member).read()
-                yield member.name[: -len(CODES_SUFFIX)], np.load(io.BytesIO(data), allow_pickle=False)
+from data_pipeline.loading.token_reader import LoaderStats, read_token_shard
 
 
 def cooccurrence(old_folder: str | Path, new_folder: str | Path, levels: int, codebook_size: int,
@@ -52,11 +40,12 @@ def cooccurrence(old_folder: str | Path, new_folder: str | Path, levels: int, co
         if not (old_folder / name).is_file():
             raise FileNotFoundError(f"{old_folder / name}: the old token folder lacks a shard the new one "
                                     "has; tokenize the same raw shards with both codecs")
-        old = dict(shard_codes(old_folder / name))
-        for key, new_codes in shard_codes(new_folder / name):
-            if key not in old:
+        stats = LoaderStats()  # corrupt samples are logged and skipped by the reader, as in training
+        old = {u.key: u.codes for u in read_token_shard(str(old_folder / name), stats, levels)}
+        for utterance in read_token_shard(str(new_folder / name), stats, levels):
+            if utterance.key not in old:
                 continue
-            old_codes = old[key]
+            old_codes, new_codes = old[utterance.key], utterance.codes
             frames = min(old_codes.shape[1], new_codes.shape[1])
             for q in range(levels):
                 pair = new_codes[q, :frames].astype(np.int64) * codebook_size + old_codes[q, :frames]
