@@ -13,6 +13,7 @@ Models are loaded once; audio is generated, scored and written one batch at a ti
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -63,6 +64,9 @@ class EvalConfig:
     batch_size: int = 1  # >1 calls synthesize_batch / encodes that many clips at once
     device: str = "cpu"
     use_prompt_text: bool = True  # False: speaker-prompt mode (no prompt transcript)
+    # True (with use_prompt_text False): each prompt is transcribed by Whisper, as generate.py does without
+    # --prompt-text (lm/inference/prompt_transcript.py); speaker-prompt mode where that transcript fails
+    transcribe_prompts: bool = False
     score_ground_truth: bool = True
     save_audio: bool = True
     decode: dict = field(default_factory=dict)
@@ -174,7 +178,7 @@ def synthesize_batches(synth: SynthesizerLike, batch: list[tuple[int, EvalCase, 
     """Synthesise one batch of (index, case, prompt). Per-case exceptions are returned, not raised."""
     requests = [
         dict(text=case.target_text, prompt_wav=prompt[0], prompt_sample_rate=prompt[1],
-             prompt_text=(case.prompt_text or None) if config.use_prompt_text else None,
+             prompt_text=_prompt_text(synth, case, prompt, config),
              seed=config.seed + index, **config.decode)
         for index, case, prompt in batch
     ]
@@ -191,6 +195,31 @@ def synthesize_batches(synth: SynthesizerLike, batch: list[tuple[int, EvalCase, 
         except Exception as exc:
             outputs.append(exc)
     return outputs
+
+
+_TRANSCRIPTS: dict[tuple[str, str], str | None] = {}
+
+
+def _prompt_text(synth: SynthesizerLike, case: EvalCase, prompt: tuple[np.ndarray, int],
+                 config: EvalConfig) -> str | None:
+    if config.use_prompt_text:
+        return case.prompt_text or None
+    if not config.transcribe_prompts:
+        return None
+    key = (str(config.checkpoint), str(case.prompt_wav))  # one Whisper pass per prompt clip and model
+    if key not in _TRANSCRIPTS:
+        from lm.inference.prompt_transcript import auto_prompt_text
+
+        _TRANSCRIPTS[key] = auto_prompt_text(synth, _transcriber(), prompt[0], prompt[1])
+        log.info("prompt %s transcribed as %r", case.prompt_wav.name, _TRANSCRIPTS[key])
+    return _TRANSCRIPTS[key]
+
+
+@functools.lru_cache(maxsize=1)
+def _transcriber():  # noqa: ANN202 - lm.inference.prompt_transcript.PromptTranscriber, imported lazily
+    from lm.inference.prompt_transcript import PromptTranscriber
+
+    return PromptTranscriber()
 
 
 def _as_output(result: Any) -> Output:
@@ -353,6 +382,7 @@ def _describe_run(config: EvalConfig, synthesizer, codec, scorers: Scorers) -> d
         "batch_size": config.batch_size,
         "device": config.device,
         "use_prompt_text": config.use_prompt_text,
+        "transcribe_prompts": config.transcribe_prompts,
         "metrics": scorers.describe(),
         "versions": versions,
     }

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "librispeech_pc_test_clean_cross_sentence.lst")
     p.add_argument("--no-prompt-text", action="store_true",
                    help="speaker-prompt mode: do not give the prompt transcript to the synthesizer")
+    p.add_argument("--transcribe-prompts", action="store_true",
+                   help="give the synthesizer Whisper's transcript of each prompt instead of the listed one "
+                        "(what generate.py does without --prompt-text)")
     p.add_argument("--no-ground-truth", action="store_true", help="skip scoring the ground-truth audio")
     p.add_argument("--no-save-audio", action="store_true", help="do not write OUT/wavs/")
     p.add_argument("--temperature", type=float, default=None)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         list_path=args.list, out_dir=args.out, checkpoint=args.checkpoint, adapter=args.adapter,
         codec_only=args.codec_only, codec_codebooks=args.codebooks,
         codec=args.codec, seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
-        use_prompt_text=not args.no_prompt_text, score_ground_truth=not args.no_ground_truth,
+        use_prompt_text=not (args.no_prompt_text or args.transcribe_prompts),
+        transcribe_prompts=args.transcribe_prompts, score_ground_truth=not args.no_ground_truth,
         save_audio=not args.no_save_audio, decode=decode,
         asr=ASRConfig(model=args.asr_model, device=args.device, beam_size=args.asr_beam_size),
         librispeech_root=args.librispeech_root,

@@ -108,3 +108,19 @@ def test_codec_round_trip_can_decode_a_prefix_of_the_codebooks():
     assert len(two) == len(full) == len(wav)
     assert abs(two - expected).max() < 1e-5
     assert abs(two - full).mean() > 1e-3  # the other six levels do change the audio
+
+
+def test_transcribe_prompts_hands_the_synthesizer_whispers_words(tmp_path, speech_dir, caplog):
+    """--transcribe-prompts: what generate.py does without --prompt-text (the listed transcript is ignored)."""
+    export = _tiny_export(tmp_path / "export", speech_dir)
+    lst = tmp_path / "one.lst"
+    clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
+    lst.write_text(f"c1|a listed transcript that is never used|{clip}|Hello there.\n")
+    out = tmp_path / "eval"
+    with caplog.at_level("INFO", logger="evaluation.runner"):
+        assert _load_script().main(["--checkpoint", str(export), "--list", str(lst), "--out", str(out),
+                                    "--transcribe-prompts", "--decode", "max_seconds=0.3"]) == 0
+    heard = [r.getMessage() for r in caplog.records if "transcribed as" in r.getMessage()]
+    assert len(heard) == 1 and "danger trail" in heard[0].lower() and "never used" not in heard[0]
+    config = json.loads((out / "summary.json").read_text())["config"]
+    assert config["transcribe_prompts"] is True and config["use_prompt_text"] is False

@@ -196,7 +196,7 @@ def test_generate_script_streams_to_its_wav_and_reports_the_first_audio(export_d
     out = tmp_path / "streamed.wav"
     assert script.main(["--checkpoint", str(export_dir), "--prompt-audio", str(PROMPT), "--text", TEXT,
                         "--out", str(out), "--seed", "3", "--max-seconds", "0.6", "--threads", "1",
-                        "--stream"]) == 0
+                        "--stream", "--speaker-prompt"]) == 0  # the mode of the one-shot call below
     printed = capsys.readouterr().out
     assert re.search(r"^first audio  \d+\.\d+ s \(whole utterance \d+\.\d+ s\)$", printed, re.M), printed
     written, rate = sf.read(out, dtype="float32")
