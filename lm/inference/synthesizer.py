@@ -41,6 +41,7 @@ from lm.inference.phone_alignment import (
     text_phone_frames,
     text_phone_ids,
 )
+from lm.inference.rerank import pick_best
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -194,7 +195,7 @@ class Synthesizer:
                 continue
             phone_ids, durations = phones if phones is not None else (None, None)
             rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
-                             voice.prompt_phones, durations))
+                             voice.prompt_phones, durations, text=piece))
             pieces.append(piece)
         if not pieces:
             raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
@@ -330,13 +331,20 @@ class Synthesizer:
 
     def _generate(self, batch: list[_Row], generator: torch.Generator) -> list[tuple[np.ndarray, int, bool]]:
         """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard) a row."""
-        sampling, requests = self.batch_inputs(batch)
+        drawn = [row for row in batch for _ in range(row.decode.candidates)]  # best of N: N rows each
+        sampling, requests = self.batch_inputs(drawn)
         out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
-        results = []
-        for b, row in enumerate(batch):
+        options = []
+        for b, row in enumerate(drawn):
             num_frames = int(out.frame_lengths[b])
             codes = out.codes[b, :, :num_frames]
-            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
+            options.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
+        results, first = [], 0
+        for row in batch:
+            mine = options[first:first + row.decode.candidates]
+            first += row.decode.candidates
+            best = pick_best([o[0] for o in mine], self.sample_rate, row.text) if len(mine) > 1 else 0
+            results.append(mine[best])
         return results
 
     def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:
