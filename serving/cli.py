@@ -17,6 +17,7 @@ import torch
 import uvicorn
 
 from lm.inference.export_dir import DEFAULT_MODEL_DIR
+from lm.inference.prompt_transcript import PromptTranscriber
 from lm.inference.streaming import StreamConfig, decoder_context
 from lm.inference.synthesis_types import SynthesisError
 from lm.inference.synthesizer import Synthesizer
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None, help="cap on the audio of one sentence")
     p.add_argument("--first-chunk-seconds", type=float, default=StreamConfig.first_chunk_seconds,
                    help="audio in the first streamed chunk of a sentence (later chunks double)")
+    p.add_argument("--no-transcribe-uploads", action="store_true",
+                   help="keep voices uploaded without a transcript in speaker-prompt mode (default: Whisper "
+                        "tiny.en transcribes them and they continue their clip, which reads better)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except SynthesisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    voices = VoiceStore(synth, args.voices_dir, max_seconds=args.max_voice_seconds)
+    transcriber = None if args.no_transcribe_uploads else PromptTranscriber()
+    voices = VoiceStore(synth, args.voices_dir, max_seconds=args.max_voice_seconds, transcriber=transcriber)
     voices.load()
     decoder_context(synth.codec)  # measured once now, not in the first request
     engine = SynthesisEngine(synth, max_batch=args.max_batch, max_waiting=args.max_waiting,

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from codec.audio import AudioReadError, load_audio, resample, to_mono
 from codec.base import Codec
 from lm.inference.export_dir import REPO_ROOT
+from lm.inference.prompt_transcript import PromptTranscriber, TranscriberUnavailable, auto_prompt_text
 from lm.inference.synthesis_types import SynthesisError, Voice
 from lm.inference.synthesizer import Synthesizer
 
@@ -97,8 +98,11 @@ class VoiceStore:
     """Voices by id: built-ins (read-only) and saved ones (in `directory`, None: kept in memory only)."""
 
     def __init__(self, synth: Synthesizer, directory: Path | None, min_seconds: float = 1.0,
-                 max_seconds: float = 30.0, builtins: dict[str, tuple[str, str, str]] | None = None) -> None:
+                 max_seconds: float = 30.0, builtins: dict[str, tuple[str, str, str]] | None = None,
+                 transcriber: PromptTranscriber | None = None) -> None:
         self.synth, self.directory = synth, directory
+        # uploads without a transcript get Whisper's (continuation mode reads better), as generate.py does
+        self.transcriber = transcriber
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
         self._builtins = BUILTIN_VOICES if builtins is None else builtins
         self._voices: dict[str, StoredVoice] = {}
@@ -177,6 +181,8 @@ class VoiceStore:
         if not np.isfinite(audio).all():
             raise VoiceError("not_audio", f"{label} holds NaN or infinite samples")
         text = (text or "").strip()[:MAX_TEXT_CHARS] or None
+        if text is None and self.transcriber is not None:
+            text = self._transcribe(audio, label)
         voice_id = f"v-{uuid.uuid4().hex[:12]}"
         name = (name or "").strip()[:MAX_NAME_CHARS] or Path(label).stem[:MAX_NAME_CHARS] or voice_id
         voice = StoredVoice(voice_id, name, False, audio, self._encode(audio), text)
@@ -185,6 +191,16 @@ class VoiceStore:
         with self._lock:
             self._voices[voice_id] = voice
         return voice
+
+    def _transcribe(self, audio: np.ndarray, label: str) -> str | None:
+        try:
+            text = auto_prompt_text(self.synth, self.transcriber, audio, self.synth.sample_rate)
+        except TranscriberUnavailable as e:
+            log.warning("%s: uploads without a transcript stay in speaker-prompt mode", e)
+            self.transcriber = None
+            return None
+        log.info("voice upload %s transcribed as %r", label, text)
+        return text[:MAX_TEXT_CHARS] if text else None
 
     def delete(self, voice_id: str) -> bool:
         """False when there is no such saved voice; built-in voices cannot be deleted (VoiceError)."""

@@ -36,3 +36,19 @@ def test_a_speaker_prompt_uses_the_clips_last_seconds_and_a_transcript_all_of_it
     speaker = store.prompt(voice, prompt_text="")  # "" asks for speaker-prompt mode
     frames = round(tiny_synth.defaults.max_prompt_seconds * tiny_synth.codec.frame_rate)
     assert speaker.prompt_text is None and torch.equal(speaker.codes, voice.codes[:, -frames:])
+
+
+def test_an_upload_without_a_transcript_gets_whispers_and_it_survives_a_restart(tiny_synth, tmp_path) -> None:
+    from lm.inference.prompt_transcript import PromptTranscriber
+
+    store = VoiceStore(tiny_synth, tmp_path, builtins={}, transcriber=PromptTranscriber(cpu_threads=1))
+    voice = store.add(CLIP.read_bytes(), name="Will")  # "Will we ever forget it."
+    assert voice.text is not None and "forget it" in voice.text.lower()
+    assert store.prompt(voice).prompt_text == voice.text  # continuation mode by default
+    given = store.add(CLIP.read_bytes(), text="Will we ever forget it")
+    assert given.text == "Will we ever forget it"  # a transcript given is kept as given
+    restarted = VoiceStore(tiny_synth, tmp_path, builtins={})
+    restarted.load()
+    assert restarted.get(voice.id).text == voice.text
+    plain = VoiceStore(tiny_synth, None, builtins={})  # no transcriber: speaker-prompt mode as before
+    assert plain.add(CLIP.read_bytes()).text is None
