@@ -18,7 +18,8 @@ from lm.inference.synthesis_types import SynthesisError
 from lm.inference.synthesizer import Synthesizer
 from tests.suite_helpers import build_tiny_export
 
-SPEECH = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech"
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH = ROOT / "tests" / "data" / "speech"
 AEW1 = SPEECH / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
 AEW1_TEXT = "Author of the danger trail, Philip Steels, etc."
 AXB4 = SPEECH / "cmu-arctic-sample" / "cmu_arctic_us_axb_a0004.wav"  # "Lord, but I'm glad to see you again"
@@ -36,8 +37,12 @@ def test_the_clip_that_says_the_text_is_picked() -> None:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Synthesizer:
-    export = build_tiny_export(tmp_path_factory.mktemp("rerank") / "export", alignment="phoneme")
+def export(tmp_path_factory) -> Path:
+    return build_tiny_export(tmp_path_factory.mktemp("rerank") / "export", alignment="phoneme")
+
+
+@pytest.fixture(scope="module")
+def synth(export) -> Synthesizer:
     return Synthesizer.from_pretrained(export, temperature=1.0, max_seconds=0.6)
 
 
@@ -74,3 +79,18 @@ def test_one_candidate_is_the_plain_path_and_bad_counts_are_refused(synth, monke
     with caplog.at_level(logging.INFO, logger="lm.inference.streaming"):
         chunks = list(synth.stream("Hello there.", *prompt, seed=2, candidates=3))
     assert chunks and "candidates=3 is not used" in caplog.text
+
+
+def test_generate_script_candidates_flag(export, synth, tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "best.wav"
+    assert script.main(["--checkpoint", str(export), "--prompt-audio", str(AEW1), "--text", "Hello there.",
+                        "--speaker-prompt", "--candidates", "2", "--seed", "3", "--temperature", "1.0",
+                        "--max-seconds", "0.6", "--threads", "1", "--out", str(out)]) == 0
+    written, _ = sf.read(out, dtype="float32")
+    want = synth.synthesize("Hello there.", *sf.read(AEW1, dtype="float32"), seed=3, candidates=2).wav
+    np.testing.assert_allclose(written, want, atol=1.5 / 32768)  # the 16-bit WAV of the same draw
