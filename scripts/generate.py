@@ -60,9 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repetition-penalty", type=float, default=None,
                    help=f"> 1 discourages codes repeated in the last {d.repetition_window} frames "
                         f"(default {d.repetition_penalty})")
-    p.add_argument("--candidates", type=int, default=None,
-                   help="draw N readings of every sentence and keep the one the forced aligner fits best to "
-                        f"the text (lm/inference/rerank.py; ~N times the work; default {d.candidates})")
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"cap on the audio generated per sentence (default {d.max_seconds})")
     p.add_argument("--speed", type=float, default=None,
@@ -115,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     decode = {k: v for k, v in {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
-        "candidates": args.candidates,
     }.items() if v is not None}
     decode.update(speed_options(args.speed))
     if args.threads:

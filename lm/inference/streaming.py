@@ -92,10 +92,6 @@ class StreamJob:
         self.config = config or StreamConfig()
         self.config.validate()
         self.decode: DecodeConfig = synth.defaults.updated(decode or {})
-        if self.decode.candidates > 1:  # best of N needs every draw finished before the first audio
-            log.info("streaming plays the one draw it is making: candidates=%d is not used",
-                     self.decode.candidates)
-            self.decode = self.decode.updated({"candidates": 1})
         self.rows, self.pieces = synth.plan(text, voice, self.decode)
         for row in self.rows:  # a piece that cannot fit the model fails here, not inside a shared batch
             synth.batch_inputs([row])

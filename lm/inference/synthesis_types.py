@@ -72,9 +72,6 @@ class DecodeConfig:
     # every phone's length. The advance head knows where a phone ends, so it cannot be hurried (a hazard
     # raised to a power moved its lengths by 7 % for speed 1.5): speed works on given lengths only.
     speed: float = 1.0
-    # draws per sentence piece, of which the one the forced aligner fits best to the text is kept
-    # (lm/inference/rerank.py); 1: off. N draws cost about N times the AR, NAR and codec work.
-    candidates: int = 1
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -95,8 +92,6 @@ class DecodeConfig:
                                  f"{self.max_seconds}, {self.max_seconds_per_token}")
         if self.min_seconds_per_token < 0 or self.guard_slack_seconds < 0:
             raise SynthesisError("min_seconds_per_token and guard_slack_seconds must be >= 0")
-        if self.candidates < 1:
-            raise SynthesisError(f"candidates must be >= 1 (1: off), got {self.candidates}")
         if self.max_chars < 1 or self.batch_size < 1:
             raise SynthesisError(f"max_chars and batch_size must be >= 1, got {self.max_chars}, "
                                  f"{self.batch_size}")
@@ -224,4 +219,3 @@ class _Row:
     phone_ids: torch.Tensor | None = None  # [P] target phones (phone-aligned models)
     prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
     phone_durations: torch.Tensor | None = None  # [P] frames per target phone; None: the advance head decides
-    text: str = ""  # the piece's text (what `candidates` > 1 ranks the draws against)

@@ -41,7 +41,6 @@ from lm.inference.phone_alignment import (
     text_phone_frames,
     text_phone_ids,
 )
-from lm.inference.rerank import pick_best
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -195,7 +194,7 @@ class Synthesizer:
                 continue
             phone_ids, durations = phones if phones is not None else (None, None)
             rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
-                             voice.prompt_phones, durations, text=piece))
+                             voice.prompt_phones, durations))
             pieces.append(piece)
         if not pieces:
             raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
@@ -331,20 +330,13 @@ class Synthesizer:
 
     def _generate(self, batch: list[_Row], generator: torch.Generator) -> list[tuple[np.ndarray, int, bool]]:
         """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard) a row."""
-        drawn = [row for row in batch for _ in range(row.decode.candidates)]  # best of N: N rows each
-        sampling, requests = self.batch_inputs(drawn)
+        sampling, requests = self.batch_inputs(batch)
         out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
-        options = []
-        for b, row in enumerate(drawn):
+        results = []
+        for b, row in enumerate(batch):
             num_frames = int(out.frame_lengths[b])
             codes = out.codes[b, :, :num_frames]
-            options.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
-        results, first = [], 0
-        for row in batch:
-            mine = options[first:first + row.decode.candidates]
-            first += row.decode.candidates
-            best = pick_best([o[0] for o in mine], self.sample_rate, row.text) if len(mine) > 1 else 0
-            results.append(mine[best])
+            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
         return results
 
     def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:
