@@ -111,7 +111,7 @@ def test_codec_round_trip_can_decode_a_prefix_of_the_codebooks():
 
 
 def test_transcribe_prompts_hands_the_synthesizer_whispers_words(tmp_path, speech_dir, caplog):
-    """--transcribe-prompts: what generate.py does without --prompt-text (the listed transcript is ignored)."""
+    """--transcribe-prompts: what generate.py does without --prompt-text (the listed transcript unused)."""
     export = _tiny_export(tmp_path / "export", speech_dir)
     lst = tmp_path / "one.lst"
     clip = speech_dir / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav"
