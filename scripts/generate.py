@@ -6,8 +6,8 @@
         --prompt-text "transcript of the prompt" --text "Long text. Several sentences." --out out.wav --seed 1
 
 With the prompt's transcript the model continues the prompt (VALL-E continuation mode), which reads and
-follows the voice better than speaker-prompt mode, where the prompt only sets the voice (the default model:
-capped WER 57.6 % vs 70.6 % on the unseen sentences, README). So without --prompt-text the prompt is
+follows the voice better than speaker-prompt mode, where the prompt only sets the voice (the default model on
+the unseen sentences: capped WER 58.8 % vs 71.6 %, README "Round 9"). So without --prompt-text the prompt is
 transcribed by Whisper tiny.en (the `eval` extra, offline; lm/inference/prompt_transcript.py) and the
 transcript printed; --speaker-prompt skips that. If Whisper hears no words, or its words do not fit the audio,
 it falls back to speaker-prompt mode and says so. Long text is split at sentence boundaries and generated

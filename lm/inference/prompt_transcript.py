@@ -5,7 +5,8 @@
 
 Why: a phone-aligned model reads much better when it continues a prompt whose phones it knows (continuation
 mode) than when the prompt only sets the voice (speaker-prompt mode): on the 20 unseen sentences with
-`models/default`, mean per-utterance WER capped at 100 % was 57.6 % vs 70.6 % (seeds 1234+i, README). Users
+`models/default`, mean per-utterance WER capped at 100 % was 58.8 % continuing Whisper's transcript vs 71.6 %
+in speaker-prompt mode (three seed sets each, README "Round 9"). Users
 rarely have the transcript of the clip they want to clone, so `generate.py` and the server write one
 themselves, as F5-TTS does. Whisper (faster-whisper, CTranslate2) is the `eval` extra's ASR; without it
 installed the caller falls back to speaker-prompt mode and says so.
