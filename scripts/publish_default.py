@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lm.checkpoint import CONFIG_FILE, FORMAT, MODEL_FILE
+from lm.inference.house_voices import HOUSE_VOICES_FILE
 from lm.inference.synthesis_types import DecodeConfig
 from lm.training.export import CODEC_DIR
 
@@ -56,7 +57,7 @@ def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None
             meta["codec"] = os.path.relpath(repo_codec.resolve(), out.resolve())
         else:
             shutil.copytree(local_codec, tmp / CODEC_DIR)
-    for extra in ("train_config.yaml",):
+    for extra in ("train_config.yaml", HOUSE_VOICES_FILE):
         if (export / extra).is_file():
             shutil.copyfile(export / extra, tmp / extra)
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -67,6 +68,16 @@ def publish(export: Path, out: Path, codec_dir: Path | None, decode: dict | None
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def scalar(value: str) -> int | float | str:
+    """A --decode value: a number when it reads as one (0.3, 50), else the text (ar_voice=house)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a decoding default stored with the model, e.g. temperature=0.5 (repeatable)")
     args = p.parse_args(argv)
     try:
-        decode = {key: float(value) if "." in value else int(value)
-                  for key, value in (item.split("=", 1) for item in args.decode)}
+        decode = {key: scalar(value) for key, value in (item.split("=", 1) for item in args.decode)}
         DecodeConfig().updated(decode)
     except (ValueError, TypeError) as err:
         p.error(f"--decode: {err}")

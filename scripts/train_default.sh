@@ -64,4 +64,8 @@ fi
 # (README: A/Bs, 0 -> 0.25 at step 1,800, 0.25 -> 0.5 at 2,400); models/default: 0.25 from step 1,500, 0.5 from 2,100
 $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
     --deepspeed ds_configs/zero2.json --resume "${INIT[@]}" data.code_noise=0.5 "$@"
+# house voices: the AR draws codebook 1 in the flite voice nearest the prompt, the NAR adds the prompt's voice
+# (lm/inference/house_voices.py; README "House voices"); the espeak-ng voices read worse and are left out
+$PY scripts/make_house_voices.py --export "$RUN/train/export" --tokens "$TOKENS" --default \
+    --voices flite_slt_1_170 flite_awb_1_120 flite_kal16_1_105 flite_rms_0_90 flite_rms_1_100 flite_slt_1_200
 echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export)"

@@ -76,6 +76,7 @@ class StoredVoice:
     license: str | None = None
     created: float = field(default_factory=time.time)
     _phones: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _house: str | None = field(default=None, repr=False)  # the nearest house voice, once asked for
 
     def info(self, sample_rate: int) -> dict:
         return {"id": self.id, "name": self.name, "builtin": self.builtin,
@@ -220,16 +221,18 @@ class VoiceStore:
         A phone-aligned model's continuation mode also needs the phone of each prompt frame (the aligner,
         once per voice and transcript)."""
         text = voice.text if prompt_text is None else prompt_text.strip()
+        if self.synth.house_voices is not None and voice._house is None:  # once per voice, not per request
+            voice._house = self.synth.nearest_house_voice(voice.codes)
         if not text:
             frames = math.ceil(self.synth.defaults.max_prompt_seconds * self.synth.codec.frame_rate)
-            return Voice(voice.codes[:, -frames:])
+            return Voice(voice.codes[:, -frames:], house_voice=voice._house)
         phones = None
         if self.synth.phone_aligned:
             phones = voice._phones.get(text)
             if phones is None:
                 phones = self._align(voice, text)
                 voice._phones[text] = phones
-        return Voice(voice.codes, text, phones)
+        return Voice(voice.codes, text, phones, voice._house)
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def _align(self, voice: StoredVoice, text: str) -> torch.Tensor:

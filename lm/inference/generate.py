@@ -45,6 +45,9 @@ class TTSRequest:
     phone_ids [P]: a phone-aligned model's target phones (lm.inference.phone_alignment.text_phone_ids);
     phone_durations [P]: frames to hold each of them (default: the model's advance head decides);
     prompt_phones [Fp]: in continuation mode, the phone of each prompt frame (from the aligner).
+    ar_prompt_codes [Q', Fa]: the AR's own voice prompt (a house voice, lm/inference/house_voices.py), with
+    ar_prompt_text_ids and ar_prompt_phones [Fa] in continuation mode, without in speaker-prompt mode; the NAR
+    still reads prompt_codes. None: the AR reads the prompt as above.
     """
 
     text_ids: torch.Tensor
@@ -53,6 +56,15 @@ class TTSRequest:
     phone_ids: torch.Tensor | None = None
     prompt_phones: torch.Tensor | None = None
     phone_durations: torch.Tensor | None = None
+    ar_prompt_codes: torch.Tensor | None = None
+    ar_prompt_text_ids: torch.Tensor | None = None
+    ar_prompt_phones: torch.Tensor | None = None
+
+    def ar_prompt(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(codes, transcript ids, frame phones) of the prompt the AR reads."""
+        if self.ar_prompt_codes is None:
+            return self.prompt_codes, self.prompt_text_ids, self.prompt_phones
+        return self.ar_prompt_codes, self.ar_prompt_text_ids, self.ar_prompt_phones
 
 
 @dataclass
@@ -70,13 +82,15 @@ def _check_request(i: int, req: TTSRequest, model: TTSModel) -> None:
         )
     if int(req.text_ids.min()) < 0 or int(req.text_ids.max()) >= cfg.text_vocab_size:
         raise ValueError(f"request {i}: text ids outside [0, {cfg.text_vocab_size})")
-    pc = req.prompt_codes
-    if pc.dim() != 2 or pc.shape[0] < cfg.num_codebooks or pc.shape[1] == 0:
-        raise ValueError(
-            f"request {i}: prompt_codes must be [Q>={cfg.num_codebooks}, Fp>0], got {tuple(pc.shape)}"
-        )
-    if int(pc.min()) < 0 or int(pc.max()) >= cfg.codebook_size:
-        raise ValueError(f"request {i}: prompt codes outside [0, {cfg.codebook_size})")
+    for name, pc in (("prompt_codes", req.prompt_codes), ("ar_prompt_codes", req.ar_prompt_codes)):
+        if pc is None:
+            continue
+        if pc.dim() != 2 or pc.shape[0] < cfg.num_codebooks or pc.shape[1] == 0:
+            raise ValueError(
+                f"request {i}: {name} must be [Q>={cfg.num_codebooks}, Fp>0], got {tuple(pc.shape)}"
+            )
+        if int(pc.min()) < 0 or int(pc.max()) >= cfg.codebook_size:
+            raise ValueError(f"request {i}: {name} outside [0, {cfg.codebook_size})")
     d = req.phone_durations
     if d is not None and (req.phone_ids is None or d.shape != req.phone_ids.shape or int(d.min()) < 1):
         raise ValueError(f"request {i}: phone_durations must be >= 1 frame for each of its phone_ids")
@@ -102,13 +116,16 @@ def generate(
         _check_request(i, req, model)
     num_q, vocab = model.config.num_codebooks, model.vocab
     device = model.ar.code_head.weight.device
-    prompts = [inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids) for r in requests]
+    ar_views = [r.ar_prompt() for r in requests]  # (codes, transcript, frame phones) the AR reads
+    prompts = [inference_prompt(vocab, r.text_ids, codes[0], text) for r, (codes, text, _) in
+               zip(requests, ar_views, strict=True)]
     text_lengths = torch.tensor([r.text_ids.numel() for r in requests])
     num_ar = model.config.ar_codebooks
     delayed_prefixes = first_delayed = None
     if num_ar > 1:
         delayed = [
-            inference_delayed(r.text_ids, r.prompt_codes[1:num_ar], r.prompt_text_ids) for r in requests
+            inference_delayed(r.text_ids, codes[1:num_ar], text) for r, (codes, text, _) in
+            zip(requests, ar_views, strict=True)
         ]
         delayed_prefixes = [d[0] for d in delayed]
         first_delayed = torch.stack([d[1] for d in delayed])
@@ -118,8 +135,8 @@ def generate(
         if missing:
             raise ValueError(f"requests {missing}: a phone-aligned model needs the target's phone_ids")
         phone_seqs = [r.phone_ids.long() for r in requests]
-        prefix_phones = [prefix_phone_inputs(p.numel(), r.prompt_phones if r.prompt_text_ids is not None
-                                             else None) for p, r in zip(prompts, requests, strict=True)]
+        prefix_phones = [prefix_phone_inputs(p.numel(), phones if text is not None else None)
+                         for p, (_, text, phones) in zip(prompts, ar_views, strict=True)]
     ar_out = generate_ar(
         model,
         prompts,

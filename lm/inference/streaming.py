@@ -48,9 +48,10 @@ import torch
 
 from lm.inference.ar_loop import ARStep
 from lm.inference.generate import generate
+from lm.inference.prompt_audio import mix_seeds
 from lm.inference.stream_pieces import AudioChunk, FrameSource, PieceStream, advance, decoder_context
 from lm.inference.synthesis_types import DecodeConfig, SynthesisError, Voice
-from lm.inference.synthesizer import Synthesizer, _mix_seeds
+from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _round_generator(jobs: list[StreamJob], device: torch.device) -> torch.Gener
     if len(jobs) == 1:
         return jobs[0].generator
     generator = torch.Generator(device=device)
-    generator.manual_seed(_mix_seeds([j.seed * 1009 + j.next_piece for j in jobs]))
+    generator.manual_seed(mix_seeds([j.seed * 1009 + j.next_piece for j in jobs]))
     return generator
 
 
@@ -138,7 +139,7 @@ def run_round(synth: Synthesizer, jobs: list[StreamJob]) -> None:
     device = synth.device
     generator = _round_generator(jobs, device)
     context = decoder_context(synth.codec, max(j.config.max_decoder_context_seconds for j in jobs))
-    nar_generator = torch.Generator(device=device).manual_seed(_mix_seeds([j.seed + 1 for j in jobs]))
+    nar_generator = torch.Generator(device=device).manual_seed(mix_seeds([j.seed + 1 for j in jobs]))
     streams = [PieceStream(synth, j, r, context) for j, r in zip(jobs, rows, strict=True)]
     num_delayed = synth.model.config.ar_codebooks - 1
 

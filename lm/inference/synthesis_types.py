@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lm.inference.house_voices import HouseVoice
 from lm.inference.sampling import SamplingConfig
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -72,6 +73,11 @@ class DecodeConfig:
     # every phone's length. The advance head knows where a phone ends, so it cannot be hurried (a hazard
     # raised to a power moved its lengths by 7 % for speed 1.5): speed works on given lengths only.
     speed: float = 1.0
+    # phone-aligned models with a house voice bank (lm/inference/house_voices.py): whose voice the AR draws
+    # codebook 1 in. "prompt": the prompt's (full cloning); "house": the house voice nearest the prompt, the
+    # NAR adding the prompt's voice (reads far better for voices unlike the training ones); or a house
+    # voice's name. Exports with a bank default to "house" (metadata.decode).
+    ar_voice: str = "prompt"
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -108,6 +114,9 @@ class DecodeConfig:
         if self.prompt_level_db is not None and not -60 <= self.prompt_level_db <= 0:
             raise SynthesisError(f"prompt_level_db must be in [-60, 0] dB (None: as given), got "
                                  f"{self.prompt_level_db}")
+        if not isinstance(self.ar_voice, str) or not self.ar_voice.strip():
+            raise SynthesisError(f"ar_voice must be 'prompt', 'house' or a house voice's name, got "
+                                 f"{self.ar_voice!r}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
@@ -174,6 +183,7 @@ class SynthesisResult:
     pieces: list[str] = field(default_factory=list)
     piece_frames: list[int] = field(default_factory=list)
     hit_length_guard: list[bool] = field(default_factory=list)  # a piece stopped by the guard, not by <eos>
+    house_voice: str | None = None  # the house voice the AR read (ar_voice), None: the prompt
 
     @property
     def seconds(self) -> float:
@@ -185,6 +195,8 @@ class SynthesisResult:
             f"audio        {self.seconds:.2f} s at {self.sample_rate} Hz ({len(self.pieces)} piece(s), "
             f"{sum(self.piece_frames)} frames)",
             f"mode         {self.mode}, seed {self.seed}",
+            f"AR voice     {self.house_voice or 'the prompt'}"
+            + (" (house voice; the NAR adds the prompt's voice)" if self.house_voice else ""),
             f"time         {self.elapsed_seconds:.2f} s, first audio after {self.first_audio_seconds:.2f} s",
             f"RTF          {self.rtf:.3f} ({'faster' if self.rtf < 1 else 'slower'} than real time)",
         ]
@@ -199,11 +211,13 @@ class Voice:
 
     codes [Q, Fp]; prompt_text: the prompt's transcript (continuation mode) or None (speaker-prompt mode);
     prompt_phones [Fp]: the phone of every prompt frame (phone-aligned models in continuation mode only).
+    house_voice: filled in by the Synthesizer the first time the voice is used with ar_voice="house".
     """
 
     codes: torch.Tensor
     prompt_text: str | None = None
     prompt_phones: torch.Tensor | None = None
+    house_voice: str | None = None  # the house voice nearest this voice, once asked for (ar_voice="house")
 
 
 @dataclass
@@ -219,3 +233,4 @@ class _Row:
     phone_ids: torch.Tensor | None = None  # [P] target phones (phone-aligned models)
     prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
     phone_durations: torch.Tensor | None = None  # [P] frames per target phone; None: the advance head decides
+    house: HouseVoice | None = None  # the AR's voice prompt (ar_voice); None: prompt_codes

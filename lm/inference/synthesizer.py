@@ -28,19 +28,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from codec.audio import pad_batch, resample, to_mono
+from codec.audio import pad_batch
 from codec.base import Codec, load_codec
 from codec.loudness import scale_to_level
 from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
 from lm.inference.generate import TTSRequest, generate
+from lm.inference.house_voices import HOUSE_VOICES_FILE, HouseVoice, HouseVoices
 from lm.inference.phone_alignment import (
     prompt_frame_phones,
     prompt_seconds_per_phone,
     text_phone_frames,
     text_phone_ids,
 )
+from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -60,15 +62,12 @@ if TYPE_CHECKING:  # lm.inference.streaming builds on this module
 
 log = logging.getLogger(__name__)
 
-MIN_PROMPT_SECONDS = 0.25
-
-
 class Synthesizer:
     """Text + voice prompt -> speech, from an export directory. See the module docstring."""
 
     def __init__(self, model: TTSModel, tokenizer: TextTokenizer, codec: Codec,
                  device: torch.device | str = "cpu", decode: DecodeConfig | None = None,
-                 compile_step: bool = False) -> None:
+                 compile_step: bool = False, house_voices: HouseVoices | None = None) -> None:
         cfg = model.config
         if codec.codebook_size != cfg.codebook_size or codec.num_codebooks < cfg.num_codebooks:
             raise SynthesisError(
@@ -83,6 +82,12 @@ class Synthesizer:
         self.defaults = decode or DecodeConfig()
         self.defaults.validate()
         self.compile_step = compile_step
+        self.house_voices = house_voices
+        if house_voices is not None:
+            for v in house_voices.voices:
+                if v.codes.shape[0] < cfg.num_codebooks or int(v.codes.max()) >= cfg.codebook_size:
+                    raise SynthesisError(f"house voice {v.name!r}: codes {tuple(v.codes.shape)} do not fit "
+                                         "the model: the bank comes from another model or codec")
 
     # ---- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -100,6 +105,7 @@ class Synthesizer:
             spec = _codec_spec(directory, metadata)
             codec = load_codec(spec, device=device)
             model = load_model(directory, device=device, dtype=dtype)
+            house = HouseVoices.load(directory)
         except SynthesisError:
             raise
         except (OSError, ValueError, RuntimeError) as e:  # bad JSON / weights / tokenizer, codec offline ...
@@ -110,7 +116,8 @@ class Synthesizer:
         log.info("loaded %s: %.1fM parameters, %d codebooks, codec %s at %d Hz, text vocab %d", directory,
                  model.num_parameters() / 1e6, config.num_codebooks, spec,
                  codec.sample_rate, tokenizer.vocab_size)
-        return cls(model, tokenizer, codec, device=device, decode=defaults, compile_step=compile_step)
+        return cls(model, tokenizer, codec, device=device, decode=defaults, compile_step=compile_step,
+                   house_voices=house)
 
     @property
     def sample_rate(self) -> int:
@@ -184,6 +191,7 @@ class Synthesizer:
             raise SynthesisError(f"request {request}: speed {cfg.speed}: this model is not phone-aligned and "
                                  "speaks at its own pace; only speed 1.0 works with it")
         pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
+        house = self._house_voice(voice, cfg, request)
         rows, pieces = [], []
         for piece in split_sentences(text, max_chars=cfg.max_chars):
             ids = self._encode_text(piece)
@@ -194,7 +202,7 @@ class Synthesizer:
                 continue
             phone_ids, durations = phones if phones is not None else (None, None)
             rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
-                             voice.prompt_phones, durations))
+                             voice.prompt_phones, durations, house))
             pieces.append(piece)
         if not pieces:
             raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
@@ -207,9 +215,10 @@ class Synthesizer:
         configs = [self.defaults.updated(r.decode) for r in requests]
         seeds = [r.seed if r.seed is not None else int(torch.randint(0, 2**31 - 1, ())) for r in requests]
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(seeds[0] if len(seeds) == 1 else _mix_seeds(seeds))
+        generator.manual_seed(seeds[0] if len(seeds) == 1 else mix_seeds(seeds))
         prompts = self._encode_prompts(requests, configs)
         rows, pieces = self._make_rows(requests, configs, prompts)
+        houses = {r.request: r.house.name for r in rows if r.house is not None}
 
         n = len(requests)
         audio: list[list[np.ndarray | None]] = [[None] * len(p) for p in pieces]
@@ -232,7 +241,8 @@ class Synthesizer:
             SynthesisResult(wav=wavs[i], sample_rate=self.sample_rate, rtf=rtf,
                             first_audio_seconds=first_audio[i], elapsed_seconds=elapsed, seed=seeds[i],
                             mode="continuation" if _has_text(requests[i].prompt_text) else "speaker-prompt",
-                            pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i])
+                            pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i],
+                            house_voice=houses.get(i))
             for i in range(n)
         ]
 
@@ -241,7 +251,7 @@ class Synthesizer:
         """Every prompt -> codes [Q, Fp] (one batched codec call)."""
         mono = []
         for i, (req, cfg) in enumerate(zip(requests, configs, strict=True)):
-            wav = _prompt_at_codec_rate(req.prompt_wav, req.prompt_sample_rate, self.sample_rate,
+            wav = prompt_at_codec_rate(req.prompt_wav, req.prompt_sample_rate, self.sample_rate,
                                         f"request {i}")
             if cfg.prompt_level_db is not None:
                 wav, gain = scale_to_level(wav, self.sample_rate, cfg.prompt_level_db)
@@ -294,6 +304,30 @@ class Synthesizer:
         except G2PError:
             return None
 
+    def _house_voice(self, voice: Voice, cfg: DecodeConfig, request: int) -> HouseVoice | None:
+        """The house voice the AR reads (ar_voice), or None: it reads the voice's own prompt."""
+        if cfg.ar_voice == "prompt":
+            return None
+        if self.house_voices is None:
+            raise SynthesisError(f"request {request}: ar_voice={cfg.ar_voice!r} needs house voices "
+                                 f"({HOUSE_VOICES_FILE} in the export; scripts/make_house_voices.py); this "
+                                 "model has none. Use ar_voice='prompt'")
+        name = cfg.ar_voice
+        if name == "house":
+            if voice.house_voice is None:
+                voice.house_voice = self.nearest_house_voice(voice.codes)
+            name = voice.house_voice
+        try:
+            return self.house_voices.get(name)
+        except KeyError as e:
+            raise SynthesisError(f"request {request}: {e.args[0]}") from e
+
+    def nearest_house_voice(self, codes: torch.Tensor) -> str:
+        """The name of the house voice closest to a prompt's codes [Q, Fp]."""
+        choice = self.house_voices.nearest_to_codes(codes, self.codec).name
+        log.info("house voice for this prompt: %s", choice)
+        return choice
+
     def _prompt_pace(self, voice: Voice) -> float | None:
         """Seconds per phone of the prompt speaker (continuation mode); None: flite's own pace."""
         if voice.prompt_phones is None or not _has_text(voice.prompt_text):
@@ -343,8 +377,10 @@ class Synthesizer:
         """The generation settings and requests of one AR batch (per-row knobs from each row, the rest from
         the first row)."""
         vocab, cfg = self.model.vocab, batch[0].decode
-        prefix = max(inference_prompt(vocab, r.text_ids, r.prompt_codes[0], r.prompt_text_ids).numel()
-                     for r in batch)
+        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones,
+                               r.phone_durations, *self._house_prompt(r.house)) for r in batch]
+        prefix = max(inference_prompt(vocab, r.text_ids, codes[0], text).numel()
+                     for r in requests for codes, text, _ in [r.ar_prompt()])
         room = self.model.config.max_position_embeddings - prefix - 1
         if room < 1:
             raise SynthesisError(f"prompt + text take {prefix} tokens, the model holds "
@@ -354,9 +390,17 @@ class Synthesizer:
         sampling.top_k = [r.decode.top_k for r in batch]
         sampling.top_p = [r.decode.top_p for r in batch]
         sampling.repetition_penalty = [r.decode.repetition_penalty for r in batch]
-        requests = [TTSRequest(r.text_ids, r.prompt_codes, r.prompt_text_ids, r.phone_ids, r.prompt_phones,
-                               r.phone_durations) for r in batch]
         return sampling, requests
+
+    def _house_prompt(self, house: HouseVoice | None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """A house voice as the AR's prompt: (codes, transcript ids, frame phones); transcript and phones
+        only for a bank voice stored with them (continuation mode)."""
+        if house is None:
+            return None, None, None
+        if house.text is None:
+            return house.codes, None, None
+        return house.codes, self._encode_text(house.text), house.phones
 
     def _decode(self, codes: torch.Tensor, row: _Row) -> np.ndarray:
         """Target codes [Q, F] -> wav [F * hop]. In continuation mode the tail of the prompt is decoded first
@@ -391,38 +435,5 @@ class Synthesizer:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
-def _prompt_at_codec_rate(wav: np.ndarray | torch.Tensor, sample_rate: int, codec_rate: int,
-                          name: str) -> torch.Tensor:
-    """Any prompt ([T], [C, T], or soundfile's [T, C]) -> mono float32 [1, T'] at the codec rate."""
-    if not isinstance(wav, torch.Tensor):
-        wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    wav = wav.detach().float().cpu()
-    if wav.dim() == 1:
-        wav = wav[None]
-    if wav.dim() != 2:
-        raise SynthesisError(f"{name}: the prompt must be [T] or [C, T], got shape {tuple(wav.shape)}")
-    if wav.shape[0] > 16 >= wav.shape[1]:  # [T, C] as soundfile returns it: no real prompt has > 16 channels
-        wav = wav.T
-    if not isinstance(sample_rate, int | float | np.number) or not 0 < sample_rate == int(sample_rate):
-        raise SynthesisError(f"{name}: prompt_sample_rate must be a positive integer, got {sample_rate!r}")
-    sample_rate = int(sample_rate)
-    if not torch.isfinite(wav).all():
-        raise SynthesisError(f"{name}: the prompt holds NaN or infinite samples")
-    if wav.shape[-1] < MIN_PROMPT_SECONDS * sample_rate:
-        raise SynthesisError(f"{name}: the prompt is {wav.shape[-1] / sample_rate:.3f} s long; a voice "
-                             f"prompt needs at least {MIN_PROMPT_SECONDS} s (3-10 s works best)")
-    if float(wav.abs().max()) < 1e-4:
-        log.warning("%s: the prompt is silent; the voice will be arbitrary", name)
-    return resample(to_mono(wav), sample_rate, codec_rate)
-
-
 def _has_text(text: str | None) -> bool:
     return bool(text and text.strip())
-
-
-def _mix_seeds(seeds: list[int]) -> int:
-    """One 63-bit seed from several (a batch's random stream depends on all of its requests' seeds)."""
-    state = np.random.SeedSequence([s % 2**32 for s in seeds]).generate_state(2, np.uint32)
-    return int(state.view(np.uint64)[0] >> 1)
-
-

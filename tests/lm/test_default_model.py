@@ -31,6 +31,19 @@ def test_the_default_model_loads_as_published(default_model: Synthesizer) -> Non
     assert default_model.phone_aligned
     assert default_model.defaults.temperature == 0.3  # metadata.decode, as publish_default.py stored it
     assert default_model.sample_rate == 16000
+    # house voices (lm/inference/house_voices.py): the AR reads the flite voice nearest the prompt
+    assert default_model.defaults.ar_voice == "house"
+    assert default_model.house_voices is not None and "flite_slt_1_170" in default_model.house_voices.names
+
+
+def test_it_picks_a_matching_house_voice_for_real_prompts(default_model: Synthesizer) -> None:
+    """LJ Speech (a woman) reads in a female flite voice, CMU ARCTIC aew (a man) in a male one."""
+    speech = ROOT / "tests" / "data" / "speech"
+    picks = {}
+    for name, path in (("lj", PROMPT), ("aew", speech / "cmu-arctic-sample" / "cmu_arctic_us_aew_a0001.wav")):
+        wav, rate = load_audio(path)
+        picks[name] = default_model.nearest_house_voice(default_model.encode_voice(wav, rate).codes)
+    assert picks["lj"].startswith("flite_slt") and not picks["aew"].startswith("flite_slt"), picks
 
 
 @pytest.mark.parametrize("prompt_text", [None, PROMPT_TEXT], ids=["speaker-prompt", "continuation"])
@@ -79,3 +92,8 @@ def test_publish_references_the_repository_codec_the_export_carries(tmp_path) ->
     referenced = (tmp_path / "published" / meta["codec"]).resolve()
     assert referenced == (ROOT / "models" / "codec_rvq16k_v3").resolve()
     assert not (tmp_path / "published" / "codec").exists()  # referenced, not copied
+    assert (tmp_path / "published" / "house_voices.safetensors").is_file()  # the bank travels with it
+    assert script.main(["--export", str(export), "--out", str(tmp_path / "republished"),
+                        "--decode", "ar_voice=prompt", "--decode", "temperature=0.5"]) == 0
+    decode = json.loads((tmp_path / "republished" / "config.json").read_text())["metadata"]["decode"]
+    assert decode["ar_voice"] == "prompt" and decode["temperature"] == 0.5
