@@ -5,13 +5,17 @@
     python scripts/generate.py --checkpoint runs/demo/train/export --prompt-audio p.flac \\
         --prompt-text "transcript of the prompt" --text "Long text. Several sentences." --out out.wav --seed 1
 
-With the prompt's transcript the model continues the prompt (VALL-E continuation mode), which reads and
-follows the voice better than speaker-prompt mode, where the prompt only sets the voice (the default model on
-the unseen sentences: capped WER 58.8 % vs 71.6 %, README "Round 9"). So without --prompt-text the prompt is
-transcribed by Whisper tiny.en (the `eval` extra, offline; lm/inference/prompt_transcript.py) and the
-transcript printed; --speaker-prompt skips that. If Whisper hears no words, or its words do not fit the audio,
-it falls back to speaker-prompt mode and says so. Long text is split at sentence boundaries and generated
-piece by piece with the same prompt. Prints the real-time factor.
+The default model draws its first codebook in the house voice nearest the prompt and adds the prompt's voice
+with the NAR (lm/inference/house_voices.py; README "Round 10: house voices"): on the unseen sentences with
+real-voice prompts that reads at capped WER ~37 % where the prompt's own first codebook read at ~56 %.
+`--ar-voice prompt` draws it from the prompt's own codes instead (the old way: reads far worse, and
+resemblyzer rates it no closer to the prompt: SIM 0.56 vs 0.61); `--ar-voice NAME` picks a house voice.
+With the prompt's transcript the prompt is continued (VALL-E continuation mode: the whole clip goes to the NAR
+and the codec decoder starts from its sound); without --prompt-text Whisper tiny.en transcribes it (the
+`eval` extra, offline; lm/inference/prompt_transcript.py) and the transcript is printed; --speaker-prompt
+skips that. If Whisper hears no words, or its words do not fit the audio, it falls back to speaker-prompt
+mode and says so. Long text is split at sentence boundaries and generated piece by piece with the same
+prompt. Prints the real-time factor.
 
 With --stream the audio is written as it is made (sentence by sentence, and within a sentence in chunks while
 the AR is still generating; lm/inference/streaming.py), and the time to the first audio is printed beside the
@@ -62,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default {d.repetition_penalty})")
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"cap on the audio generated per sentence (default {d.max_seconds})")
+    p.add_argument("--ar-voice", default=None,
+                   help="whose voice the AR draws codebook 1 in: 'house' (the house voice nearest the "
+                        "prompt; the default model's default), 'prompt', or a house voice's name")
     p.add_argument("--speed", type=float, default=None,
                    help="speaking rate, 0.25-4 (phone-aligned models: flite's phone lengths at the prompt's "
                         "pace divided by it)")
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     decode = {k: v for k, v in {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
+        "ar_voice": args.ar_voice,
     }.items() if v is not None}
     decode.update(speed_options(args.speed))
     if args.threads:

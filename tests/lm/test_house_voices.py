@@ -27,6 +27,8 @@ from lm.model.config import ModelConfig
 from lm.model.model import TTSModel
 from tests.suite_helpers import SPEECH, TINY_CODEC_SPEC, build_tiny_export
 
+ROOT = Path(__file__).resolve().parents[2]
+
 LJ = sorted((SPEECH / "ljspeech-sample").glob("*.wav"))
 AEW = sorted((SPEECH / "cmu-arctic-sample").glob("*aew*.wav"))
 
@@ -118,7 +120,7 @@ def aligned_export(tmp_path_factory) -> Path:
     return build_tiny_export(tmp_path_factory.mktemp("house") / "export", alignment="phoneme")
 
 
-def test_synthesizer_ar_voice_option(aligned_export: Path, tmp_path) -> None:
+def test_synthesizer_ar_voice_option(aligned_export: Path, tmp_path, capsys) -> None:
     wav, rate = sf.read(LJ[0], dtype="float32")
     plain = Synthesizer.from_pretrained(aligned_export, temperature=0.0)
     with pytest.raises(SynthesisError, match="house_voices.safetensors"):
@@ -152,6 +154,19 @@ def test_synthesizer_ar_voice_option(aligned_export: Path, tmp_path) -> None:
         synth.synthesize("Hello there.", wav, rate, ar_voice="nobody")
     with pytest.raises(SynthesisError, match="ar_voice must be"):
         synth.synthesize("Hello there.", wav, rate, ar_voice="")
+
+    # generate.py --ar-voice
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    common = ["--prompt-audio", str(LJ[0]), "--text", "Hello there.", "--seed", "0", "--speaker-prompt",
+              "--temperature", "0", "--threads", "1", "--out", str(tmp_path / "g.wav")]
+    assert script.main(["--checkpoint", str(bank_dir), "--ar-voice", "lj", *common]) == 0
+    assert "AR voice     lj (house voice" in capsys.readouterr().out
+    assert script.main(["--checkpoint", str(aligned_export), "--ar-voice", "house", *common]) == 2
+    assert "needs house voices" in capsys.readouterr().err
 
 
 def test_make_house_voices_script_writes_the_bank_from_token_shards(aligned_export: Path, tmp_path) -> None:
