@@ -286,7 +286,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = finetune_config(args)
     _, codec_spec = export_assets(args.checkpoint)
-    base = Synthesizer.from_pretrained(args.checkpoint, device=training_device(local_rank))
+    # an adapted AR learns the new voice, so it must read it: no house voice stands in (house_voices.py)
+    decode = {"ar_voice": "prompt"} if "ar" in args.parts else {}
+    base = Synthesizer.from_pretrained(args.checkpoint, device=training_device(local_rank), **decode)
     identity = base_identity(base.model, args.checkpoint, _metadata(args.checkpoint))
     data = prepare(args, base, codec_spec, rank, world)
     evaluator = None

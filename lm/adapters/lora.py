@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,6 +268,17 @@ def merge_adapter(model: TTSModel, adapter_dir: str | os.PathLike, base_name: st
     return merged.eval()
 
 
+def adapter_adapts_ar(adapter_dir: str | os.PathLike) -> bool:
+    """Whether the adapter has LoRA layers on the AR decoder (its target regex names `ar`; see
+    `target_regex`). An adapter of another layout counts as adapting it."""
+    try:
+        targets = json.loads((Path(adapter_dir) / CONFIG_FILE).read_text()).get("target_modules")
+    except (OSError, json.JSONDecodeError):
+        return True
+    match = re.match(r"\(([a-z|]+)\)\\\.model", targets) if isinstance(targets, str) else None
+    return match is None or "ar" in match.group(1).split("|")
+
+
 def adapter_bytes(adapter_dir: str | os.PathLike) -> int:
     return (Path(adapter_dir) / WEIGHTS_FILE).stat().st_size
 
@@ -295,6 +307,8 @@ def merge_to_export(checkpoint_dir: str | os.PathLike, adapter_dir: str | os.Pat
                                            "base_checkpoint": str(checkpoint_dir.resolve()),
                                            "base_fingerprint": identity.get("fingerprint"),
                                            "lora": identity.get("lora"), "step": identity.get("step")}}
+    if adapter_adapts_ar(adapter_dir):  # as base + adapter: see Synthesizer.from_pretrained
+        meta["decode"] = {**meta.get("decode", {}), "ar_voice": "prompt"}
     save_model(None, config, tmp, metadata=meta, state_dict=state)
     if out_dir.exists():
         shutil.rmtree(out_dir)

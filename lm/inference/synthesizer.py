@@ -110,9 +110,12 @@ class Synthesizer:
             raise
         except (OSError, ValueError, RuntimeError) as e:  # bad JSON / weights / tokenizer, codec offline ...
             raise SynthesisError(f"cannot load the export {directory}: {e}") from e
+        stored = dict(metadata.get("decode", {}))
         if adapter is not None:
             model = _apply_adapter(model, Path(adapter), directory)
-        defaults = DecodeConfig().updated({**metadata.get("decode", {}), **decode})
+            if _adapts_ar(Path(adapter)):  # the adapter taught the AR the voice: it reads the prompt
+                stored["ar_voice"] = "prompt"
+        defaults = DecodeConfig().updated({**stored, **decode})
         log.info("loaded %s: %.1fM parameters, %d codebooks, codec %s at %d Hz, text vocab %d", directory,
                  model.num_parameters() / 1e6, config.num_codebooks, spec,
                  codec.sample_rate, tokenizer.vocab_size)
@@ -435,5 +438,11 @@ class Synthesizer:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
+def _adapts_ar(adapter: Path) -> bool:
+    from lm.adapters.lora import adapter_adapts_ar
+
+    return adapter_adapts_ar(adapter)
+
+
 def _has_text(text: str | None) -> bool:
     return bool(text and text.strip())

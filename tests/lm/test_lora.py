@@ -250,6 +250,37 @@ def test_generate_adapter_changes_the_voice_and_merge_lora_generates_the_same(tm
     np.testing.assert_array_equal(merged_wav, adapted_wav)
 
 
+
+@pytest.mark.parametrize("parts", [("ar", "nar"), ("nar",)])
+def test_an_adapted_ar_reads_the_prompts_voice_not_a_house_voice(tmp_path, parts) -> None:
+    """A base whose default is ar_voice='house' (models/default): with a LoRA adapter on its AR, or merged
+    with it, the AR reads the prompt (the adapter taught it that voice); an explicit ar_voice still wins. An
+    adapter on the NAR alone leaves the house voices on."""
+    import json
+
+    from lm.inference.house_voices import HouseVoice, HouseVoices
+    from lm.inference.synthesizer import Synthesizer
+
+    export = _tiny_export(tmp_path / "export")
+    config = json.loads((export / "config.json").read_text())
+    config["metadata"]["decode"] = {"ar_voice": "house"}
+    (export / "config.json").write_text(json.dumps(config))
+    q = load_model(export).config.num_codebooks
+    HouseVoices([HouseVoice("v", torch.zeros(q, 10, dtype=torch.long), torch.ones(256) / 16)]).save(export)
+    settings = LoraSettings(rank=4, alpha=8.0, dropout=0.0, parts=parts)
+    save_adapter(attach_lora(load_model(export), settings), tmp_path / "adapter",
+                 base_identity(load_model(export), export))
+    expected = "prompt" if "ar" in parts else "house"
+    assert Synthesizer.from_pretrained(export).defaults.ar_voice == "house"
+    assert Synthesizer.from_pretrained(export, adapter=tmp_path / "adapter").defaults.ar_voice == expected
+    assert Synthesizer.from_pretrained(export, adapter=tmp_path / "adapter",
+                                       ar_voice="v").defaults.ar_voice == "v"
+    assert _script_main("merge_lora")(["--checkpoint", str(export), "--adapter", str(tmp_path / "adapter"),
+                                       "--out", str(tmp_path / "merged")]) == 0
+    merged = Synthesizer.from_pretrained(tmp_path / "merged")
+    assert merged.defaults.ar_voice == expected and merged.house_voices is not None  # the bank is copied
+
+
 # ---- the wrong base model ----------------------------------------------------------------------------------
 def test_an_adapter_for_another_base_model_is_refused_naming_both(tmp_path) -> None:
     save_adapter(adapted(seed=0), tmp_path / "adapter", base_identity(fresh_model(0), tmp_path / "base-a"))
