@@ -1,7 +1,8 @@
 """The FastAPI app: routes, request validation, upload limits and JSON errors.
 
     POST   /v1/audio/speech   OpenAI's fields (model, input, voice, response_format, speed) plus stream, seed,
-                              temperature, prompt_text -> wav / flac / pcm, streamed or whole
+                              temperature, prompt_text, ar_voice -> wav / flac / pcm, streamed or
+                              whole
     POST   /v1/voices         multipart: file (audio), text (transcript, optional), name (optional) -> {"id"}
     GET    /v1/voices         {"voices": [{"id", "name", "builtin", "seconds", "text", ...}]}
     GET    /v1/voices/{id}    one voice
@@ -90,6 +91,7 @@ class SpeechRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     prompt_text: str | None = None  # the voice clip's transcript (continuation mode); "" for none
+    ar_voice: str | None = None  # "prompt", "house" or a house voice's name (lm/inference/house_voices.py)
 
 
 class _Channel:
@@ -226,6 +228,12 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
                                                  "POST /v1/voices)", "voice")
         decode = {"temperature": req.temperature} if req.temperature is not None else {}
         decode.update(speed_options(req.speed))
+        if req.ar_voice is not None:
+            allowed = ["prompt", *(["house", *synth.house_voices.names] if synth.house_voices else [])]
+            if req.ar_voice not in allowed:
+                raise ApiError(400, "invalid_ar_voice", f"ar_voice {req.ar_voice!r}: this model takes one of "
+                                                        f"{allowed}", "ar_voice")
+            decode["ar_voice"] = req.ar_voice
         config = settings.stream_config if stream else StreamConfig(nar_lookahead_seconds=None)
         channel = _Channel(asyncio.get_running_loop())
 

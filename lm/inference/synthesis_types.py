@@ -73,10 +73,10 @@ class DecodeConfig:
     # every phone's length. The advance head knows where a phone ends, so it cannot be hurried (a hazard
     # raised to a power moved its lengths by 7 % for speed 1.5): speed works on given lengths only.
     speed: float = 1.0
-    # phone-aligned models with a house voice bank (lm/inference/house_voices.py): whose voice the AR draws
-    # codebook 1 in. "prompt": the prompt's (full cloning); "house": the house voice nearest the prompt, the
-    # NAR adding the prompt's voice (reads far better for voices unlike the training ones); or a house
-    # voice's name. Exports with a bank default to "house" (metadata.decode).
+    # whose voice the AR draws codebook 1 in: "prompt" (the prompt's own codes); "house" (models with a house
+    # voice bank, lm/inference/house_voices.py: the training voice nearest the prompt, the NAR adding the
+    # prompt's voice; reads far better for voices unlike the training ones); or a house voice's name.
+    # models/default stores "house" (metadata.decode; scripts/make_house_voices.py --default).
     ar_voice: str = "prompt"
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
