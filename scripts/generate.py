@@ -7,7 +7,7 @@
 
 The default model draws its first codebook in the house voice nearest the prompt and adds the prompt's voice
 with the NAR (lm/inference/house_voices.py; README "Round 10: house voices"): on the unseen sentences with
-real-voice prompts that reads at capped WER ~37 % where the prompt's own first codebook read at ~56 %.
+real-voice prompts that reads at capped WER ~34 % where the prompt's own first codebook read at ~56 %.
 `--ar-voice prompt` draws it from the prompt's own codes instead (the old way: reads far worse, and
 resemblyzer rates it no closer to the prompt: SIM 0.56 vs 0.61); `--ar-voice NAME` picks a house voice.
 With the prompt's transcript the prompt is continued (VALL-E continuation mode: the whole clip goes to the NAR
