@@ -211,3 +211,29 @@ def test_make_house_voices_script_writes_the_bank_from_token_shards(aligned_expo
     (tokens / MARKER).write_text(json.dumps({"spec": "other", "identity": "other"}))
     with pytest.raises(SystemExit, match="another codec's tokens"):
         make_house_voices.main(["--export", str(export), "--tokens", str(tokens), "--voices", "lj"])
+
+
+def test_a_house_voice_streams_as_it_synthesizes(aligned_export: Path, tmp_path) -> None:
+    """stream() with ar_voice set gives synthesize()'s waveform (whole-sentence NAR), and not the prompt's."""
+    import shutil
+
+    from lm.inference.streaming import StreamConfig
+
+    export = tmp_path / "export"
+    shutil.copytree(aligned_export, export)
+    shutil.copy(aligned_export.with_name(aligned_export.name + "-text.model"), tmp_path)
+    q = Synthesizer.from_pretrained(export).model.config.num_codebooks
+    g = torch.Generator().manual_seed(3)
+    HouseVoices([HouseVoice("one", torch.randint(0, 1024, (q, 40), generator=g), torch.ones(256) / 16)]
+                ).save(export)
+    synth = Synthesizer.from_pretrained(export, max_seconds=0.6)
+    wav, rate = sf.read(LJ[0], dtype="float32")
+    text = "Two words. And three more."
+    one_shot = synth.synthesize(text, wav, rate, seed=4, temperature=0.8, ar_voice="one")
+    exact = StreamConfig(first_chunk_seconds=0.1, nar_lookahead_seconds=None)  # whole-sentence NAR
+    chunks = list(synth.stream(text, wav, rate, seed=4, temperature=0.8, ar_voice="one", stream_config=exact))
+    streamed = np.concatenate([c.wav for c in chunks])
+    assert streamed.shape == one_shot.wav.shape
+    np.testing.assert_allclose(streamed, one_shot.wav, rtol=0, atol=1e-4)
+    own = synth.synthesize(text, wav, rate, seed=4, temperature=0.8, ar_voice="prompt").wav
+    assert own.shape != one_shot.wav.shape or not np.allclose(own, one_shot.wav, atol=1e-3)
