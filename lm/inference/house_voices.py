@@ -4,9 +4,9 @@ Why: the AR was trained on a dozen synthetic voices and has not learned the firs
 (recording channel, room, microphone). Teacher-forced on 44 real clips it gives the true codebook-1 code
 7.85 nats a frame (worse than a uniform guess over 1,024 codes, 6.93) against 1.72 on its own voices, so
 whatever it draws for a real prompt reads badly. Prompted by a house voice instead it draws codes it knows;
-the NAR, prompted by the user's clip, then fills codebooks 2..Q in the user's voice. Measured on the 44 real
-clips (scripts/diagnose_stages.py's pairing): WER 63 % -> 29 %, DNSMOS 2.07 -> 2.57, speaker similarity to
-the prompt no lower (README, "House voices").
+the NAR, prompted by the user's clip, then fills codebooks 2..Q in the user's voice. Measured on 32 real
+clips (scripts/diagnose_stages.py's pairing, step 4,200): WER 61.7 % -> 30.0 %, DNSMOS 2.05 -> 2.54, speaker
+similarity to the prompt 0.643 -> 0.657 (README, "Round 10: house voices").
 
 The bank lives in an export directory as `house_voices.safetensors`: per voice `<name>.codes` [Q, F] (a
 few seconds of one of its training clips) and `<name>.embedding` [256] (resemblyzer, of those codes

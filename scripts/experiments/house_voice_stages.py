@@ -25,24 +25,17 @@ from diagnose_stages import clips  # noqa: E402
 
 from evaluation.asr import ASRConfig, WhisperASR  # noqa: E402
 from evaluation.quality import DNSMOS  # noqa: E402
-from lm.inference.ar_loop import generate_ar  # noqa: E402
-from lm.inference.nar_pass import generate_nar  # noqa: E402
+from lm.inference.generate import TTSRequest, generate  # noqa: E402
 from lm.inference.speaker_embedding import SpeakerEncoder, cosine  # noqa: E402
 from lm.inference.synthesizer import Synthesizer  # noqa: E402
-from lm.model.sequence import inference_prompt, prefix_phone_inputs  # noqa: E402
 
 
 def synthesize(synth: Synthesizer, sampling, text_ids: torch.Tensor, phone_ids: torch.Tensor,
                ar_prompt: torch.Tensor, nar_prompt: torch.Tensor, seed: int) -> np.ndarray:
-    model = synth.model
-    prefix = inference_prompt(model.vocab, text_ids, ar_prompt[0], None)
-    out = generate_ar(model, [prefix], torch.tensor([text_ids.numel()]), sampling,
-                      torch.Generator().manual_seed(seed), phone_seqs=[phone_ids.long()],
-                      prefix_phones=[prefix_phone_inputs(prefix.numel(), None)], phone_durations=[None])
-    codes = generate_nar(model, text_ids[None], torch.tensor([text_ids.numel()]), nar_prompt[None],
-                         torch.tensor([nar_prompt.shape[1]]), out.codes[:, None], out.lengths,
-                         sampling.nar_temperature, torch.Generator().manual_seed(seed),
-                         frame_phones=out.frame_phones)[0, :, : int(out.lengths[0])]
+    """The AR reads `ar_prompt` (speaker-prompt mode), the NAR `nar_prompt`: what ar_voice does."""
+    request = TTSRequest(text_ids, nar_prompt, phone_ids=phone_ids, ar_prompt_codes=ar_prompt)
+    out = generate(synth.model, [request], sampling, torch.Generator().manual_seed(seed))
+    codes = out.codes[0, :, : int(out.frame_lengths[0])]
     return synth.codec.decode(codes[None].long())[0, 0].float().numpy()
 
 
