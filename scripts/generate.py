@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ar-voice", default=None,
                    help="whose voice the AR draws codebook 1 in: 'house' (the house voice nearest the "
                         "prompt; the default model's default), 'prompt', or a house voice's name")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="best of N: draw N readings of every sentence and keep the one hama's phone "
+                        "recogniser hears closest to the text (~N times the decoding; the default model's "
+                        "default is stored with it; --stream reads one)")
     p.add_argument("--speed", type=float, default=None,
                    help="speaking rate, 0.25-4 (phone-aligned models: flite's phone lengths at the prompt's "
                         "pace divided by it)")
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     decode = {k: v for k, v in {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
-        "ar_voice": args.ar_voice,
+        "ar_voice": args.ar_voice, "candidates": args.candidates,
     }.items() if v is not None}
     decode.update(speed_options(args.speed))
     if args.threads:

@@ -72,6 +72,7 @@ class GenerationResult:
     codes: torch.Tensor  # [B, Q, F], 0 past each length
     frame_lengths: torch.Tensor  # [B]
     hit_length_guard: torch.Tensor  # [B] bool
+    frame_phones: torch.Tensor | None = None  # [B, F] the phone id each frame was made for (phone-aligned)
 
 
 def _check_request(i: int, req: TTSRequest, model: TTSModel) -> None:
@@ -159,7 +160,7 @@ def generate(
         rows = ar_out.hit_length_guard.nonzero().flatten().tolist()
         log.warning("rows %s hit the length guard without emitting <eos> (output truncated)", rows)
     if model.nar is None or not run_nar:
-        return GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard)
+        return GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard, ar_out.frame_phones)
 
     bsz = len(requests)
     text_ids = torch.zeros(bsz, int(text_lengths.max()), dtype=torch.long)
@@ -181,5 +182,6 @@ def generate(
         frame_phones=ar_out.frame_phones,
     )
     return GenerationResult(
-        codes=codes, frame_lengths=ar_out.lengths, hit_length_guard=ar_out.hit_length_guard
+        codes=codes, frame_lengths=ar_out.lengths, hit_length_guard=ar_out.hit_length_guard,
+        frame_phones=ar_out.frame_phones,
     )

@@ -64,3 +64,24 @@ def prompt_seconds_per_phone(prompt_phones: torch.Tensor, prompt_text: str,
     speech_frames = int(((prompt_phones != PAUSE_ID) & (prompt_phones != NONE_ID)).sum())
     phones = sum(len(w.phones) for w in transcript_phones(prompt_text))
     return speech_frames / frame_rate / phones if speech_frames and phones else None
+
+
+def spoken_span_frames(frame_phones: torch.Tensor) -> int:
+    """Frames from the first to the last one that holds a spoken phone (pauses inside counted, leading and
+    trailing silence not): how long a reading takes, as a listener times it. 0 when none is spoken."""
+    spoken = ((frame_phones != PAUSE_ID) & (frame_phones != NONE_ID)).nonzero().flatten()
+    return int(spoken[-1] - spoken[0] + 1) if spoken.numel() else 0
+
+
+def reading_pace(frame_phones: torch.Tensor, text: str, frame_rate: float) -> float | None:
+    """Seconds per phone of a reading of `text` whose frames held `frame_phones` [F], timed over its
+    spoken span (`spoken_span_frames`; evaluation/pace.py times generated audio the same way, by loudness);
+    None when nothing is spoken or `text` has no phones."""
+    from data_pipeline.alignment.g2p import G2PError, transcript_phones
+
+    try:
+        phones = sum(len(w.phones) for w in transcript_phones(text))
+    except G2PError:
+        return None
+    span = spoken_span_frames(frame_phones)
+    return span / frame_rate / phones if span and phones else None

@@ -19,6 +19,7 @@ from lm.inference.house_voices import HouseVoice
 from lm.inference.sampling import SamplingConfig
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_CANDIDATES = 16
 
 
 def speed_options(speed: float | None) -> dict[str, Any]:
@@ -78,6 +79,11 @@ class DecodeConfig:
     # prompt's voice; reads far better for voices unlike the training ones); or a house voice's name.
     # models/default stores "house" (metadata.decode; scripts/make_house_voices.py --default).
     ar_voice: str = "prompt"
+    # best of N (lm/inference/rerank.py): draw this many readings of every sentence piece and keep one near
+    # the prompt speaker's pace that hama's phone recogniser hears closest to its phones. N readings cost
+    # ~N times the decoding (batched).
+    # Streaming sends frames as they are made and so reads one. models/default stores 4 (metadata.decode).
+    candidates: int = 1
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -117,6 +123,9 @@ class DecodeConfig:
         if not isinstance(self.ar_voice, str) or not self.ar_voice.strip():
             raise SynthesisError(f"ar_voice must be 'prompt', 'house' or a house voice's name, got "
                                  f"{self.ar_voice!r}")
+        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise SynthesisError(f"candidates must be a whole number in [1, {MAX_CANDIDATES}], got "
+                                 f"{self.candidates!r}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")
@@ -184,6 +193,9 @@ class SynthesisResult:
     piece_frames: list[int] = field(default_factory=list)
     hit_length_guard: list[bool] = field(default_factory=list)  # a piece stopped by the guard, not by <eos>
     house_voice: str | None = None  # the house voice the AR read (ar_voice), None: the prompt
+    candidates: int = 1  # readings drawn per piece (DecodeConfig.candidates)
+    # with candidates > 1: the kept reading's phone error rate per piece (lm/inference/rerank.py)
+    piece_phone_errors: list[float] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -197,6 +209,8 @@ class SynthesisResult:
             f"mode         {self.mode}, seed {self.seed}",
             f"AR voice     {self.house_voice or 'the prompt'}"
             + (" (house voice; the NAR adds the prompt's voice)" if self.house_voice else ""),
+            *([f"{'best of ' + str(self.candidates):<13}phone error rate of the kept readings "
+               + ", ".join(f"{e:.2f}" for e in self.piece_phone_errors)] if self.candidates > 1 else []),
             f"time         {self.elapsed_seconds:.2f} s, first audio after {self.first_audio_seconds:.2f} s",
             f"RTF          {self.rtf:.3f} ({'faster' if self.rtf < 1 else 'slower'} than real time)",
         ]
@@ -234,3 +248,6 @@ class _Row:
     prompt_phones: torch.Tensor | None = None  # [Fp] phone of each prompt frame (continuation mode)
     phone_durations: torch.Tensor | None = None  # [P] frames per target phone; None: the advance head decides
     house: HouseVoice | None = None  # the AR's voice prompt (ar_voice); None: prompt_codes
+    candidate: int = 0  # which of the piece's decode.candidates readings this row draws
+    text: str = ""  # the piece's text
+    target_pace: float | None = None  # the prompt speaker's seconds per phone (best of N; None: unknown)

@@ -9,9 +9,11 @@ It loads an export directory (`lm.checkpoint` weights + config, the sentencepiec
 named by the config's metadata), encodes the voice prompt (any channel count and sample rate: down-mixed
 and resampled at the edge), splits long text at sentence boundaries, generates every piece with the same
 prompt (AR over the static KV cache, then Q-1 NAR passes: `lm.inference.generate.generate`), decodes with the
-codec and joins the pieces with a short pause. Without a prompt transcript the prompt only sets the voice
-(speaker-prompt mode); with one, the model continues the prompt (VALL-E continuation mode) and the prompt's
-audio is cut off the output.
+codec and joins the pieces with a short pause. With `candidates` N > 1 every piece is drawn N times and one
+reading near the prompt's pace that a phone recogniser hears closest to its text is kept
+(lm/inference/rerank.py). Without a prompt transcript the prompt only sets the voice (speaker-prompt mode);
+with one, the model continues the prompt (VALL-E continuation mode) and the prompt's audio is cut off the
+output.
 
 Shape letters: C channels, T samples, Q codebooks, F frames.
 """
@@ -21,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +41,12 @@ from lm.inference.house_voices import HOUSE_VOICES_FILE, HouseVoice, HouseVoices
 from lm.inference.phone_alignment import (
     prompt_frame_phones,
     prompt_seconds_per_phone,
+    reading_pace,
     text_phone_frames,
     text_phone_ids,
 )
 from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
+from lm.inference.rerank import best_reading
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -195,6 +199,9 @@ class Synthesizer:
                                  "speaks at its own pace; only speed 1.0 works with it")
         pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
         house = self._house_voice(voice, cfg, request)
+        target_pace = None  # the prompt speaker's, timed as a reading is (best of N keeps readings near it)
+        if _draws(cfg) > 1 and voice.prompt_phones is not None and _has_text(voice.prompt_text):
+            target_pace = reading_pace(voice.prompt_phones, voice.prompt_text, self.codec.frame_rate)
         rows, pieces = [], []
         for piece in split_sentences(text, max_chars=cfg.max_chars):
             ids = self._encode_text(piece)
@@ -205,7 +212,7 @@ class Synthesizer:
                 continue
             phone_ids, durations = phones if phones is not None else (None, None)
             rows.append(_Row(request, len(pieces), ids, voice.codes, prompt_text_ids, cfg, phone_ids,
-                             voice.prompt_phones, durations, house))
+                             voice.prompt_phones, durations, house, text=piece, target_pace=target_pace))
             pieces.append(piece)
         if not pieces:
             raise SynthesisError(f"request {request}: nothing to speak in {text!r} after text normalisation")
@@ -223,17 +230,26 @@ class Synthesizer:
         rows, pieces = self._make_rows(requests, configs, prompts)
         houses = {r.request: r.house.name for r in rows if r.house is not None}
 
+        # best of N: every piece is drawn as N rows (greedy decoding would draw the same reading N times)
+        rows = [replace(r, candidate=k) for r in rows for k in range(_draws(r.decode))]
         n = len(requests)
         audio: list[list[np.ndarray | None]] = [[None] * len(p) for p in pieces]
         frames: list[list[int]] = [[0] * len(p) for p in pieces]
         guard: list[list[bool]] = [[False] * len(p) for p in pieces]
+        errors: list[list[float]] = [[math.nan] * len(p) for p in pieces]
         first_audio = [math.nan] * n
+        readings: dict[tuple[int, int], list[tuple[np.ndarray, int, bool, float | None]]] = {}
         for batch in self._batches(rows, rows_per_batch):
             out = self._generate(batch, generator)
-            for row, (wav, num_frames, hit) in zip(batch, out, strict=True):
-                audio[row.request][row.piece] = wav
-                frames[row.request][row.piece] = num_frames
-                guard[row.request][row.piece] = hit
+            for row, reading in zip(batch, out, strict=True):
+                drawn = readings.setdefault((row.request, row.piece), [])
+                drawn.append(reading)
+                if len(drawn) < _draws(row.decode):
+                    continue  # more readings of this piece to come
+                keep, errors[row.request][row.piece] = self._keep_best(drawn, pieces[row.request][row.piece],
+                                                                       row.target_pace)
+                audio[row.request][row.piece], frames[row.request][row.piece], guard[row.request][row.piece] \
+                    = drawn[keep][:3]
                 if row.piece == 0:
                     first_audio[row.request] = time.perf_counter() - start
         wavs = [self._join(a, c.pause_seconds) for a, c in zip(audio, configs, strict=True)]
@@ -245,9 +261,22 @@ class Synthesizer:
                             first_audio_seconds=first_audio[i], elapsed_seconds=elapsed, seed=seeds[i],
                             mode="continuation" if _has_text(requests[i].prompt_text) else "speaker-prompt",
                             pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i],
-                            house_voice=houses.get(i))
+                            house_voice=houses.get(i), candidates=_draws(configs[i]),
+                            piece_phone_errors=errors[i] if _draws(configs[i]) > 1 else [])
             for i in range(n)
         ]
+
+    def _keep_best(self, readings: list[tuple[np.ndarray, int, bool, float | None]], text: str,
+                   target_pace: float | None) -> tuple[int, float]:
+        """-> (the reading of `text` to keep, its phone error rate; NaN for a lone reading)."""
+        if len(readings) == 1:
+            return 0, math.nan
+        paces = [pace for *_, pace in readings]
+        keep, errors = best_reading([wav for wav, *_ in readings], self.sample_rate, text, paces, target_pace)
+        log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
+                 len(readings), text[:40], keep, ", ".join(f"{e:.2f}" for e in errors),
+                 ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
+        return keep, errors[keep]
 
     def _encode_prompts(self, requests: list[SynthesisRequest], configs: list[DecodeConfig]
                         ) -> list[torch.Tensor]:
@@ -353,8 +382,11 @@ class Synthesizer:
     def _batches(self, rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row]]:
         """Group rows that can share one AR call: same max_seconds (one cap per call), similar text lengths
         (rows of a batch run until the longest stops), at most `batch_size` rows."""
-        if rows_per_batch == 1:
-            return [[r] for r in rows]
+        if rows_per_batch == 1:  # piece by piece, the readings of a piece together
+            pieces: dict[tuple[int, int], list[_Row]] = {}
+            for r in rows:
+                pieces.setdefault((r.request, r.piece), []).append(r)
+            return list(pieces.values())
         groups: dict[float, list[_Row]] = {}
         for r in rows:
             groups.setdefault(r.decode.max_seconds, []).append(r)
@@ -365,15 +397,20 @@ class Synthesizer:
             batches += [group[i:i + size] for i in range(0, len(group), size)]
         return batches
 
-    def _generate(self, batch: list[_Row], generator: torch.Generator) -> list[tuple[np.ndarray, int, bool]]:
-        """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard) a row."""
+    def _generate(self, batch: list[_Row], generator: torch.Generator
+                  ) -> list[tuple[np.ndarray, int, bool, float | None]]:
+        """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard, pace) a
+        row; pace: seconds per phone (phone-aligned rows drawn as one of several candidates), else None."""
         sampling, requests = self.batch_inputs(batch)
         out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
         results = []
         for b, row in enumerate(batch):
             num_frames = int(out.frame_lengths[b])
             codes = out.codes[b, :, :num_frames]
-            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b])))
+            pace = None
+            if out.frame_phones is not None and _draws(row.decode) > 1:
+                pace = reading_pace(out.frame_phones[b, :num_frames].cpu(), row.text, self.codec.frame_rate)
+            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b]), pace))
         return results
 
     def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:
@@ -442,6 +479,11 @@ def _adapts_ar(adapter: Path) -> bool:
     from lm.adapters.lora import adapter_adapts_ar
 
     return adapter_adapts_ar(adapter)
+
+
+def _draws(cfg: DecodeConfig) -> int:
+    """Readings drawn of every piece: `candidates`, but one when decoding is greedy (all would be equal)."""
+    return cfg.candidates if cfg.temperature > 0 else 1
 
 
 def _has_text(text: str | None) -> bool:

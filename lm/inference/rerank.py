@@ -1,0 +1,77 @@
+"""Best of N: draw several readings of a sentence piece and keep one at its speaker's pace that a phone
+recogniser hears closest to its text (`DecodeConfig.candidates`).
+
+A small codec LM's readings of one sentence differ from draw to draw in pace and in what they say. A
+phone-aligned model knows which phone every frame was made for, so a reading's pace (seconds per phone
+over its spoken span, lm/inference/phone_alignment.py `reading_pace`) is known without listening; with the
+prompt speaker's pace known (continuation mode: the aligned prompt) only the readings within +-15 % of it
+compete. Among those, hama's phoneme recogniser (data_pipeline/alignment/phone_recognizer.py: trained on
+real speech, neither on this model's output nor on the Whisper model evaluation uses) picks the one it hears
+closest to the piece's own phones (flite's lexicon, as the model reads them). Measured: README, "Round 11".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from data_pipeline.alignment.g2p import G2PError, transcript_phones
+from data_pipeline.alignment.phone_recognizer import recognise_phones
+
+# a reading this far from its speaker's pace (either way) does not compete while one closer does
+PACE_TOLERANCE = 0.15
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two phone sequences (substitution, insertion, deletion cost 1)."""
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        diagonal, row[0] = row[0], i
+        for j in range(1, len(b) + 1):
+            above = row[j]
+            row[j] = min(above + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1]))
+            diagonal = above
+    return row[-1]
+
+
+def text_phones(text: str) -> list[str]:
+    """The spoken phones of `text` (no pauses); [] when it has none."""
+    try:
+        return [p for word in transcript_phones(text) for p in word.phones]
+    except G2PError:
+        return []
+
+
+def phone_error_rate(wav: np.ndarray, sample_rate: int, text: str) -> float:
+    """(phone edits from what hama hears in `wav` to the phones of `text`) / (phones of `text`); 0 is a
+    perfect reading, 1 or more says little of it. NaN when `text` has no phones to compare with."""
+    target = text_phones(text)
+    if not target:
+        return float("nan")
+    return edit_distance(recognise_phones(wav, sample_rate), target) / len(target)
+
+
+def best_reading(wavs: list[np.ndarray], sample_rate: int, text: str,
+                 paces: list[float | None] | None = None, target_pace: float | None = None,
+                 tolerance: float = PACE_TOLERANCE) -> tuple[int, list[float]]:
+    """-> (index of the reading to keep, every reading's phone error rate).
+
+    With the prompt speaker's pace (`target_pace`, seconds per phone) and each reading's (`paces`), only the
+    readings within +-`tolerance` of it compete, and when none is, the one closest to it is kept: a reading
+    should end where its text ends at its speaker's pace. Among those that compete the lowest phone error
+    rate wins; ties (and a text with no phones, where nothing can be compared) keep the earliest."""
+    errors = [phone_error_rate(w, sample_rate, text) for w in wavs]
+    return keep_reading(errors, paces, target_pace, tolerance), errors
+
+
+def keep_reading(errors: list[float], paces: list[float | None] | None = None,
+                 target_pace: float | None = None, tolerance: float = PACE_TOLERANCE) -> int:
+    """The choice `best_reading` makes, from the readings' phone error rates and paces."""
+    competing = list(range(len(errors)))
+    if target_pace and paces is not None:
+        off = [abs(math.log(p / target_pace)) if p else math.inf for p in paces]
+        competing = [i for i in competing if off[i] <= math.log1p(tolerance)]
+        if not competing:
+            return min(range(len(errors)), key=lambda i: (off[i], i))
+    return min(competing, key=lambda i: (errors[i] if math.isfinite(errors[i]) else math.inf, i))
