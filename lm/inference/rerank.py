@@ -3,11 +3,12 @@ recogniser hears closest to its text (`DecodeConfig.candidates`).
 
 A small codec LM's readings of one sentence differ from draw to draw in pace and in what they say. A
 phone-aligned model knows which phone every frame was made for, so a reading's pace (seconds per phone
-over its spoken span, lm/inference/phone_alignment.py `reading_pace`) is known without listening; with the
-prompt speaker's pace known (continuation mode: the aligned prompt) only the readings within +-15 % of it
-compete. Among those, hama's phoneme recogniser (data_pipeline/alignment/phone_recognizer.py: trained on
-real speech, neither on this model's output nor on the Whisper model evaluation uses) picks the one it hears
-closest to the piece's own phones (flite's lexicon, as the model reads them). Measured: README, "Round 11".
+over its spoken span, lm/inference/phone_alignment.py `reading_pace`) is known without listening. With the
+prompt speaker's pace known (continuation mode: the aligned prompt) only the readings near it compete
+(DecodeConfig.pace_tolerance, +-25 % by default). Among those, hama's phoneme recogniser
+(data_pipeline/alignment/phone_recognizer.py: trained on real speech, neither on this model's output nor on
+the Whisper model evaluation uses) picks the one it hears closest to the piece's own phones (flite's
+lexicon, as the model reads them). Measured: README, "Round 11".
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from data_pipeline.alignment.g2p import G2PError, transcript_phones
 from data_pipeline.alignment.phone_recognizer import recognise_phones
 
 # a reading this far from its speaker's pace (either way) does not compete while one closer does
-PACE_TOLERANCE = 0.15
+# (DecodeConfig.pace_tolerance)
+PACE_TOLERANCE = 0.25
 
 
 def edit_distance(a: list[str], b: list[str]) -> int:
@@ -69,7 +71,7 @@ def keep_reading(errors: list[float], paces: list[float | None] | None = None,
                  target_pace: float | None = None, tolerance: float = PACE_TOLERANCE) -> int:
     """The choice `best_reading` makes, from the readings' phone error rates and paces."""
     competing = list(range(len(errors)))
-    if target_pace and paces is not None:
+    if target_pace and paces is not None and tolerance > 0:
         off = [abs(math.log(p / target_pace)) if p else math.inf for p in paces]
         competing = [i for i in competing if off[i] <= math.log1p(tolerance)]
         if not competing:

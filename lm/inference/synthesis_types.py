@@ -84,6 +84,9 @@ class DecodeConfig:
     # ~N times the decoding (batched).
     # Streaming sends frames as they are made and so reads one. models/default stores 4 (metadata.decode).
     candidates: int = 1
+    # best of N in continuation mode: only readings within +-this share of the prompt speaker's pace compete
+    # (the closest one when none is); 0: pace is not considered
+    pace_tolerance: float = 0.25
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -126,6 +129,8 @@ class DecodeConfig:
         if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
             raise SynthesisError(f"candidates must be a whole number in [1, {MAX_CANDIDATES}], got "
                                  f"{self.candidates!r}")
+        if not 0 <= self.pace_tolerance < 1:
+            raise SynthesisError(f"pace_tolerance must be in [0, 1) (0: off), got {self.pace_tolerance}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:
             raise SynthesisError("pause_seconds and decode_context_seconds must be >= 0, "
                                  "max_prompt_seconds > 0")

@@ -200,7 +200,8 @@ class Synthesizer:
         pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
         house = self._house_voice(voice, cfg, request)
         target_pace = None  # the prompt speaker's, timed as a reading is (best of N keeps readings near it)
-        if _draws(cfg) > 1 and voice.prompt_phones is not None and _has_text(voice.prompt_text):
+        if (_draws(cfg) > 1 and cfg.pace_tolerance > 0 and voice.prompt_phones is not None
+                and _has_text(voice.prompt_text)):
             target_pace = reading_pace(voice.prompt_phones, voice.prompt_text, self.codec.frame_rate)
         rows, pieces = [], []
         for piece in split_sentences(text, max_chars=cfg.max_chars):
@@ -246,8 +247,7 @@ class Synthesizer:
                 drawn.append(reading)
                 if len(drawn) < _draws(row.decode):
                     continue  # more readings of this piece to come
-                keep, errors[row.request][row.piece] = self._keep_best(drawn, pieces[row.request][row.piece],
-                                                                       row.target_pace)
+                keep, errors[row.request][row.piece] = self._keep_best(drawn, row)
                 audio[row.request][row.piece], frames[row.request][row.piece], guard[row.request][row.piece] \
                     = drawn[keep][:3]
                 if row.piece == 0:
@@ -266,13 +266,15 @@ class Synthesizer:
             for i in range(n)
         ]
 
-    def _keep_best(self, readings: list[tuple[np.ndarray, int, bool, float | None]], text: str,
-                   target_pace: float | None) -> tuple[int, float]:
-        """-> (the reading of `text` to keep, its phone error rate; NaN for a lone reading)."""
+    def _keep_best(self, readings: list[tuple[np.ndarray, int, bool, float | None]], row: _Row
+                   ) -> tuple[int, float]:
+        """-> (the reading of the row's piece to keep, its phone error rate; NaN for a lone reading)."""
         if len(readings) == 1:
             return 0, math.nan
+        text, target_pace = row.text, row.target_pace
         paces = [pace for *_, pace in readings]
-        keep, errors = best_reading([wav for wav, *_ in readings], self.sample_rate, text, paces, target_pace)
+        keep, errors = best_reading([wav for wav, *_ in readings], self.sample_rate, text, paces, target_pace,
+                                    row.decode.pace_tolerance)
         log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
                  len(readings), text[:40], keep, ", ".join(f"{e:.2f}" for e in errors),
                  ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
