@@ -47,6 +47,7 @@ from lm.inference.phone_alignment import (
 )
 from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
 from lm.inference.rerank import best_reading
+from lm.inference.row_batches import join_pieces, plan_batches
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -240,7 +241,7 @@ class Synthesizer:
         errors: list[list[float]] = [[math.nan] * len(p) for p in pieces]
         first_audio = [math.nan] * n
         readings: dict[tuple[int, int], list[tuple[np.ndarray, int, bool, float | None]]] = {}
-        for batch in self._batches(rows, rows_per_batch):
+        for batch in plan_batches(rows, rows_per_batch):
             out = self._generate(batch, generator)
             for row, reading in zip(batch, out, strict=True):
                 drawn = readings.setdefault((row.request, row.piece), [])
@@ -252,7 +253,8 @@ class Synthesizer:
                     = drawn[keep][:3]
                 if row.piece == 0:
                     first_audio[row.request] = time.perf_counter() - start
-        wavs = [self._join(a, c.pause_seconds) for a, c in zip(audio, configs, strict=True)]
+        wavs = [join_pieces(a, c.pause_seconds, self.sample_rate)
+                for a, c in zip(audio, configs, strict=True)]
         elapsed = time.perf_counter() - start
         total_seconds = sum(len(w) for w in wavs) / self.sample_rate
         rtf = elapsed / total_seconds if total_seconds > 0 else math.inf
@@ -381,24 +383,6 @@ class Synthesizer:
     def _encode_text(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
-    def _batches(self, rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row]]:
-        """Group rows that can share one AR call: same max_seconds (one cap per call), similar text lengths
-        (rows of a batch run until the longest stops), at most `batch_size` rows."""
-        if rows_per_batch == 1:  # piece by piece, the readings of a piece together
-            pieces: dict[tuple[int, int], list[_Row]] = {}
-            for r in rows:
-                pieces.setdefault((r.request, r.piece), []).append(r)
-            return list(pieces.values())
-        groups: dict[float, list[_Row]] = {}
-        for r in rows:
-            groups.setdefault(r.decode.max_seconds, []).append(r)
-        batches = []
-        for group in groups.values():
-            group.sort(key=lambda r: r.text_ids.numel())
-            size = rows_per_batch or group[0].decode.batch_size
-            batches += [group[i:i + size] for i in range(0, len(group), size)]
-        return batches
-
     def _generate(self, batch: list[_Row], generator: torch.Generator
                   ) -> list[tuple[np.ndarray, int, bool, float | None]]:
         """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard, pace) a
@@ -460,21 +444,6 @@ class Synthesizer:
             raise RuntimeError("the codec decoded non-finite samples (NaN/inf): check the model and codec "
                                "weights")
         return wav
-
-    def _join(self, pieces: list[np.ndarray | None], pause_seconds: float) -> np.ndarray:
-        gap = np.zeros(int(round(pause_seconds * self.sample_rate)), dtype=np.float32)
-        parts: list[np.ndarray] = []
-        for i, wav in enumerate(pieces):
-            if wav is None:
-                raise RuntimeError(f"sentence piece {i} was never generated")  # a bug in batching, not input
-            parts += [gap, wav] if i else [wav]
-        out = np.concatenate(parts).astype(np.float32)
-        peak = float(np.abs(out).max()) if out.size else 0.0
-        if peak > 1.0:  # the codec can overshoot; keep the WAV valid without changing the level of the rest
-            log.debug("clipping codec output peak %.2f to 1.0", peak)
-            out = np.clip(out, -1.0, 1.0)
-        return out
-
 
 # ---- helpers -----------------------------------------------------------------------------------------------
 def _adapts_ar(adapter: Path) -> bool:
