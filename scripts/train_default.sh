@@ -68,4 +68,5 @@ $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
 # (lm/inference/house_voices.py; README "House voices"); the espeak-ng voices read worse and are left out
 $PY scripts/make_house_voices.py --export "$RUN/train/export" --tokens "$TOKENS" --default \
     --voices flite_slt_1_170 flite_awb_1_120 flite_kal16_1_105 flite_rms_0_90 flite_rms_1_100 flite_slt_1_200
-echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export)"
+echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export" \
+    "--decode temperature=0.15 --decode ar_voice=house --decode candidates=4)"

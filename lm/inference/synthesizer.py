@@ -179,7 +179,8 @@ class Synthesizer:
         a sentence in chunks of frames as the AR makes them (see lm/inference/streaming.py for the chunking
         and how close the stream comes to `synthesize`'s waveform). The voice is `voice` or `prompt_wav` as
         for `synthesize`. `stream_config`: an `lm.inference.streaming.StreamConfig`. Stop iterating (or close
-        the iterator) to cancel."""
+        the iterator) to cancel. A stream reads one candidate per piece (`candidates` does not apply: best of
+        N needs finished readings)."""
         from lm.inference.streaming import stream_utterance
 
         if voice is None:

@@ -29,7 +29,8 @@ def default_model() -> Synthesizer:
 
 def test_the_default_model_loads_as_published(default_model: Synthesizer) -> None:
     assert default_model.phone_aligned
-    assert default_model.defaults.temperature == 0.3  # metadata.decode, as publish_default.py stored it
+    assert default_model.defaults.temperature == 0.15  # metadata.decode, as publish_default.py stored it
+    assert default_model.defaults.candidates == 4  # best of 4 at the prompt's pace (lm/inference/rerank.py)
     assert default_model.sample_rate == 16000
     # house voices (lm/inference/house_voices.py): the AR reads the flite voice nearest the prompt
     assert default_model.defaults.ar_voice == "house"
@@ -55,7 +56,12 @@ def test_it_reads_a_new_sentence_at_its_prompt_speakers_pace(default_model: Synt
     out = result.wav
     assert out.ndim == 1 and np.isfinite(out).all() and np.abs(out).max() > 0.01
     # the pointer walk ends the utterance at the text's last phone, with the advance head's durations
-    assert 0.6 < pace_ratio(out, result.sample_rate, text, wav, rate, PROMPT_TEXT) < 1.6
+    pace = pace_ratio(out, result.sample_rate, text, wav, rate, PROMPT_TEXT)
+    assert 0.6 < pace < 1.6
+    assert result.candidates == 4 and len(result.piece_phone_errors) == 1  # the published best of 4
+    assert 0 <= result.piece_phone_errors[0] < 0.6
+    if prompt_text is not None:  # continuation mode knows the prompt's pace: best of 4 keeps a reading near it
+        assert 0.7 < pace < 1.3, pace
 
 
 
