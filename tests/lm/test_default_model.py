@@ -60,7 +60,7 @@ def test_it_reads_a_new_sentence_at_its_prompt_speakers_pace(default_model: Synt
     assert 0.6 < pace < 1.6
     assert result.candidates == 4 and len(result.piece_phone_errors) == 1  # the published best of 4
     assert 0 <= result.piece_phone_errors[0] < 0.6
-    if prompt_text is not None:  # continuation mode knows the prompt's pace: best of 4 keeps a reading near it
+    if prompt_text is not None:  # the prompt's pace is known: best of 4 keeps a reading near it
         assert 0.7 < pace < 1.3, pace
 
 
