@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import yaml
 
 from evaluation.asr import WhisperASR
 from evaluation.cases import read_list
@@ -33,10 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--temperature", type=float, default=0.3)
-    p.add_argument("--decode", nargs="*", default=[], help="key=value decode options (ar_voice=house)")
+    p.add_argument("--decode", nargs="*", default=[],
+                   help="key=value decode options (ar_voice=house pace_tolerance=0)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    decode = dict(item.split("=", 1) for item in args.decode)
+    decode = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.decode)}
     synth = Synthesizer.from_pretrained(args.checkpoint, temperature=args.temperature, **decode)
     asr = WhisperASR()
     drawn: list[tuple[list[np.ndarray], int]] = []
