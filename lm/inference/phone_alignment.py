@@ -73,15 +73,20 @@ def spoken_span_frames(frame_phones: torch.Tensor) -> int:
     return int(spoken[-1] - spoken[0] + 1) if spoken.numel() else 0
 
 
+def text_phones(text: str) -> list[str]:
+    """The spoken phones of `text` (flite's CMU lexicon G2P, no pauses); [] when it has none."""
+    from data_pipeline.alignment.g2p import G2PError, transcript_phones
+
+    try:
+        return [p for word in transcript_phones(text) for p in word.phones]
+    except G2PError:
+        return []
+
+
 def reading_pace(frame_phones: torch.Tensor, text: str, frame_rate: float) -> float | None:
     """Seconds per phone of a reading of `text` whose frames held `frame_phones` [F], timed over its
     spoken span (`spoken_span_frames`; evaluation/pace.py times generated audio the same way, by loudness);
     None when nothing is spoken or `text` has no phones."""
-    from data_pipeline.alignment.g2p import G2PError, transcript_phones
-
-    try:
-        phones = sum(len(w.phones) for w in transcript_phones(text))
-    except G2PError:
-        return None
+    phones = len(text_phones(text))
     span = spoken_span_frames(frame_phones)
     return span / frame_rate / phones if span and phones else None

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from data_pipeline.alignment.g2p import G2PError, transcript_phones
 from data_pipeline.alignment.phone_recognizer import recognise_phones
+from lm.inference.phone_alignment import text_phones
 
 # a reading this far from its speaker's pace (either way) does not compete while one closer does
 # (DecodeConfig.pace_tolerance)
@@ -35,14 +35,6 @@ def edit_distance(a: list[str], b: list[str]) -> int:
             row[j] = min(above + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1]))
             diagonal = above
     return row[-1]
-
-
-def text_phones(text: str) -> list[str]:
-    """The spoken phones of `text` (no pauses); [] when it has none."""
-    try:
-        return [p for word in transcript_phones(text) for p in word.phones]
-    except G2PError:
-        return []
 
 
 def phone_error_rate(wav: np.ndarray, sample_rate: int, text: str) -> float:

@@ -11,6 +11,17 @@ from lm.model.model import TTSModel
 from lm.model.sequence import phone_frame_inputs
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are overhead-bound (a second thread only adds sync, and on a busy 2-core box OpenMP
+    spinning makes it ~10x slower); one thread also makes a row's float reductions identical alone and in a
+    batch. Modules use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def tiny_config() -> ModelConfig:
     return get_preset("tiny")

@@ -16,8 +16,8 @@ import torch
 
 from data_pipeline.alignment.phone_recognizer import UNKNOWN, hama_to_canonical, recognise_phones
 from data_pipeline.alignment.phones import NONE_ID, PAUSE_ID, PHONE_ID
-from lm.inference.phone_alignment import reading_pace, spoken_span_frames
-from lm.inference.rerank import best_reading, edit_distance, keep_reading, phone_error_rate, text_phones
+from lm.inference.phone_alignment import reading_pace, spoken_span_frames, text_phones
+from lm.inference.rerank import best_reading, edit_distance, keep_reading, phone_error_rate
 from lm.inference.synthesis_types import SynthesisError
 from lm.inference.synthesizer import Synthesizer
 from tests.suite_helpers import SPEECH, build_tiny_export
@@ -33,12 +33,7 @@ def clip(name: str) -> tuple[np.ndarray, int]:
     return sf.read(SPEECH / name, dtype="float32")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/lm/conftest.py
 
 
 def test_edit_distance() -> None:

@@ -36,12 +36,7 @@ CHUNKED = StreamConfig(first_chunk_seconds=0.1, nar_lookahead_seconds=0.1)
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/lm/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -43,15 +43,7 @@ CODEC_SPEC = "encodec_24khz:random"
 FAST = {"max_seconds": 0.4}  # an untrained model never says <eos>: keep its rows short
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound (a second thread only adds sync, and on a busy 2-core box OpenMP
-    spinning makes it ~10x slower); one thread also makes a row's float reductions identical alone and in a
-    batch."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/lm/conftest.py
 
 
 @pytest.fixture(scope="module")
