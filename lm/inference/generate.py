@@ -11,6 +11,8 @@ decoder; then one NAR pass per codebook the AR does not predict.
   generate_nar(model, ...)                    codebooks ar_codebooks+1..Q, one bidirectional pass each
                                               (lm/inference/nar_pass.py)
   generate(model, requests, ...)              both, from `TTSRequest`s (what the Synthesizer calls; here)
+  fill_codebooks(model, requests, ar_result)  the NAR half of `generate`, for the AR rows a caller keeps
+                                              (best of N fills only the readings that compete; here)
 
 Rows of a batch are left-padded so they all end at the same cache slot; each row's RoPE positions start at 0
 at its first real token, so a row generates the same tokens alone or in a batch (tested).
@@ -74,6 +76,14 @@ class GenerationResult:
     hit_length_guard: torch.Tensor  # [B] bool
     frame_phones: torch.Tensor | None = None  # [B, F] the phone id each frame was made for (phone-aligned)
 
+    def select(self, rows: list[int]) -> GenerationResult:
+        """The result of `rows` only, in that order."""
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x[torch.tensor(rows, dtype=torch.long, device=x.device)]
+
+        return GenerationResult(pick(self.codes), pick(self.frame_lengths), pick(self.hit_length_guard),
+                                None if self.frame_phones is None else pick(self.frame_phones))
+
 
 def _check_request(i: int, req: TTSRequest, model: TTSModel) -> None:
     cfg = model.config
@@ -115,8 +125,7 @@ def generate(
     sampling = sampling or SamplingConfig()
     for i, req in enumerate(requests):
         _check_request(i, req, model)
-    num_q, vocab = model.config.num_codebooks, model.vocab
-    device = model.ar.code_head.weight.device
+    vocab = model.vocab
     ar_views = [r.ar_prompt() for r in requests]  # (codes, transcript, frame phones) the AR reads
     prompts = [inference_prompt(vocab, r.text_ids, codes[0], text) for r, (codes, text, _) in
                zip(requests, ar_views, strict=True)]
@@ -159,10 +168,26 @@ def generate(
     if bool(ar_out.hit_length_guard.any()):
         rows = ar_out.hit_length_guard.nonzero().flatten().tolist()
         log.warning("rows %s hit the length guard without emitting <eos> (output truncated)", rows)
-    if model.nar is None or not run_nar:
-        return GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard, ar_out.frame_phones)
+    ar_result = GenerationResult(ar_codes, ar_out.lengths, ar_out.hit_length_guard, ar_out.frame_phones)
+    if not run_nar:
+        return ar_result
+    return fill_codebooks(model, requests, ar_result, sampling.nar_temperature, generator)
 
+
+@torch.inference_mode()
+def fill_codebooks(model: TTSModel, requests: list[TTSRequest], ar_result: GenerationResult,
+                   nar_temperature: float = 0.0, generator: torch.Generator | None = None
+                   ) -> GenerationResult:
+    """The NAR half of `generate`: `ar_result` (from `generate(..., run_nar=False)`, or rows of it picked with
+    `select`) and the requests of its rows -> all Q codebooks of each row."""
+    if not requests or len(requests) != ar_result.codes.shape[0]:
+        raise ValueError(f"{len(requests)} requests for {ar_result.codes.shape[0]} AR rows")
+    if model.nar is None:
+        return ar_result
+    num_q = model.config.num_codebooks
+    device = model.ar.code_head.weight.device
     bsz = len(requests)
+    text_lengths = torch.tensor([r.text_ids.numel() for r in requests])
     text_ids = torch.zeros(bsz, int(text_lengths.max()), dtype=torch.long)
     prompt_lengths = torch.tensor([r.prompt_codes.shape[1] for r in requests])
     prompt_codes = torch.zeros(bsz, num_q, int(prompt_lengths.max()), dtype=torch.long)
@@ -175,13 +200,13 @@ def generate(
         text_lengths.to(device),
         prompt_codes.to(device),
         prompt_lengths.to(device),
-        ar_codes,
-        ar_out.lengths,
-        sampling.nar_temperature,
+        ar_result.codes,
+        ar_result.frame_lengths,
+        nar_temperature,
         generator,
-        frame_phones=ar_out.frame_phones,
+        frame_phones=ar_result.frame_phones,
     )
     return GenerationResult(
-        codes=codes, frame_lengths=ar_out.lengths, hit_length_guard=ar_out.hit_length_guard,
-        frame_phones=ar_out.frame_phones,
+        codes=codes, frame_lengths=ar_result.frame_lengths, hit_length_guard=ar_result.hit_length_guard,
+        frame_phones=ar_result.frame_phones,
     )

@@ -46,26 +46,35 @@ def phone_error_rate(wav: np.ndarray, sample_rate: int, text: str) -> float:
     return edit_distance(recognise_phones(wav, sample_rate), target) / len(target)
 
 
-def best_reading(wavs: list[np.ndarray], sample_rate: int, text: str,
+def best_reading(wavs: list[np.ndarray | None], sample_rate: int, text: str,
                  paces: list[float | None] | None = None, target_pace: float | None = None,
                  tolerance: float = PACE_TOLERANCE) -> tuple[int, list[float]]:
     """-> (index of the reading to keep, every reading's phone error rate).
 
     With the prompt speaker's pace (`target_pace`, seconds per phone) and each reading's (`paces`), only the
-    readings within +-`tolerance` of it compete, and when none is, the one closest to it is kept: a reading
-    should end where its text ends at its speaker's pace. Among those that compete the lowest phone error
-    rate wins; ties (and a text with no phones, where nothing can be compared) keep the earliest."""
-    errors = [phone_error_rate(w, sample_rate, text) for w in wavs]
+    readings `competing_readings` names compete: a reading should end where its text ends at its speaker's
+    pace. Among those the lowest phone error rate wins; ties (and a text with no phones, where nothing can be
+    compared) keep the earliest. A reading that does not compete is not heard (NaN), and may be None: the
+    Synthesizer does not decode the audio of readings the pace already ruled out."""
+    competing = set(competing_readings(len(wavs), paces, target_pace, tolerance))
+    errors = [phone_error_rate(w, sample_rate, text) if i in competing and w is not None else math.nan
+              for i, w in enumerate(wavs)]
     return keep_reading(errors, paces, target_pace, tolerance), errors
+
+
+def competing_readings(count: int, paces: list[float | None] | None = None, target_pace: float | None = None,
+                       tolerance: float = PACE_TOLERANCE) -> list[int]:
+    """Which of `count` readings compete on phone errors: those within +-`tolerance` of the speaker's pace,
+    or the one closest to it when none is; all of them when that pace is unknown or `tolerance` is 0."""
+    if not target_pace or paces is None or tolerance <= 0:
+        return list(range(count))
+    off = [abs(math.log(p / target_pace)) if p else math.inf for p in paces]
+    inside = [i for i in range(count) if off[i] <= math.log1p(tolerance)]
+    return inside or [min(range(count), key=lambda i: (off[i], i))]
 
 
 def keep_reading(errors: list[float], paces: list[float | None] | None = None,
                  target_pace: float | None = None, tolerance: float = PACE_TOLERANCE) -> int:
     """The choice `best_reading` makes, from the readings' phone error rates and paces."""
-    competing = list(range(len(errors)))
-    if target_pace and paces is not None and tolerance > 0:
-        off = [abs(math.log(p / target_pace)) if p else math.inf for p in paces]
-        competing = [i for i in competing if off[i] <= math.log1p(tolerance)]
-        if not competing:
-            return min(range(len(errors)), key=lambda i: (off[i], i))
+    competing = competing_readings(len(errors), paces, target_pace, tolerance)
     return min(competing, key=lambda i: (errors[i] if math.isfinite(errors[i]) else math.inf, i))

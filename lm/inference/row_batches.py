@@ -1,5 +1,5 @@
-"""How the Synthesizer's rows (one per sentence piece and reading, `_Row`) are grouped into AR batches, and
-how the pieces' audio is joined back into one utterance."""
+"""How the Synthesizer's rows (one per sentence piece and reading, `_Row`) are grouped into AR batches, which
+of them are heard, and how the pieces' audio is joined back into one utterance."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import logging
 
 import numpy as np
 
-from lm.inference.synthesis_types import _Row
+from lm.inference.rerank import competing_readings
+from lm.inference.synthesis_types import DecodeConfig, _Row
 
 log = logging.getLogger(__name__)
 
 
 def plan_batches(rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row]]:
     """Group rows that can share one AR call: same max_seconds (one cap per call), similar text lengths (rows
-    of a batch run until the longest stops), at most `batch_size` rows. rows_per_batch=1: piece by piece (the
-    first audio comes soonest), the readings of one piece (best of N) together."""
+    of a batch run until the longest stops), at most `batch_size` rows, and the readings of one piece (best of
+    N) always together (a piece with more readings than `batch_size` makes a batch of its own).
+    rows_per_batch=1: piece by piece (the first audio comes soonest)."""
     if rows_per_batch == 1:
         pieces: dict[tuple[int, int], list[_Row]] = {}
         for r in rows:
@@ -24,12 +26,29 @@ def plan_batches(rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row
     groups: dict[float, list[_Row]] = {}
     for r in rows:
         groups.setdefault(r.decode.max_seconds, []).append(r)
-    batches = []
+    batches: list[list[_Row]] = []
     for group in groups.values():
         group.sort(key=lambda r: r.text_ids.numel())  # stable: a piece's readings stay side by side
         size = rows_per_batch or group[0].decode.batch_size
-        batches += [group[i:i + size] for i in range(0, len(group), size)]
+        batch: list[_Row] = []
+        for piece in _pieces(group):  # whole pieces only: best of N compares a piece's readings in one batch
+            if batch and len(batch) + len(piece) > size:
+                batches.append(batch)
+                batch = []
+            batch += piece
+        batches += [batch] if batch else []
     return batches
+
+
+def _pieces(rows: list[_Row]) -> list[list[_Row]]:
+    """Runs of consecutive rows of one sentence piece (its readings)."""
+    runs: list[list[_Row]] = []
+    for r in rows:
+        if runs and (runs[-1][0].request, runs[-1][0].piece) == (r.request, r.piece):
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
 
 
 def join_pieces(pieces: list[np.ndarray | None], pause_seconds: float, sample_rate: int) -> np.ndarray:
@@ -46,3 +65,26 @@ def join_pieces(pieces: list[np.ndarray | None], pause_seconds: float, sample_ra
         log.debug("clipping codec output peak %.2f to 1.0", peak)
         out = np.clip(out, -1.0, 1.0)
     return out
+
+
+def draws(cfg: DecodeConfig) -> int:
+    """Readings drawn of every piece: `candidates`, but one when decoding is greedy (all would be equal)."""
+    return cfg.candidates if cfg.temperature > 0 else 1
+
+
+def readings_to_hear(batch: list[_Row], paces: list[float | None]) -> list[int]:
+    """The rows of an AR batch whose audio is made (NAR, codec): all, but of a piece's best-of-N readings only
+    those that compete at the prompt speaker's pace (`competing_readings`; `paces` per row). The rest are
+    ruled out by their pace alone, so nobody needs to hear them."""
+    pieces: dict[tuple[int, int], list[int]] = {}
+    for b, row in enumerate(batch):
+        pieces.setdefault((row.request, row.piece), []).append(b)
+    heard = []
+    for rows in pieces.values():
+        first = batch[rows[0]]
+        if len(rows) == draws(first.decode) > 1:  # the piece's readings are all here (plan_batches)
+            chosen = competing_readings(len(rows), [paces[b] for b in rows], first.target_pace,
+                                        first.decode.pace_tolerance)
+            rows = [rows[i] for i in chosen]
+        heard += rows
+    return sorted(heard)

@@ -36,7 +36,7 @@ from codec.loudness import scale_to_level
 from data_pipeline.text.tokenizer import TextTokenizer
 from lm.checkpoint import load_model, read_config
 from lm.inference.export_dir import _apply_adapter, _check_export_dir, _codec_spec, _tokenizer_path
-from lm.inference.generate import TTSRequest, generate
+from lm.inference.generate import TTSRequest, fill_codebooks, generate
 from lm.inference.house_voices import HOUSE_VOICES_FILE, HouseVoice, HouseVoices
 from lm.inference.phone_alignment import (
     prompt_frame_phones,
@@ -47,7 +47,7 @@ from lm.inference.phone_alignment import (
 )
 from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
 from lm.inference.rerank import best_reading
-from lm.inference.row_batches import join_pieces, plan_batches
+from lm.inference.row_batches import draws, join_pieces, plan_batches, readings_to_hear
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -202,7 +202,7 @@ class Synthesizer:
         pace = self._prompt_pace(voice) if cfg.phone_durations == "engine" else None
         house = self._house_voice(voice, cfg, request)
         target_pace = None  # the prompt speaker's, timed as a reading is (best of N keeps readings near it)
-        if (_draws(cfg) > 1 and cfg.pace_tolerance > 0 and voice.prompt_phones is not None
+        if (draws(cfg) > 1 and cfg.pace_tolerance > 0 and voice.prompt_phones is not None
                 and _has_text(voice.prompt_text)):
             target_pace = reading_pace(voice.prompt_phones, voice.prompt_text, self.codec.frame_rate)
         rows, pieces = [], []
@@ -234,20 +234,20 @@ class Synthesizer:
         houses = {r.request: r.house.name for r in rows if r.house is not None}
 
         # best of N: every piece is drawn as N rows (greedy decoding would draw the same reading N times)
-        rows = [replace(r, candidate=k) for r in rows for k in range(_draws(r.decode))]
+        rows = [replace(r, candidate=k) for r in rows for k in range(draws(r.decode))]
         n = len(requests)
         audio: list[list[np.ndarray | None]] = [[None] * len(p) for p in pieces]
         frames: list[list[int]] = [[0] * len(p) for p in pieces]
         guard: list[list[bool]] = [[False] * len(p) for p in pieces]
         errors: list[list[float]] = [[math.nan] * len(p) for p in pieces]
         first_audio = [math.nan] * n
-        readings: dict[tuple[int, int], list[tuple[np.ndarray, int, bool, float | None]]] = {}
+        readings: dict[tuple[int, int], list[tuple[np.ndarray | None, int, bool, float | None]]] = {}
         for batch in plan_batches(rows, rows_per_batch):
             out = self._generate(batch, generator)
             for row, reading in zip(batch, out, strict=True):
                 drawn = readings.setdefault((row.request, row.piece), [])
                 drawn.append(reading)
-                if len(drawn) < _draws(row.decode):
+                if len(drawn) < draws(row.decode):
                     continue  # more readings of this piece to come
                 keep, errors[row.request][row.piece] = self._keep_best(drawn, row)
                 audio[row.request][row.piece], frames[row.request][row.piece], guard[row.request][row.piece] \
@@ -264,22 +264,24 @@ class Synthesizer:
                             first_audio_seconds=first_audio[i], elapsed_seconds=elapsed, seed=seeds[i],
                             mode="continuation" if _has_text(requests[i].prompt_text) else "speaker-prompt",
                             pieces=pieces[i], piece_frames=frames[i], hit_length_guard=guard[i],
-                            house_voice=houses.get(i), candidates=_draws(configs[i]),
-                            piece_phone_errors=errors[i] if _draws(configs[i]) > 1 else [])
+                            house_voice=houses.get(i), candidates=draws(configs[i]),
+                            piece_phone_errors=errors[i] if draws(configs[i]) > 1 else [])
             for i in range(n)
         ]
 
-    def _keep_best(self, readings: list[tuple[np.ndarray, int, bool, float | None]], row: _Row
+    def _keep_best(self, readings: list[tuple[np.ndarray | None, int, bool, float | None]], row: _Row
                    ) -> tuple[int, float]:
-        """-> (the reading of the row's piece to keep, its phone error rate; NaN for a lone reading)."""
+        """-> (the reading of the row's piece to keep, its phone error rate; NaN for a lone reading).
+        Readings ruled out by their pace (no audio) are logged with "-" for their error rate."""
         if len(readings) == 1:
             return 0, math.nan
         text, target_pace = row.text, row.target_pace
         paces = [pace for *_, pace in readings]
         keep, errors = best_reading([wav for wav, *_ in readings], self.sample_rate, text, paces, target_pace,
                                     row.decode.pace_tolerance)
+        shown = ", ".join(f"{e:.2f}" if math.isfinite(e) else "-" for e in errors)
         log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
-                 len(readings), text[:40], keep, ", ".join(f"{e:.2f}" for e in errors),
+                 len(readings), text[:40], keep, shown,
                  ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
         return keep, errors[keep]
 
@@ -385,19 +387,29 @@ class Synthesizer:
         return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
     def _generate(self, batch: list[_Row], generator: torch.Generator
-                  ) -> list[tuple[np.ndarray, int, bool, float | None]]:
-        """One AR + NAR call for a batch of rows, then codec decode -> (wav [T], frames, hit_guard, pace) a
-        row; pace: seconds per phone (phone-aligned rows drawn as one of several candidates), else None."""
+                  ) -> list[tuple[np.ndarray | None, int, bool, float | None]]:
+        """One AR call for a batch of rows, the NAR for the rows worth hearing, then codec decode ->
+        (wav [T], frames, hit_guard, pace) a row. pace: seconds per phone (phone-aligned rows drawn as one of
+        several candidates), else None. wav is None for a reading best of N rules out by its pace alone
+        (`competing_readings`): its codebooks 2..Q and audio are never made (plan_batches keeps the readings
+        of a piece in one batch, so that is known here)."""
         sampling, requests = self.batch_inputs(batch)
-        out = generate(self.model, requests, sampling, generator, compile_step=self.compile_step)
-        results = []
+        ar = generate(self.model, requests, sampling, generator, compile_step=self.compile_step,
+                      run_nar=False)
+        paces: list[float | None] = [None] * len(batch)
         for b, row in enumerate(batch):
-            num_frames = int(out.frame_lengths[b])
-            codes = out.codes[b, :, :num_frames]
-            pace = None
-            if out.frame_phones is not None and _draws(row.decode) > 1:
-                pace = reading_pace(out.frame_phones[b, :num_frames].cpu(), row.text, self.codec.frame_rate)
-            results.append((self._decode(codes, row), num_frames, bool(out.hit_length_guard[b]), pace))
+            if ar.frame_phones is not None and draws(row.decode) > 1:
+                frames = ar.frame_phones[b, : int(ar.frame_lengths[b])].cpu()
+                paces[b] = reading_pace(frames, row.text, self.codec.frame_rate)
+        heard = readings_to_hear(batch, paces)
+        out = fill_codebooks(self.model, [requests[b] for b in heard], ar.select(heard),
+                             sampling.nar_temperature, generator)
+        results: list[tuple[np.ndarray | None, int, bool, float | None]] = []
+        for b, row in enumerate(batch):
+            num_frames, wav = int(ar.frame_lengths[b]), None
+            if b in heard:
+                wav = self._decode(out.codes[heard.index(b), :, :num_frames], row)
+            results.append((wav, num_frames, bool(ar.hit_length_guard[b]), paces[b]))
         return results
 
     def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:
@@ -451,11 +463,6 @@ def _adapts_ar(adapter: Path) -> bool:
     from lm.adapters.lora import adapter_adapts_ar
 
     return adapter_adapts_ar(adapter)
-
-
-def _draws(cfg: DecodeConfig) -> int:
-    """Readings drawn of every piece: `candidates`, but one when decoding is greedy (all would be equal)."""
-    return cfg.candidates if cfg.temperature > 0 else 1
 
 
 def _has_text(text: str | None) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from data_pipeline.records import TTSBatch
 from lm.inference.ar_loop import generate_ar
-from lm.inference.generate import TTSRequest, generate
+from lm.inference.generate import TTSRequest, fill_codebooks, generate
 from lm.inference.nar_pass import generate_nar
 from lm.inference.sampling import SamplingConfig
 from lm.model.losses import tts_loss
@@ -104,6 +104,29 @@ def test_nar_fills_all_codebooks_deterministically(tiny_model, tiny_config, make
     assert (codes[1, :, 4:] == 0).all()  # nothing past the frame length
     greedy = generate_nar(tiny_model, *args, batch.frame_lengths)
     assert torch.equal(greedy, generate_nar(tiny_model, *args, batch.frame_lengths))
+
+
+def test_fill_codebooks_is_the_nar_half_of_generate_and_fills_picked_rows_alone(tiny_model, tiny_config,
+                                                                                make_batch):
+    tiny_model.eval()
+    batch = make_batch(tiny_config, [5, 2, 7], [1, 1, 1], [9, 3, 6], seed=5)
+    requests = [TTSRequest(batch.text_ids[b, : batch.text_lengths[b]],
+                           batch.prompt_codes[b, :, : batch.prompt_lengths[b]]) for b in range(3)]
+    sampling = SamplingConfig(temperature=0.8, max_new_frames=12)
+    whole = generate(tiny_model, requests, sampling, torch.Generator().manual_seed(7))
+    ar = generate(tiny_model, requests, sampling, torch.Generator().manual_seed(7), run_nar=False)
+    assert ar.codes.shape[1] == tiny_config.ar_codebooks
+    filled = fill_codebooks(tiny_model, requests, ar, sampling.nar_temperature)
+    assert filled.codes.shape[1] == tiny_config.num_codebooks > tiny_config.ar_codebooks
+    assert torch.equal(filled.codes, whole.codes) and torch.equal(filled.frame_lengths, whole.frame_lengths)
+    # rows picked out of the AR batch get the codebooks they get in the whole batch (greedy NAR)
+    picked = fill_codebooks(tiny_model, [requests[2], requests[0]], ar.select([2, 0]))
+    for i, b in enumerate([2, 0]):
+        n = int(whole.frame_lengths[b])
+        assert torch.equal(picked.codes[i, :, :n], whole.codes[b, :, :n])
+    assert picked.frame_lengths.tolist() == [int(whole.frame_lengths[2]), int(whole.frame_lengths[0])]
+    with pytest.raises(ValueError, match="2 requests for 3 AR rows"):
+        fill_codebooks(tiny_model, requests[:2], ar)
 
 
 def overfit(model: TTSModel, batch: TTSBatch, max_steps: int, lr: float = 3e-3) -> int:

@@ -17,8 +17,15 @@ import torch
 from data_pipeline.alignment.phone_recognizer import UNKNOWN, hama_to_canonical, recognise_phones
 from data_pipeline.alignment.phones import NONE_ID, PAUSE_ID, PHONE_ID
 from lm.inference.phone_alignment import reading_pace, spoken_span_frames, text_phones
-from lm.inference.rerank import best_reading, edit_distance, keep_reading, phone_error_rate
-from lm.inference.synthesis_types import SynthesisError
+from lm.inference.rerank import (
+    best_reading,
+    competing_readings,
+    edit_distance,
+    keep_reading,
+    phone_error_rate,
+)
+from lm.inference.row_batches import plan_batches, readings_to_hear
+from lm.inference.synthesis_types import DecodeConfig, SynthesisError, _Row
 from lm.inference.synthesizer import Synthesizer
 from tests.suite_helpers import SPEECH, build_tiny_export
 
@@ -115,6 +122,39 @@ def test_keep_reading_prefers_the_speakers_pace_then_the_fewest_phone_errors() -
     assert keep_reading([0.2, 0.2], [0.1, 0.1], 0.1) == 0  # a tie keeps the earliest
 
 
+def test_competing_readings_and_the_readings_worth_hearing() -> None:
+    paces = [0.12, 0.11, 0.095, 0.07]
+    assert competing_readings(4) == [0, 1, 2, 3]  # no pace known: all compete
+    assert competing_readings(4, paces, 0.1) == [0, 1, 2]
+    assert competing_readings(4, paces, 0.1, tolerance=0.15) == [1, 2]
+    assert competing_readings(4, paces, 0.1, tolerance=0.0) == [0, 1, 2, 3]
+    assert competing_readings(4, [0.2, 0.12, 0.08, None], 0.1, tolerance=0.15) == [1]  # none: the closest
+    # best_reading hears only the readings that compete; one ruled out by pace may come without audio
+    rate = 16000
+    keep, errors = best_reading([None, np.zeros(rate, np.float32)], rate, "hello", [0.3, 0.1], 0.1)
+    assert keep == 1 and math.isnan(errors[0]) and errors[1] == 1.0  # silence: every phone missed
+
+    def row(request: int, piece: int, k: int, candidates: int = 3, text: str = "one two") -> _Row:
+        return _Row(request, piece, torch.ones(len(text)), torch.zeros(4, 5, dtype=torch.long), None,
+                    DecodeConfig(candidates=candidates, batch_size=4), candidate=k, text=text,
+                    target_pace=0.1)
+
+    rows = [row(0, 0, k) for k in range(3)] + [row(0, 1, k, text="three") for k in range(3)]
+    rows.append(row(1, 0, 0, candidates=1))
+    batches = plan_batches(rows, None)
+    for batch in batches:  # a piece's readings are never split over two AR batches
+        assert len(batch) <= 4 or len({(r.request, r.piece) for r in batch}) == 1
+    pieces = [[(r.request, r.piece) for r in b] for b in batches]
+    assert sorted(p for b in pieces for p in b) == sorted((r.request, r.piece) for r in rows)
+    for key in {(r.request, r.piece) for r in rows}:
+        assert sum(key in b for b in pieces) == 1
+    big = [row(0, 0, k, candidates=6) for k in range(6)]
+    assert [len(b) for b in plan_batches(big, None)] == [6]  # more readings than batch_size: a batch alone
+    # of piece (0, 0) only the readings near the prompt's pace are heard; the lone reading of request 1 is
+    assert readings_to_hear(rows[:3] + rows[6:], [0.3, 0.11, 0.09, None]) == [1, 2, 3]
+    assert readings_to_hear(rows[:3], [0.3, 0.2, 0.05]) == [1]  # none near it: the closest (log scale)
+
+
 @pytest.fixture(scope="module")
 def aligned_export(tmp_path_factory) -> Path:
     return build_tiny_export(tmp_path_factory.mktemp("rerank") / "export", alignment="phoneme")
@@ -197,8 +237,12 @@ def test_continuation_mode_keeps_a_reading_at_the_prompts_pace(aligned_export: P
     kept, paces = re.search(r"kept reading (\d) .*; pace (.*) against", message).groups()
     ratios = [float(p) for p in paces.split(", ")]  # every reading's pace against the prompt's
     inside = [abs(np.log(r)) <= np.log(1.25) for r in ratios]
+    errors = re.search(r"phone error rates (.*); pace", message).group(1).split(", ")
     if any(inside):
         assert inside[int(kept)]
+        # the readings the pace rules out are never heard (no NAR, no codec, no recogniser): "-"
+        assert [e != "-" for e in errors] == inside
     else:
         assert abs(np.log(ratios[int(kept)])) == min(abs(np.log(r)) for r in ratios)
+        assert [e != "-" for e in errors].count(True) == 1
     assert len(set(ratios)) > 1  # the draws differ in pace, so the choice was a real one
