@@ -1,8 +1,8 @@
 """The FastAPI app: routes, request validation, upload limits and JSON errors.
 
     POST   /v1/audio/speech   OpenAI's fields (model, input, voice, response_format, speed) plus stream, seed,
-                              temperature, prompt_text, ar_voice -> wav / flac / pcm, streamed or
-                              whole
+                              temperature, prompt_text, ar_voice, candidates -> wav / flac / pcm, streamed
+                              or whole (a whole file keeps the best of N readings of every sentence)
     POST   /v1/voices         multipart: file (audio), text (transcript, optional), name (optional) -> {"id"}
     GET    /v1/voices         {"voices": [{"id", "name", "builtin", "seconds", "text", ...}]}
     GET    /v1/voices/{id}    one voice
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from lm.inference.streaming import AudioChunk, StreamConfig, StreamJob
-from lm.inference.synthesis_types import MAX_SPEED, MIN_SPEED, SynthesisError, speed_options
+from lm.inference.synthesis_types import MAX_CANDIDATES, MAX_SPEED, MIN_SPEED, SynthesisError, speed_options
 from lm.inference.synthesizer import Synthesizer
 from serving.engine import EngineFull, SynthesisEngine
 from serving.formats import FORMATS, MEDIA_TYPES, STREAMABLE, encode_file, pcm16, wav_stream_header
@@ -92,6 +92,8 @@ class SpeechRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     prompt_text: str | None = None  # the voice clip's transcript (continuation mode); "" for none
     ar_voice: str | None = None  # "prompt", "house" or a house voice's name (lm/inference/house_voices.py)
+    # best of N (lm/inference/rerank.py) for whole-file responses; default: the model's (models/default: 4)
+    candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
 
 
 class _Channel:
@@ -214,6 +216,10 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
             raise ApiError(400, "unsupported_format", f"{fmt} cannot be streamed (its header holds the "
                                                       f"length); stream {' or '.join(STREAMABLE)}",
                            "response_format")
+        if stream and req.candidates is not None and req.candidates > 1:
+            raise ApiError(400, "unsupported_candidates",
+                           "best of N needs finished readings: ask for a whole file (stream false) or "
+                           "candidates 1", "candidates")
         if req.speed != 1.0 and not synth.phone_aligned:
             raise ApiError(400, "unsupported_speed", "this model speaks at its own pace: only speed 1.0 is "
                                                      "supported", "speed")
@@ -228,6 +234,8 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
                                                  "POST /v1/voices)", "voice")
         decode = {"temperature": req.temperature} if req.temperature is not None else {}
         decode.update(speed_options(req.speed))
+        if req.candidates is not None:
+            decode["candidates"] = req.candidates
         if req.ar_voice is not None:
             allowed = ["prompt", *(["house", *synth.house_voices.names] if synth.house_voices else [])]
             if req.ar_voice not in allowed:

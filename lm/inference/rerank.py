@@ -13,12 +13,16 @@ lexicon, as the model reads them). Measured: README, "Round 11".
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
 from data_pipeline.alignment.phone_recognizer import recognise_phones
 from lm.inference.phone_alignment import text_phones
+from lm.inference.synthesis_types import Reading, _Row
+
+log = logging.getLogger(__name__)
 
 # a reading this far from its speaker's pace (either way) does not compete while one closer does
 # (DecodeConfig.pace_tolerance)
@@ -78,3 +82,19 @@ def keep_reading(errors: list[float], paces: list[float | None] | None = None,
     """The choice `best_reading` makes, from the readings' phone error rates and paces."""
     competing = competing_readings(len(errors), paces, target_pace, tolerance)
     return min(competing, key=lambda i: (errors[i] if math.isfinite(errors[i]) else math.inf, i))
+
+
+def keep_best_reading(readings: list[Reading], row: _Row, sample_rate: int) -> tuple[int, float]:
+    """The readings of `row`'s piece -> (the one to keep, its phone error rate; NaN for a lone reading),
+    logged with every reading's error rate ("-": ruled out by its pace, not heard) and pace."""
+    if len(readings) == 1:
+        return 0, math.nan
+    text, target_pace = row.text, row.target_pace
+    paces = [r.pace for r in readings]
+    keep, errors = best_reading([r.wav for r in readings], sample_rate, text, paces, target_pace,
+                                row.decode.pace_tolerance)
+    shown = ", ".join(f"{e:.2f}" if math.isfinite(e) else "-" for e in errors)
+    log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
+             len(readings), text[:40], keep, shown,
+             ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
+    return keep, errors[keep]

@@ -44,11 +44,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from lm.inference.ar_loop import ARStep
 from lm.inference.generate import generate
 from lm.inference.prompt_audio import mix_seeds
+from lm.inference.row_batches import draws
 from lm.inference.stream_pieces import AudioChunk, FrameSource, PieceStream, advance, decoder_context
 from lm.inference.synthesis_types import DecodeConfig, SynthesisError, Voice
 from lm.inference.synthesizer import Synthesizer
@@ -109,6 +111,12 @@ class StreamJob:
     def done(self) -> bool:
         return self.cancelled.is_set() or self.next_piece >= len(self.rows)
 
+    @property
+    def reads_best_of_n(self) -> bool:
+        """A whole-piece job (the NAR waits for the end of every piece) with best of N: nothing of a piece is
+        sent before its readings are finished, so the job can keep the best one, as `synthesize` does."""
+        return self.config.nar_lookahead_seconds is None and draws(self.decode) > 1
+
     def cancel(self) -> None:
         """Stop generating for this job: its AR row stops at the next step, its later pieces never start."""
         self.cancelled.set()
@@ -133,6 +141,10 @@ def run_round(synth: Synthesizer, jobs: list[StreamJob]) -> None:
     """Generate the next sentence piece of every job in one AR batch (rows stop independently), streaming
     each row's chunks to its job as they are ready. A cancelled job's row stops at the next AR step."""
     jobs = [j for j in jobs if not j.done]
+    best_of_n = [j for j in jobs if j.reads_best_of_n]
+    if best_of_n:
+        _best_of_n_round(synth, best_of_n)
+    jobs = [j for j in jobs if not j.reads_best_of_n]
     if not jobs:
         return
     rows = [j.rows[j.next_piece] for j in jobs]
@@ -174,6 +186,26 @@ def run_round(synth: Synthesizer, jobs: list[StreamJob]) -> None:
         if not job.cancelled.is_set() and not stream.finished:  # every row ends inside on_step; a guard
             raise RuntimeError(f"piece {stream.row.piece} ended without sending its last chunk")
         job.hit_length_guard.append(stream.hit_length_guard)
+        job.next_piece += 1
+
+
+def _best_of_n_round(synth: Synthesizer, jobs: list[StreamJob]) -> None:
+    """The next piece of every best-of-N job: its readings drawn in one AR batch (`Synthesizer.read_best`),
+    the kept one sent as the piece's one chunk. A lone job draws from its own random stream, so its audio
+    equals `synthesize`'s for the same seed."""
+    rows = [j.rows[j.next_piece] for j in jobs]
+    with torch.inference_mode():
+        kept = synth.read_best(rows, _round_generator(jobs, synth.device))
+    for job, row, (reading, _) in zip(jobs, rows, kept, strict=True):
+        pause = int(round(row.decode.pause_seconds * synth.sample_rate)) if row.piece else 0
+        wav = np.clip(reading.wav, -1.0, 1.0).astype(np.float32)
+        job.emit(AudioChunk(
+            wav=np.concatenate([np.zeros(pause, np.float32), wav]), sample_rate=synth.sample_rate,
+            piece=row.piece, num_pieces=len(job.rows), text=job.pieces[row.piece], first_frame=0,
+            codes=reading.codes, pause_samples=pause, last_in_piece=True, last=row.piece == len(job.rows) - 1,
+            seconds_since_start=time.perf_counter() - job.started, seed=job.seed,
+            hit_length_guard=reading.hit_length_guard))
+        job.hit_length_guard.append(reading.hit_length_guard)
         job.next_piece += 1
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -256,3 +256,13 @@ class _Row:
     candidate: int = 0  # which of the piece's decode.candidates readings this row draws
     text: str = ""  # the piece's text
     target_pace: float | None = None  # the prompt speaker's seconds per phone (best of N; None: unknown)
+
+
+class Reading(NamedTuple):
+    """One drawn reading of a sentence piece (best of N draws several)."""
+
+    wav: np.ndarray | None  # None: ruled out by its pace alone, never decoded (row_batches.readings_to_hear)
+    frames: int
+    hit_length_guard: bool
+    pace: float | None  # seconds per phone (phone-aligned rows drawn as one of several candidates)
+    codes: torch.Tensor | None  # [Q, frames]; None when never decoded

@@ -46,12 +46,13 @@ from lm.inference.phone_alignment import (
     text_phone_ids,
 )
 from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
-from lm.inference.rerank import best_reading
+from lm.inference.rerank import keep_best_reading
 from lm.inference.row_batches import draws, join_pieces, plan_batches, readings_to_hear
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
     DecodeConfig,
+    Reading,
     SynthesisError,
     SynthesisRequest,
     SynthesisResult,
@@ -241,7 +242,7 @@ class Synthesizer:
         guard: list[list[bool]] = [[False] * len(p) for p in pieces]
         errors: list[list[float]] = [[math.nan] * len(p) for p in pieces]
         first_audio = [math.nan] * n
-        readings: dict[tuple[int, int], list[tuple[np.ndarray | None, int, bool, float | None]]] = {}
+        readings: dict[tuple[int, int], list[Reading]] = {}
         for batch in plan_batches(rows, rows_per_batch):
             out = self._generate(batch, generator)
             for row, reading in zip(batch, out, strict=True):
@@ -249,7 +250,7 @@ class Synthesizer:
                 drawn.append(reading)
                 if len(drawn) < draws(row.decode):
                     continue  # more readings of this piece to come
-                keep, errors[row.request][row.piece] = self._keep_best(drawn, row)
+                keep, errors[row.request][row.piece] = keep_best_reading(drawn, row, self.sample_rate)
                 audio[row.request][row.piece], frames[row.request][row.piece], guard[row.request][row.piece] \
                     = drawn[keep][:3]
                 if row.piece == 0:
@@ -269,21 +270,19 @@ class Synthesizer:
             for i in range(n)
         ]
 
-    def _keep_best(self, readings: list[tuple[np.ndarray | None, int, bool, float | None]], row: _Row
-                   ) -> tuple[int, float]:
-        """-> (the reading of the row's piece to keep, its phone error rate; NaN for a lone reading).
-        Readings ruled out by their pace (no audio) are logged with "-" for their error rate."""
-        if len(readings) == 1:
-            return 0, math.nan
-        text, target_pace = row.text, row.target_pace
-        paces = [pace for *_, pace in readings]
-        keep, errors = best_reading([wav for wav, *_ in readings], self.sample_rate, text, paces, target_pace,
-                                    row.decode.pace_tolerance)
-        shown = ", ".join(f"{e:.2f}" if math.isfinite(e) else "-" for e in errors)
-        log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
-                 len(readings), text[:40], keep, shown,
-                 ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
-        return keep, errors[keep]
+    def read_best(self, rows: list[_Row], generator: torch.Generator) -> list[tuple[Reading, float]]:
+        """Sentence pieces (one row each, from `plan`) -> per piece the reading best of N keeps and its phone
+        error rate: each piece's `decode.candidates` readings drawn in one AR batch, as `synthesize` draws
+        them (the server's engine reads whole-file requests this way)."""
+        readings = [replace(r, candidate=k) for r in rows for k in range(draws(r.decode))]
+        drawn = self._generate(readings, generator)
+        kept, first = [], 0
+        for row in rows:
+            mine = drawn[first:first + draws(row.decode)]
+            first += len(mine)
+            keep, error = keep_best_reading(mine, row, self.sample_rate)
+            kept.append((mine[keep], error))
+        return kept
 
     def _encode_prompts(self, requests: list[SynthesisRequest], configs: list[DecodeConfig]
                         ) -> list[torch.Tensor]:
@@ -387,10 +386,9 @@ class Synthesizer:
         return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
     def _generate(self, batch: list[_Row], generator: torch.Generator
-                  ) -> list[tuple[np.ndarray | None, int, bool, float | None]]:
-        """One AR call for a batch of rows, the NAR for the rows worth hearing, then codec decode ->
-        (wav [T], frames, hit_guard, pace) a row. pace: seconds per phone (phone-aligned rows drawn as one of
-        several candidates), else None. wav is None for a reading best of N rules out by its pace alone
+                  ) -> list[Reading]:
+        """One AR call for a batch of rows, the NAR for the rows worth hearing, then codec decode -> a
+        `Reading` a row. Its wav and codes are None when best of N rules it out by its pace alone
         (`competing_readings`): its codebooks 2..Q and audio are never made (plan_batches keeps the readings
         of a piece in one batch, so that is known here)."""
         sampling, requests = self.batch_inputs(batch)
@@ -404,12 +402,14 @@ class Synthesizer:
         heard = readings_to_hear(batch, paces)
         out = fill_codebooks(self.model, [requests[b] for b in heard], ar.select(heard),
                              sampling.nar_temperature, generator)
-        results: list[tuple[np.ndarray | None, int, bool, float | None]] = []
+        results = []
         for b, row in enumerate(batch):
-            num_frames, wav = int(ar.frame_lengths[b]), None
+            num_frames, wav, codes = int(ar.frame_lengths[b]), None, None
             if b in heard:
-                wav = self._decode(out.codes[heard.index(b), :, :num_frames], row)
-            results.append((wav, num_frames, bool(ar.hit_length_guard[b]), paces[b]))
+                codes = out.codes[heard.index(b), :, :num_frames]
+                wav = self._decode(codes, row)
+            results.append(Reading(wav, num_frames, bool(ar.hit_length_guard[b]), paces[b],
+                                   None if codes is None else codes.cpu()))
         return results
 
     def batch_inputs(self, batch: list[_Row]) -> tuple[SamplingConfig, list[TTSRequest]]:

@@ -2,7 +2,8 @@
 (lm/inference/rerank.py) follow Whisper's word error rate?
 
     python scripts/experiments/best_of_n_readings.py --checkpoint models/default \
-        --list evaluation/lists/unseen_sentences.lst --seed 1234 --candidates 4 --out runs/bon/1234.json
+        --list evaluation/lists/unseen_sentences.lst --seed 1234 --candidates 4 --out runs/bon/1234.json \
+        --decode pace_tolerance=0
 
 Each case is synthesised as scripts/evaluate.py does (continuation mode with the list's prompt transcript,
 seed S + i), with `candidates` N; all N readings of every piece are kept, and each gets hama's phone error
@@ -21,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+import lm.inference.synthesizer as synthesizer_module
 from evaluation.asr import WhisperASR
 from evaluation.cases import read_list
 from lm.inference.rerank import phone_error_rate
@@ -42,14 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     synth = Synthesizer.from_pretrained(args.checkpoint, temperature=args.temperature, **decode)
     asr = WhisperASR()
     drawn: list[tuple[list[np.ndarray], int]] = []
-    keep_best = synth._keep_best
+    keep_best = synthesizer_module.keep_best_reading
 
-    def spy(readings, row):  # noqa: ANN001, ANN202 - records every reading and the choice
-        keep, error = keep_best(readings, row)
+    def spy(readings, row, sample_rate):  # noqa: ANN001, ANN202 - records every reading and the choice
+        keep, error = keep_best(readings, row, sample_rate)
+        if any(wav is None for wav, *_ in readings):
+            raise SystemExit("readings ruled out by their pace are never decoded: pass --decode "
+                             "pace_tolerance=0 to score every reading")
         drawn.append(([wav for wav, *_ in readings], keep))
         return keep, error
 
-    synth._keep_best = spy
+    synthesizer_module.keep_best_reading = spy
     rows = []
     for i, case in enumerate(read_list(args.list)):
         wav, rate = sf.read(case.prompt_wav, dtype="float32")

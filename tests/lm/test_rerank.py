@@ -176,7 +176,7 @@ def test_synthesizer_keeps_the_best_of_n_readings(aligned_export: Path, caplog) 
     one = synth.synthesize(text, wav, rate, seed=3)
     assert one.candidates == 1 and one.piece_phone_errors == [] and "best of" not in one.summary()
 
-    with caplog.at_level(logging.INFO, logger="lm.inference.synthesizer"):
+    with caplog.at_level(logging.INFO, logger="lm.inference.rerank"):
         best = synth.synthesize(text, wav, rate, seed=3, candidates=3)
     assert best.candidates == 3 and len(best.pieces) == 2 and len(best.piece_phone_errors) == 2
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("best of 3")]
@@ -229,7 +229,7 @@ def test_generate_script_candidates_flag(aligned_export: Path, tmp_path, capsys)
 def test_continuation_mode_keeps_a_reading_at_the_prompts_pace(aligned_export: Path, caplog) -> None:
     synth = Synthesizer.from_pretrained(aligned_export, temperature=1.0)
     wav, rate = clip(LJ2)
-    with caplog.at_level(logging.INFO, logger="lm.inference.synthesizer"):
+    with caplog.at_level(logging.INFO, logger="lm.inference.rerank"):
         result = synth.synthesize("Good morning to you, my friend.", wav, rate, prompt_text=TRANSCRIPTS[LJ2],
                                   seed=11, candidates=4)
     assert result.mode == "continuation" and result.candidates == 4

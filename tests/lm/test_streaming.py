@@ -99,6 +99,28 @@ def test_stream_with_whole_sentence_nar_equals_the_one_shot_waveform(synth, prom
     assert chunks[0].seed == 11 and chunks[0].sample_rate == one_shot.sample_rate
 
 
+@pytest.mark.parametrize("prompt_text", [None, PROMPT_TEXT], ids=["speaker-prompt", "continuation"])
+def test_a_whole_sentence_stream_keeps_the_best_of_n_as_synthesize_does(synth, prompt, prompt_text) -> None:
+    """With the NAR waiting for each whole sentence nothing is sent before a reading is finished, so best of
+    N applies (the server's whole-file responses): one chunk a piece, the reading `synthesize` keeps."""
+    kw = {"seed": 5, "temperature": 0.9, "prompt_text": prompt_text, "candidates": 3}
+    one_shot = synth.synthesize(TEXT, *prompt, **kw)
+    assert one_shot.candidates == 3 and len(one_shot.piece_phone_errors) == len(one_shot.pieces)
+    chunks = list(synth.stream(TEXT, *prompt, stream_config=EXACT, **kw))
+    assert [c.piece for c in chunks] == list(range(len(one_shot.pieces)))  # the kept reading, whole
+    assert all(c.last_in_piece for c in chunks) and [c.last for c in chunks][-1]
+    assert [c.codes.shape[-1] for c in chunks] == one_shot.piece_frames
+    assert [c.pause_samples > 0 for c in chunks] == [False] + [True] * (len(chunks) - 1)
+    np.testing.assert_allclose(joined(chunks), one_shot.wav, rtol=0, atol=TOLERANCE)
+    # one reading (candidates 1) is another draw; a chunked stream sends audio early and reads one too
+    single = synth.synthesize(TEXT, *prompt, **{**kw, "candidates": 1})
+    assert not np.array_equal(single.wav, one_shot.wav)
+    chunked = list(synth.stream(TEXT, *prompt, stream_config=CHUNKED, **kw))
+    assert len(chunked) > len(chunks)
+    assert torch.equal(piece_codes(chunked, 0)[0], piece_codes(list(synth.stream(
+        TEXT, *prompt, stream_config=CHUNKED, **{**kw, "candidates": 1})), 0)[0])
+
+
 def test_chunked_nar_keeps_codebook_one_and_seamless_joins(synth, prompt) -> None:
     voice = synth.encode_voice(*prompt)
     chunks = list(synth.stream(TEXT, voice=voice, seed=5, temperature=0.8, stream_config=CHUNKED))

@@ -141,6 +141,20 @@ def test_a_whole_response_is_the_librarys_audio(client, served, tiny_synth) -> N
     np.testing.assert_allclose(samples / 32767.0, expected, atol=1.5 / 32767)
 
 
+def test_a_whole_response_keeps_the_best_of_n_readings(client, served, tiny_synth) -> None:
+    fields = {"input": TEXT, "voice": "arctic-aew", "seed": 8, "temperature": 0.7, "stream": False}
+    reply = client.speech(candidates=3, **fields)
+    assert reply.status == 200, reply.body[:300]
+    voice = served.voices.prompt(served.voices.get("arctic-aew"))
+    chunks = list(tiny_synth.stream(TEXT, voice=voice, seed=8, temperature=0.7, candidates=3,
+                                    stream_config=StreamConfig(nar_lookahead_seconds=None)))
+    assert [c.piece for c in chunks] == [0, 1]  # each sentence whole: the kept one of three readings
+    samples, _ = wav_samples(reply.body)
+    np.testing.assert_allclose(samples / 32767.0, np.concatenate([c.wav for c in chunks]), atol=1.5 / 32767)
+    one, _ = wav_samples(client.speech(candidates=1, **fields).body)
+    assert not np.array_equal(one, samples)
+
+
 def test_streamed_audio_leaves_in_several_pieces(client) -> None:
     head = (b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n")
@@ -227,6 +241,8 @@ def test_invalid_json(client, body) -> None:
     ([1, 2], None), ({"voice": "lj"}, "input"), ({"input": 5}, "input"),
     ({"input": "Hi.", "seed": -1}, "seed"), ({"input": "Hi.", "temperature": "hot"}, "temperature"),
     ({"input": "Hi.", "speed": 2.0}, "speed"), ({"input": "Hi.", "speed": 5.0}, "speed"),
+    ({"input": "Hi.", "candidates": 0}, "candidates"), ({"input": "Hi.", "candidates": 17}, "candidates"),
+    ({"input": "Hi.", "candidates": 3, "stream": True, "response_format": "pcm"}, "candidates"),
 ])
 def test_wrong_fields(client, fields, param) -> None:
     reply = client.request("POST", "/v1/audio/speech", json.dumps(fields).encode(),
