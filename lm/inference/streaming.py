@@ -31,7 +31,10 @@ How close the stream comes to `synthesize(text, ..., seed=s)` (tests/lm/test_str
 
 Several requests stream together through `run_round` (one sentence piece of each, one AR batch, rows
 stopping independently; their NAR and decode steps batched too, `lm.inference.stream_pieces.advance`): the
-server (`serving.engine`) is built on it.
+server (`serving.engine`) is built on it. A job whose NAR waits for whole sentences and whose decoding asks
+for best of N (`StreamJob.reads_best_of_n`: the server's whole-file replies) draws a piece's N readings in one
+batch instead and sends the kept one as the piece's only chunk; it can be cancelled between pieces, not inside
+one.
 """
 
 from __future__ import annotations
