@@ -19,10 +19,7 @@ def plan_batches(rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row
     N) always together (a piece with more readings than `batch_size` makes a batch of its own).
     rows_per_batch=1: piece by piece (the first audio comes soonest)."""
     if rows_per_batch == 1:
-        pieces: dict[tuple[int, int], list[_Row]] = {}
-        for r in rows:
-            pieces.setdefault((r.request, r.piece), []).append(r)
-        return list(pieces.values())
+        return [[rows[i] for i in piece] for piece in by_piece(rows)]
     groups: dict[float, list[_Row]] = {}
     for r in rows:
         groups.setdefault(r.decode.max_seconds, []).append(r)
@@ -31,24 +28,21 @@ def plan_batches(rows: list[_Row], rows_per_batch: int | None) -> list[list[_Row
         group.sort(key=lambda r: r.text_ids.numel())  # stable: a piece's readings stay side by side
         size = rows_per_batch or group[0].decode.batch_size
         batch: list[_Row] = []
-        for piece in _pieces(group):  # whole pieces only: best of N compares a piece's readings in one batch
+        for piece in by_piece(group):  # whole pieces only: best of N compares a piece's readings in one batch
             if batch and len(batch) + len(piece) > size:
                 batches.append(batch)
                 batch = []
-            batch += piece
+            batch += [group[i] for i in piece]
         batches += [batch] if batch else []
     return batches
 
 
-def _pieces(rows: list[_Row]) -> list[list[_Row]]:
-    """Runs of consecutive rows of one sentence piece (its readings)."""
-    runs: list[list[_Row]] = []
-    for r in rows:
-        if runs and (runs[-1][0].request, runs[-1][0].piece) == (r.request, r.piece):
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs
+def by_piece(rows: list[_Row]) -> list[list[int]]:
+    """Indices of `rows` grouped by sentence piece (its readings), pieces in order of first appearance."""
+    pieces: dict[tuple[int, int], list[int]] = {}
+    for i, r in enumerate(rows):
+        pieces.setdefault((r.request, r.piece), []).append(i)
+    return list(pieces.values())
 
 
 def join_pieces(pieces: list[np.ndarray | None], pause_seconds: float, sample_rate: int) -> np.ndarray:
@@ -76,11 +70,8 @@ def readings_to_hear(batch: list[_Row], paces: list[float | None]) -> list[int]:
     """The rows of an AR batch whose audio is made (NAR, codec): all, but of a piece's best-of-N readings only
     those that compete at the prompt speaker's pace (`competing_readings`; `paces` per row). The rest are
     ruled out by their pace alone, so nobody needs to hear them."""
-    pieces: dict[tuple[int, int], list[int]] = {}
-    for b, row in enumerate(batch):
-        pieces.setdefault((row.request, row.piece), []).append(b)
     heard = []
-    for rows in pieces.values():
+    for rows in by_piece(batch):
         first = batch[rows[0]]
         if len(rows) == draws(first.decode) > 1:  # the piece's readings are all here (plan_batches)
             chosen = competing_readings(len(rows), [paces[b] for b in rows], first.target_pace,

@@ -47,7 +47,7 @@ from lm.inference.phone_alignment import (
 )
 from lm.inference.prompt_audio import mix_seeds, prompt_at_codec_rate
 from lm.inference.rerank import keep_best_reading
-from lm.inference.row_batches import draws, join_pieces, plan_batches, readings_to_hear
+from lm.inference.row_batches import by_piece, draws, join_pieces, plan_batches, readings_to_hear
 from lm.inference.sampling import SamplingConfig
 from lm.inference.sentences import split_sentences
 from lm.inference.synthesis_types import (
@@ -242,19 +242,13 @@ class Synthesizer:
         guard: list[list[bool]] = [[False] * len(p) for p in pieces]
         errors: list[list[float]] = [[math.nan] * len(p) for p in pieces]
         first_audio = [math.nan] * n
-        readings: dict[tuple[int, int], list[Reading]] = {}
-        for batch in plan_batches(rows, rows_per_batch):
-            out = self._generate(batch, generator)
-            for row, reading in zip(batch, out, strict=True):
-                drawn = readings.setdefault((row.request, row.piece), [])
-                drawn.append(reading)
-                if len(drawn) < draws(row.decode):
-                    continue  # more readings of this piece to come
-                keep, errors[row.request][row.piece] = keep_best_reading(drawn, row, self.sample_rate)
-                audio[row.request][row.piece], frames[row.request][row.piece], guard[row.request][row.piece] \
-                    = drawn[keep][:3]
-                if row.piece == 0:
-                    first_audio[row.request] = time.perf_counter() - start
+        for batch in plan_batches(rows, rows_per_batch):  # a piece's readings always share a batch
+            for row, reading, error in self._read_batch(batch, generator):
+                i, p = row.request, row.piece
+                errors[i][p] = error
+                audio[i][p], frames[i][p], guard[i][p] = reading.wav, reading.frames, reading.hit_length_guard
+                if p == 0:
+                    first_audio[i] = time.perf_counter() - start
         wavs = [join_pieces(a, c.pause_seconds, self.sample_rate)
                 for a, c in zip(audio, configs, strict=True)]
         elapsed = time.perf_counter() - start
@@ -275,13 +269,17 @@ class Synthesizer:
         error rate: each piece's `decode.candidates` readings drawn in one AR batch, as `synthesize` draws
         them (the server's engine reads whole-file requests this way)."""
         readings = [replace(r, candidate=k) for r in rows for k in range(draws(r.decode))]
-        drawn = self._generate(readings, generator)
-        kept, first = [], 0
-        for row in rows:
-            mine = drawn[first:first + draws(row.decode)]
-            first += len(mine)
-            keep, error = keep_best_reading(mine, row, self.sample_rate)
-            kept.append((mine[keep], error))
+        return [(reading, error) for _, reading, error in self._read_batch(readings, generator)]
+
+    def _read_batch(self, batch: list[_Row], generator: torch.Generator
+                    ) -> list[tuple[_Row, Reading, float]]:
+        """One AR batch holding every reading of its pieces -> per piece (its first row, the reading kept,
+        that reading's phone error rate; NaN for a lone reading), pieces in batch order."""
+        drawn = self._generate(batch, generator)
+        kept = []
+        for piece in by_piece(batch):
+            keep, error = keep_best_reading([drawn[b] for b in piece], batch[piece[0]], self.sample_rate)
+            kept.append((batch[piece[0]], drawn[piece[keep]], error))
         return kept
 
     def _encode_prompts(self, requests: list[SynthesisRequest], configs: list[DecodeConfig]
