@@ -37,7 +37,7 @@ from codec.audio import AudioReadError, load_audio
 from lm.inference.export_dir import DEFAULT_MODEL_DIR
 from lm.inference.prompt_transcript import PromptTranscriber, TranscriberUnavailable, auto_prompt_text
 from lm.inference.streaming import StreamConfig
-from lm.inference.synthesis_types import DecodeConfig, SynthesisError, speed_options
+from lm.inference.synthesis_types import JUDGES, DecodeConfig, SynthesisError, speed_options
 from lm.inference.synthesizer import Synthesizer
 
 log = logging.getLogger("generate")
@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="best of N: draw N readings of every sentence and keep the one hama's phone "
                         "recogniser hears closest to the text (~N times the decoding; the default model's "
                         "default is stored with it; --stream reads one)")
+    p.add_argument("--judge", default=None, choices=JUDGES,
+                   help="who picks among the N readings: 'phones' (hama's phone recogniser) or "
+                        "'phones+words' (its phone error plus Whisper base's word error; the `eval` extra)")
     p.add_argument("--speed", type=float, default=None,
                    help="speaking rate, 0.25-4 (phone-aligned models: flite's phone lengths at the prompt's "
                         "pace divided by it)")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     decode = {k: v for k, v in {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "max_seconds": args.max_seconds,
-        "ar_voice": args.ar_voice, "candidates": args.candidates,
+        "ar_voice": args.ar_voice, "candidates": args.candidates, "judge": args.judge,
     }.items() if v is not None}
     decode.update(speed_options(args.speed))
     if args.threads:

@@ -1,8 +1,8 @@
 """The FastAPI app: routes, request validation, upload limits and JSON errors.
 
     POST   /v1/audio/speech   OpenAI's fields (model, input, voice, response_format, speed) plus stream, seed,
-                              temperature, prompt_text, ar_voice, candidates -> wav / flac / pcm, streamed
-                              or whole (a whole file keeps the best of N readings of every sentence)
+                              temperature, prompt_text, ar_voice, candidates, judge -> wav / flac / pcm,
+                              streamed or whole (a whole file keeps the best of N readings of every sentence)
     POST   /v1/voices         multipart: file (audio), text (transcript, optional), name (optional) -> {"id"}
     GET    /v1/voices         {"voices": [{"id", "name", "builtin", "seconds", "text", ...}]}
     GET    /v1/voices/{id}    one voice
@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import uvicorn
@@ -94,6 +94,8 @@ class SpeechRequest(BaseModel):
     ar_voice: str | None = None  # "prompt", "house" or a house voice's name (lm/inference/house_voices.py)
     # best of N (lm/inference/rerank.py) for whole-file responses; default: the model's (models/default: 4)
     candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
+    # who picks among them: "phones" or "phones+words" (lm/inference/word_judge.py); default: the model's
+    judge: Literal["phones", "phones+words"] | None = None
 
 
 class _Channel:
@@ -236,6 +238,8 @@ def create_app(synth: Synthesizer, voices: VoiceStore, engine: SynthesisEngine,
         decode.update(speed_options(req.speed))
         if req.candidates is not None:
             decode["candidates"] = req.candidates
+        if req.judge is not None:
+            decode["judge"] = req.judge
         if req.ar_voice is not None:
             allowed = ["prompt", *(["house", *synth.house_voices.names] if synth.house_voices else [])]
             if req.ar_voice not in allowed:

@@ -7,20 +7,24 @@ over its spoken span, lm/inference/phone_alignment.py `reading_pace`) is known w
 prompt speaker's pace known (continuation mode: the aligned prompt) only the readings near it compete
 (DecodeConfig.pace_tolerance, +-25 % by default). Among those, hama's phoneme recogniser
 (data_pipeline/alignment/phone_recognizer.py: trained on real speech, neither on this model's output nor on
-the Whisper model evaluation uses) picks the one it hears closest to the piece's own phones (flite's
-lexicon, as the model reads them). Measured: README, "Round 11".
+the Whisper model evaluation uses) hears how far each is from the piece's own phones (flite's lexicon, as the
+model reads them), and with `DecodeConfig.judge` "phones+words" Whisper base (lm/inference/word_judge.py)
+how far from its words; the reading with the fewest errors (the two rates added) is kept. Measured: README,
+"Round 11" (phones) and "Round 13" (phones and words).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from data_pipeline.alignment.phone_recognizer import recognise_phones
 from lm.inference.phone_alignment import text_phones
 from lm.inference.synthesis_types import Reading, _Row
+from lm.inference.word_judge import WordJudge
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +54,44 @@ def phone_error_rate(wav: np.ndarray, sample_rate: int, text: str) -> float:
     return edit_distance(recognise_phones(wav, sample_rate), target) / len(target)
 
 
+def word_error_rate(wav: np.ndarray, sample_rate: int, text: str, judge: WordJudge) -> float:
+    """(word edits from what `judge` hears in `wav` to the words of `text`) / (words of `text`), capped at 1
+    so that one babbled reading weighs no more than a silent one. NaN when `text` has no words."""
+    target = judge.text_words(text)
+    if not target:
+        return float("nan")
+    return min(1.0, edit_distance(judge.heard_words(wav, sample_rate), target) / len(target))
+
+
+class Judged(NamedTuple):
+    """What best of N decided about a piece's readings. NaN for a reading not heard (ruled out by its pace),
+    and for every word error rate when no word judge is used."""
+
+    keep: int
+    phone_errors: list[float]
+    word_errors: list[float]
+
+
 def best_reading(wavs: list[np.ndarray | None], sample_rate: int, text: str,
                  paces: list[float | None] | None = None, target_pace: float | None = None,
-                 tolerance: float = PACE_TOLERANCE) -> tuple[int, list[float]]:
-    """-> (index of the reading to keep, every reading's phone error rate).
+                 tolerance: float = PACE_TOLERANCE, word_judge: WordJudge | None = None) -> Judged:
+    """The reading to keep, and what the judges heard in each.
 
     With the prompt speaker's pace (`target_pace`, seconds per phone) and each reading's (`paces`), only the
     readings `competing_readings` names compete: a reading should end where its text ends at its speaker's
-    pace. Among those the lowest phone error rate wins; ties (and a text with no phones, where nothing can be
-    compared) keep the earliest. A reading that does not compete is not heard (NaN), and may be None: the
-    Synthesizer does not decode the audio of readings the pace already ruled out."""
+    pace. Among those the lowest score wins: the phone error rate, plus the word error rate when a
+    `word_judge` is given (DecodeConfig.judge "phones+words"); ties (and a text with no phones, where nothing
+    can be compared) keep the earliest. A reading that does not compete is not heard (NaN), and may be None:
+    the Synthesizer does not decode the audio of readings the pace already ruled out."""
     competing = set(competing_readings(len(wavs), paces, target_pace, tolerance))
-    errors = [phone_error_rate(w, sample_rate, text) if i in competing and w is not None else math.nan
-              for i, w in enumerate(wavs)]
-    return keep_reading(errors, paces, target_pace, tolerance), errors
+    heard = [i in competing and w is not None for i, w in enumerate(wavs)]
+    phones = [phone_error_rate(w, sample_rate, text) if h else math.nan
+              for w, h in zip(wavs, heard, strict=True)]
+    words = [word_error_rate(w, sample_rate, text, word_judge) if h and word_judge is not None else math.nan
+             for w, h in zip(wavs, heard, strict=True)]
+    scores = phones if word_judge is None else [
+        p + w if math.isfinite(p) and math.isfinite(w) else p for p, w in zip(phones, words, strict=True)]
+    return Judged(keep_reading(scores, paces, target_pace, tolerance), phones, words)
 
 
 def competing_readings(count: int, paces: list[float | None] | None = None, target_pace: float | None = None,
@@ -79,22 +107,25 @@ def competing_readings(count: int, paces: list[float | None] | None = None, targ
 
 def keep_reading(errors: list[float], paces: list[float | None] | None = None,
                  target_pace: float | None = None, tolerance: float = PACE_TOLERANCE) -> int:
-    """The choice `best_reading` makes, from the readings' phone error rates and paces."""
+    """The choice `best_reading` makes, from the readings' scores (lower is better) and paces."""
     competing = competing_readings(len(errors), paces, target_pace, tolerance)
     return min(competing, key=lambda i: (errors[i] if math.isfinite(errors[i]) else math.inf, i))
 
 
-def keep_best_reading(readings: list[Reading], row: _Row, sample_rate: int) -> tuple[int, float]:
+def keep_best_reading(readings: list[Reading], row: _Row, sample_rate: int,
+                      word_judge: WordJudge | None = None) -> tuple[int, float]:
     """The readings of `row`'s piece -> (the one to keep, its phone error rate; NaN for a lone reading),
-    logged with every reading's error rate ("-": ruled out by its pace, not heard) and pace."""
+    logged with every reading's error rates ("-": ruled out by its pace, not heard) and pace."""
     if len(readings) == 1:
         return 0, math.nan
     text, target_pace = row.text, row.target_pace
     paces = [r.pace for r in readings]
-    keep, errors = best_reading([r.wav for r in readings], sample_rate, text, paces, target_pace,
-                                row.decode.pace_tolerance)
-    shown = ", ".join(f"{e:.2f}" if math.isfinite(e) else "-" for e in errors)
-    log.info("best of %d for %r: kept reading %d (phone error rates %s; pace %s against the prompt's)",
-             len(readings), text[:40], keep, shown,
+    judged = best_reading([r.wav for r in readings], sample_rate, text, paces, target_pace,
+                          row.decode.pace_tolerance, word_judge)
+    shown = ", ".join(f"{e:.2f}" if math.isfinite(e) else "-" for e in judged.phone_errors)
+    words = "" if word_judge is None else "; word error rates " + ", ".join(
+        f"{e:.2f}" if math.isfinite(e) else "-" for e in judged.word_errors)
+    log.info("best of %d for %r: kept reading %d (phone error rates %s%s; pace %s against the prompt's)",
+             len(readings), text[:40], judged.keep, shown, words,
              ", ".join(f"{p / target_pace:.2f}" if p and target_pace else "?" for p in paces))
-    return keep, errors[keep]
+    return judged.keep, judged.phone_errors[judged.keep]

@@ -20,6 +20,8 @@ from lm.inference.sampling import SamplingConfig
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_CANDIDATES = 16
+# best of N judges (DecodeConfig.judge)
+JUDGES = ("phones", "phones+words")
 
 
 def speed_options(speed: float | None) -> dict[str, Any]:
@@ -87,6 +89,10 @@ class DecodeConfig:
     # best of N in continuation mode: only readings within +-this share of the prompt speaker's pace compete
     # (the closest one when none is); 0: pace is not considered
     pace_tolerance: float = 0.25
+    # best of N: who judges the readings. "phones": hama's phone recogniser; "phones+words": its phone error
+    # plus Whisper base's word error (lm/inference/word_judge.py; falls back to "phones", with a warning,
+    # where Whisper base is not installed)
+    judge: str = "phones"
 
     def updated(self, overrides: Mapping[str, Any]) -> DecodeConfig:
         known = {f.name for f in fields(self)}
@@ -129,6 +135,8 @@ class DecodeConfig:
         if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
             raise SynthesisError(f"candidates must be a whole number in [1, {MAX_CANDIDATES}], got "
                                  f"{self.candidates!r}")
+        if self.judge not in JUDGES:
+            raise SynthesisError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
         if not 0 <= self.pace_tolerance < 1:
             raise SynthesisError(f"pace_tolerance must be in [0, 1) (0: off), got {self.pace_tolerance}")
         if min(self.pause_seconds, self.decode_context_seconds) < 0 or self.max_prompt_seconds <= 0:

@@ -60,6 +60,7 @@ from lm.inference.synthesis_types import (
     _as_request,
     _Row,
 )
+from lm.inference.word_judge import WordJudge, load_word_judge
 from lm.model.model import TTSModel
 from lm.model.sequence import inference_prompt
 
@@ -73,7 +74,8 @@ class Synthesizer:
 
     def __init__(self, model: TTSModel, tokenizer: TextTokenizer, codec: Codec,
                  device: torch.device | str = "cpu", decode: DecodeConfig | None = None,
-                 compile_step: bool = False, house_voices: HouseVoices | None = None) -> None:
+                 compile_step: bool = False, house_voices: HouseVoices | None = None,
+                 word_judge: WordJudge | None = None) -> None:
         cfg = model.config
         if codec.codebook_size != cfg.codebook_size or codec.num_codebooks < cfg.num_codebooks:
             raise SynthesisError(
@@ -89,6 +91,9 @@ class Synthesizer:
         self.defaults.validate()
         self.compile_step = compile_step
         self.house_voices = house_voices
+        # best of N's word judge (DecodeConfig.judge "phones+words"): loaded at first use; False once it
+        # turned out not to be installed (warned once, then phones alone)
+        self._word_judge: WordJudge | None | bool = word_judge
         if house_voices is not None:
             for v in house_voices.voices:
                 if v.codes.shape[0] < cfg.num_codebooks or int(v.codes.max()) >= cfg.codebook_size:
@@ -278,9 +283,19 @@ class Synthesizer:
         drawn = self._generate(batch, generator)
         kept = []
         for piece in by_piece(batch):
-            keep, error = keep_best_reading([drawn[b] for b in piece], batch[piece[0]], self.sample_rate)
+            row = batch[piece[0]]
+            keep, error = keep_best_reading([drawn[b] for b in piece], row, self.sample_rate,
+                                            self._judge_of(row.decode))
             kept.append((batch[piece[0]], drawn[piece[keep]], error))
         return kept
+
+    def _judge_of(self, cfg: DecodeConfig) -> WordJudge | None:
+        """The word judge `cfg` asks for, loaded once (None: phones alone)."""
+        if cfg.judge != "phones+words" or draws(cfg) == 1:
+            return None
+        if self._word_judge is None:
+            self._word_judge = load_word_judge() or False
+        return self._word_judge or None
 
     def _encode_prompts(self, requests: list[SynthesisRequest], configs: list[DecodeConfig]
                         ) -> list[torch.Tensor]:

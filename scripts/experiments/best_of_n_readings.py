@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     drawn: list[tuple[list[np.ndarray], int]] = []
     keep_best = synthesizer_module.keep_best_reading
 
-    def spy(readings, row, sample_rate):  # noqa: ANN001, ANN202 - records every reading and the choice
-        keep, error = keep_best(readings, row, sample_rate)
+    def spy(readings, row, sample_rate, word_judge=None):  # noqa: ANN001, ANN202 - records every reading
+        keep, error = keep_best(readings, row, sample_rate, word_judge)
         if any(wav is None for wav, *_ in readings):
             raise SystemExit("readings ruled out by their pace are never decoded: pass --decode "
                              "pace_tolerance=0 to score every reading")

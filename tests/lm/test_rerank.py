@@ -85,12 +85,13 @@ def test_best_reading_keeps_the_one_that_says_the_text() -> None:
     assert other_rate == rate
     silence = np.zeros(rate, dtype=np.float32)
     noise = np.random.default_rng(0).normal(0, 0.1, rate * 3).astype(np.float32)
-    keep, errors = best_reading([silence, noise, other, target], rate, text)
+    keep, errors, words = best_reading([silence, noise, other, target], rate, text)
     assert keep == 3, errors
+    assert all(math.isnan(w) for w in words)  # no word judge: no word error rates
     assert errors[3] == min(errors) and errors[3] < 0.4 and errors[0] == 1.0  # silence: every phone missed
     # a tie keeps the earliest; a text with no phones compares nothing and keeps the first
     assert best_reading([target, target], rate, text)[0] == 0
-    keep, errors = best_reading([noise, target], rate, "...")
+    keep, errors, _ = best_reading([noise, target], rate, "...")
     assert keep == 0 and all(math.isnan(e) for e in errors)
 
 
@@ -131,7 +132,7 @@ def test_competing_readings_and_the_readings_worth_hearing() -> None:
     assert competing_readings(4, [0.2, 0.12, 0.08, None], 0.1, tolerance=0.15) == [1]  # none: the closest
     # best_reading hears only the readings that compete; one ruled out by pace may come without audio
     rate = 16000
-    keep, errors = best_reading([None, np.zeros(rate, np.float32)], rate, "hello", [0.3, 0.1], 0.1)
+    keep, errors, _ = best_reading([None, np.zeros(rate, np.float32)], rate, "hello", [0.3, 0.1], 0.1)
     assert keep == 1 and math.isnan(errors[0]) and errors[1] == 1.0  # silence: every phone missed
 
     def row(request: int, piece: int, k: int, candidates: int = 3, text: str = "one two") -> _Row:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import select
 import socket
@@ -155,6 +156,17 @@ def test_a_whole_response_keeps_the_best_of_n_readings(client, served, tiny_synt
     assert not np.array_equal(one, samples)
 
 
+def test_a_whole_response_can_be_judged_by_phones_and_words(client, caplog) -> None:
+    fields = {"input": "Good morning.", "voice": "arctic-aew", "seed": 8, "temperature": 0.7, "stream": False,
+              "candidates": 2}
+    with caplog.at_level(logging.INFO, logger="lm.inference.rerank"):
+        reply = client.speech(judge="phones+words", **fields)
+    assert reply.status == 200, reply.body[:300]
+    assert wav_samples(reply.body)[0].size > 0
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("best of 2")]
+    assert len(logged) == 1 and "; word error rates " in logged[0]  # Whisper base heard both readings
+
+
 def test_streamed_audio_leaves_in_several_pieces(client) -> None:
     head = (b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n")
@@ -243,6 +255,7 @@ def test_invalid_json(client, body) -> None:
     ({"input": "Hi.", "speed": 2.0}, "speed"), ({"input": "Hi.", "speed": 5.0}, "speed"),
     ({"input": "Hi.", "candidates": 0}, "candidates"), ({"input": "Hi.", "candidates": 17}, "candidates"),
     ({"input": "Hi.", "candidates": 3, "stream": True, "response_format": "pcm"}, "candidates"),
+    ({"input": "Hi.", "judge": "whisper"}, "judge"),
 ])
 def test_wrong_fields(client, fields, param) -> None:
     reply = client.request("POST", "/v1/audio/speech", json.dumps(fields).encode(),
