@@ -3,10 +3,12 @@
 
     python scripts/bench_best_of_n.py                                  # models/default, N = 1 4 8, 1 thread
     python scripts/bench_best_of_n.py --checkpoint DIR --candidates 1 2 4 --cases 3
+    python scripts/bench_best_of_n.py --candidates 1 4 --judges phones phones+words   # the word judge's cost
 
 Each case of --list (evaluation/lists/unseen_sentences.lst: a real prompt, its transcript, a sentence) is
 synthesised in continuation mode, as generate.py does, with every N in turn (seed fixed per case), after one
-warm-up call. The table gives per N: median real-time factor (seconds of compute per second of audio, on the
+warm-up call, and with every judge of --judges (DecodeConfig.judge; N = 1 needs none). The table gives per
+N and judge: median real-time factor (seconds of compute per second of audio, on the
 clock of --clock), its ratio to N = 1, and how many of the drawn readings were heard (made into audio and
 scored by the phone recogniser: lm/inference/row_batches.py `readings_to_hear`; the rest were ruled out by
 their pace alone), and the kept readings' mean phone error rate.
@@ -26,6 +28,7 @@ import soundfile as sf
 import torch
 
 from evaluation.cases import read_list
+from lm.inference.synthesis_types import JUDGES
 from lm.inference.synthesizer import Synthesizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +42,7 @@ class _HeardCounter(logging.Handler):
         self.heard = self.drawn = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        found = re.search(r"phone error rates (.*); pace", record.getMessage())
+        found = re.search(r"phone error rates ([^;]*);", record.getMessage())
         if found:
             errors = found.group(1).split(", ")
             self.drawn += len(errors)
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", type=Path, default=ROOT / "evaluation" / "lists" / "unseen_sentences.lst")
     p.add_argument("--cases", type=int, default=5, help="first cases of --list")
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--judges", nargs="+", default=["phones"], choices=JUDGES)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", choices=["process", "wall"], default="process",
                    help="process: CPU time of this process (a shared machine does not inflate it)")
@@ -66,23 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [sf.read(c.prompt_wav, dtype="float32") for c in cases]
     synth.synthesize(cases[0].target_text, *prompts[0], prompt_text=cases[0].prompt_text, seed=0)  # warm-up
     table = []
-    for n in args.candidates:
+    runs = [(n, judge) for judge in args.judges for n in args.candidates if n > 1 or judge == args.judges[0]]
+    for n, judge in runs:
         counter.heard = counter.drawn = 0
         rtfs, errors = [], []
         for i, (case, (wav, rate)) in enumerate(zip(cases, prompts, strict=True)):
             start = clock()
             result = synth.synthesize(case.target_text, wav, rate, prompt_text=case.prompt_text, seed=100 + i,
-                                      candidates=n)
+                                      candidates=n, judge=judge)
             rtfs.append((clock() - start) / (len(result.wav) / result.sample_rate))
             errors += [e for e in result.piece_phone_errors if math.isfinite(e)]
         heard = f"{counter.heard} of {counter.drawn}" if counter.drawn else "1 a piece"
-        table.append((n, statistics.median(rtfs), heard, statistics.mean(errors) if errors else math.nan))
-    base = next((rtf for n, rtf, *_ in table if n == 1), table[0][1])
+        table.append((n, judge if n > 1 else "-", statistics.median(rtfs), heard,
+                      statistics.mean(errors) if errors else math.nan))
+    base = next((rtf for n, _, rtf, *_ in table if n == 1), table[0][2])
     print(f"\n{args.checkpoint}, {len(cases)} cases, {args.threads} thread(s), {args.clock} clock\n")
-    print("| candidates | median RTF | x of 1 reading | readings heard | kept phone error |")
-    print("|---|---|---|---|---|")
-    for n, rtf, heard, error in table:
-        print(f"| {n} | {rtf:.2f} | {rtf / base:.2f} | {heard} | {error:.2f} |")
+    print("| candidates | judge | median RTF | x of 1 reading | readings heard | kept phone error |")
+    print("|---|---|---|---|---|---|")
+    for n, judge, rtf, heard, error in table:
+        print(f"| {n} | {judge} | {rtf:.2f} | {rtf / base:.2f} | {heard} | {error:.2f} |")
     return 0
 
 

@@ -256,11 +256,13 @@ def test_bench_best_of_n_prints_its_table(aligned_export: Path, capsys) -> None:
     spec = importlib.util.spec_from_file_location("bench_best_of_n", root / "scripts" / "bench_best_of_n.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--checkpoint", str(aligned_export), "--cases", "2", "--candidates", "1", "3"]) == 0
-    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+    assert bench.main(["--checkpoint", str(aligned_export), "--cases", "2", "--candidates", "1", "3",
+                       "--judges", "phones", "phones+words"]) == 0
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()
             if re.match(r"\| \d+ \|", line)]
-    assert [int(r[0]) for r in rows] == [1, 3]
-    assert float(rows[0][2]) == 1.0 and rows[0][3].strip() == "1 a piece"
-    heard, drawn = (int(x) for x in re.match(r" (\d+) of (\d+) ", rows[1][3]).groups())
-    assert drawn == 3 * 2 and 2 <= heard <= drawn  # at least one reading a case is heard
-    assert 0 <= float(rows[1][4]) < 5
+    assert [(int(r[0]), r[1]) for r in rows] == [(1, "-"), (3, "phones"), (3, "phones+words")]
+    assert float(rows[0][3]) == 1.0 and rows[0][4] == "1 a piece"
+    for row in rows[1:]:
+        heard, drawn = (int(x) for x in re.match(r"(\d+) of (\d+)$", row[4]).groups())
+        assert drawn == 3 * 2 and 2 <= heard <= drawn  # at least one reading a case is heard
+        assert 0 <= float(row[5]) < 5
