@@ -69,4 +69,4 @@ $PY scripts/train.py --config "$CONFIG" --data "$TOKENS" --out "$RUN/train" \
 $PY scripts/make_house_voices.py --export "$RUN/train/export" --tokens "$TOKENS" --default \
     --voices flite_slt_1_170 flite_awb_1_120 flite_kal16_1_105 flite_rms_0_90 flite_rms_1_100 flite_slt_1_200
 echo "export: $RUN/train/export (publish it: python scripts/publish_default.py --export $RUN/train/export" \
-    "--decode temperature=0.15 --decode ar_voice=house --decode candidates=4)"
+    "--decode temperature=0.15 --decode ar_voice=house --decode candidates=4 --decode judge=phones+words)"

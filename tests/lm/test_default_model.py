@@ -31,6 +31,8 @@ def test_the_default_model_loads_as_published(default_model: Synthesizer) -> Non
     assert default_model.phone_aligned
     assert default_model.defaults.temperature == 0.15  # metadata.decode, as publish_default.py stored it
     assert default_model.defaults.candidates == 4  # best of 4 at the prompt's pace (lm/inference/rerank.py)
+    # judged by hama's phone error plus Whisper base's word error (lm/inference/word_judge.py)
+    assert default_model.defaults.judge == "phones+words"
     assert default_model.sample_rate == 16000
     # house voices (lm/inference/house_voices.py): the AR reads the flite voice nearest the prompt
     assert default_model.defaults.ar_voice == "house"
