@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="whose voice the AR draws codebook 1 in: 'house' (the house voice nearest the "
                         "prompt; the default model's default), 'prompt', or a house voice's name")
     p.add_argument("--candidates", type=int, default=None,
-                   help="best of N: draw N readings of every sentence and keep the one hama's phone "
-                        "recogniser hears closest to the text (~N times the decoding; the default model's "
+                   help="best of N: draw N readings of every sentence and keep the one the judge "
+                        "(--judge) hears closest to the text (~N times the decoding; the default model's "
                         "default is stored with it; --stream reads one)")
     p.add_argument("--judge", default=None, choices=JUDGES,
                    help="who picks among the N readings: 'phones' (hama's phone recogniser) or "
