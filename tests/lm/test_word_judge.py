@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from lm.inference.prompt_transcript import TranscriberUnavailable, bundled_whisper_dir
-from lm.inference.rerank import best_reading, word_error_rate
+from lm.inference.rerank import best_reading, word_error_rate, word_shortlist
 from lm.inference.synthesis_types import DecodeConfig, SynthesisError
 from lm.inference.synthesizer import Synthesizer
 from lm.inference.word_judge import WordJudge, join_model_parts, load_word_judge, whisper_base_dir
@@ -97,10 +97,17 @@ def test_best_reading_adds_the_word_error_to_the_phone_error(judge) -> None:
     target, rate = clip(LJ4)
     other, _ = clip(LJ3)
     silence = np.zeros(rate, dtype=np.float32)
-    keep, phones, words = best_reading([silence, other, target], rate, text, word_judge=judge)
+    keep, phones, words = best_reading([silence, other, target], rate, text, word_judge=judge, shortlist=3)
     assert keep == 2 and words[0] == 1.0 and words[2] < 0.25
     scores = [p + w for p, w in zip(phones, words, strict=True)]
     assert scores[2] == min(scores)
+    # the word judge hears only the shortlist: the readings with the fewest phone errors, half and at least 2
+    assert [word_shortlist(n) for n in range(1, 9)] == [1, 2, 2, 2, 3, 3, 4, 4]
+    keep, phones, words = best_reading([silence, other, target], rate, text, word_judge=judge, shortlist=2)
+    worst = phones.index(max(phones))  # the long other clip: more phone edits than silence's
+    assert keep == 2 and [math.isnan(w) for w in words] == [i == worst for i in range(3)]
+    alone = best_reading([silence, other, target], rate, text, word_judge=judge, shortlist=1)
+    assert alone.keep == 2 and sum(math.isfinite(w) for w in alone.word_errors) == 1
     # only the readings that compete on pace are heard, by either judge
     keep, phones, words = best_reading([None, target], rate, text, [0.3, 0.1], 0.1, word_judge=judge)
     assert keep == 1 and math.isnan(phones[0]) and math.isnan(words[0]) and math.isfinite(words[1])
@@ -134,9 +141,13 @@ def test_synthesizer_judges_readings_by_phones_and_words(aligned_export, judge, 
     kept, errors, word_errors = re.search(
         r"kept reading (\d) \(phone error rates (.*); word error rates (.*); pace", logged[1]).groups()
     errors = [float(e) for e in errors.split(", ")]
-    word_errors = [float(e) for e in word_errors.split(", ")]
-    scores = [p + w for p, w in zip(errors, word_errors, strict=True)]
-    assert scores[int(kept)] == min(scores)
+    word_errors = [math.nan if e == "-" else float(e) for e in word_errors.split(", ")]
+    # Whisper heard the two readings with the fewest phone errors, and kept the lower sum of the two
+    heard = [i for i, w in enumerate(word_errors) if not math.isnan(w)]
+    assert len(heard) == 2 and max(errors[i] for i in heard) <= min(
+        (errors[i] for i in range(3) if i not in heard), default=math.inf)
+    scores = [errors[i] + word_errors[i] for i in heard]
+    assert int(kept) in heard and errors[int(kept)] + word_errors[int(kept)] == pytest.approx(min(scores))
     # the same three readings were drawn (same seed); the output is the reading each judge kept
     assert words.piece_phone_errors[0] == pytest.approx(errors[int(kept)], abs=0.005)
     assert phones.piece_phone_errors[0] == pytest.approx(min(errors), abs=0.005)
