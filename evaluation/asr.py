@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.audio import resample
+from lm.inference.word_judge import BRACKETS
 
 log = logging.getLogger(__name__)
 # faster-whisper logs every clip at INFO ("Processing audio with duration ..."): too chatty for a long run.
@@ -82,13 +82,13 @@ class TextNormalizer:
 
 # Whisper's normaliser deletes text inside brackets and parentheses (Whisper writes "(music)", "[noise]").
 # Right for a transcript, wrong for a script, where every word is meant to be spoken: LJ Speech has
-# "(which also was printed at Maintz ...)". So the reference keeps the words and loses only the brackets.
-_BRACKETS = re.compile(r"[()\[\]{}<>]")
+# "(which also was printed at Maintz ...)". So the reference keeps the words and loses only the brackets,
+# as best of N's word judge reads its text (one pattern for both: lm/inference/word_judge.py).
 
 
 def text_word_errors(reference: str, hypothesis: str, normalizer: TextNormalizer) -> WordErrors:
     """Normalise both texts (bracketed words of the reference kept), split on whitespace, align."""
-    return word_errors(normalizer(_BRACKETS.sub(" ", reference)).split(), normalizer(hypothesis).split())
+    return word_errors(normalizer(BRACKETS.sub(" ", reference)).split(), normalizer(hypothesis).split())
 
 
 def bundled_whisper_path() -> Path:

@@ -62,6 +62,11 @@ class PromptTranscriber:
         self.cpu_threads = cpu_threads or min(4, os.cpu_count() or 1)
         self._model = None
 
+    def load(self) -> PromptTranscriber:
+        """Load Whisper now, not at the first clip (TranscriberUnavailable when it is not installed)."""
+        self._load()
+        return self
+
     def _load(self):  # noqa: ANN202 - faster-whisper's own class
         if self._model is None:
             try:

